@@ -1,0 +1,24 @@
+# Two commands: `make demo` runs the main job end to end; `make test` runs the tests.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo
+
+.PHONY: demo test install clean
+
+$(BIN)/dupn: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(BIN)/dupn
+
+install: $(BIN)/dupn
+
+demo: $(BIN)/dupn
+	$(BIN)/python -m pipeline.demo --out $(DEMO_DIR)
+
+test: $(BIN)/dupn
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

@@ -1,0 +1,123 @@
+"""Typed, nested configuration of DUPN: data, features, model, trainer and runtime.
+
+Each field's metadata may carry `min`, `max` or `choices`; the loader checks them and
+names the offending key and file in a one-line error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASKS = ("ctr", "l2r", "talent", "power", "shop")
+VARIANTS = (
+    "dupn-all", "dupn-nobp", "dupn-bplstm", "dupn-bpatt", "dupn-w2v",
+    "wide", "wide-deep", "dssm", "cnn-max",
+)
+
+
+def _int(default: int, lo: int = 1, hi: int | None = None):
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+def _float(default: float, lo: float = 0.0, hi: float | None = None):
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+def _choice(default: str, choices):
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+@dataclass
+class DataConfig:
+    """How raw logs become examples."""
+    sequence_length: int = _int(100)          # N: behaviours kept before each sample
+    lookback_days: int = _int(7, lo=0)        # history read before a window's first day
+    max_bad_share: float = _float(0.01, hi=1.0)  # the Beam job fails above this share of bad rows
+    l2r_weight_buy: float = _float(5.0)       # L2R sample weight by what the user did
+    l2r_weight_click: float = _float(1.0)
+    l2r_weight_none: float = _float(1.0)
+    shards_per_day: int = _int(4)             # TFRecord files per task and day
+    holdout_share: float = _float(0.1, hi=0.5)  # share of a day held out when no next day exists
+
+
+@dataclass
+class Table:
+    """An embedding table: ids are hashed into `buckets` rows (row 0 is padding) of width `dim`."""
+    buckets: int = _int(1000, lo=2)
+    dim: int = _int(16)
+
+
+@dataclass
+class FeaturesConfig:
+    """Shapes and tables of the feature contract (features/contract.py)."""
+    tags_per_item: int = _int(4)              # item tags kept; one more slot holds the price token
+    query_terms: int = _int(6)
+    rank_features: int = _int(8)              # length of the ranking-feature vector of impressions
+    item_id: Table = field(default_factory=lambda: Table(1_000_003, 32))
+    shop_id: Table = field(default_factory=lambda: Table(100_003, 24))
+    brand_id: Table = field(default_factory=lambda: Table(100_003, 24))
+    category_id: Table = field(default_factory=lambda: Table(20_011, 16))
+    tags: Table = field(default_factory=lambda: Table(10_007, 28))
+    query: Table = field(default_factory=lambda: Table(50_021, 32))
+    talent_id: Table = field(default_factory=lambda: Table(50_021, 32))
+    talent_type: Table = field(default_factory=lambda: Table(101, 8))
+    type_dim: int = _int(16)                  # behaviour type embedding
+    scene_dim: int = _int(16)
+    time_bucket_dim: int = _int(16)
+    age_dim: int = _int(8)
+    gender_dim: int = _int(4)
+
+
+@dataclass
+class HeadConfig:
+    """One task head: its name (a task), loss weight and MLP widths."""
+    name: str = _choice("ctr", TASKS)
+    weight: float = _float(1.0)
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
+
+
+@dataclass
+class ModelConfig:
+    variant: str = _choice("dupn-all", VARIANTS)
+    lstm_units: int = _int(128)               # also the width of the attention-pooled representation
+    peepholes: bool = False
+    attention_units: int = _int(64)
+    shared_dim: int = _int(256)               # representation joined with the profile
+    dropout: float = _float(0.1, hi=0.9)
+    l2: float = _float(1e-6)
+    sharing: str = _choice("hard", ("hard", "shared-bottom", "mmoe", "ple"))
+    heads: list[HeadConfig] = field(default_factory=lambda: [
+        HeadConfig("ctr", 1.0, [256, 128, 64]),
+        HeadConfig("l2r", 1.0, [128, 64]),
+        HeadConfig("talent", 1.0, [128, 64]),
+        HeadConfig("power", 1.0, [128]),
+    ])
+
+
+@dataclass
+class TrainerConfig:
+    batch_size: int = _int(1024)
+    optimizer: str = _choice("adagrad", ("adagrad", "adam", "sgd"))
+    learning_rate: float = _float(0.05)
+    epochs: int = _int(1)
+    steps_per_execution: int = _int(10)
+    checkpoint_every_steps: int = _int(500)
+    shuffle_buffer: int = _int(10_000)
+    loss_balance: str = _choice("fixed", ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"))
+    publish_margin: float = _float(0.01, hi=1.0)  # daily job refuses a model this much worse
+    keep_published: int = _int(3)
+
+
+@dataclass
+class RuntimeConfig:
+    runner: str = "DirectRunner"              # Beam runner; Dataflow/Flink/Spark by flag
+    direct_num_workers: int = _int(2, lo=0)   # local runner processes (0: one per core)
+    seed: int = _int(1, lo=0)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -1,0 +1,125 @@
+"""TFRecord layout of the feature contract: encode an example in Beam, parse and hash it in tf.data.
+
+On disk every feature is a flat list of its dtype, of any length up to its shape (the sequence
+holds only the behaviours a user had); parsing pads with the feature's default to the contract's
+shape, so a record written with a shorter sequence length still parses.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+
+from features.contract import Contract
+
+PAD_ID = 0
+
+
+def encode_example(values: dict, contract: Contract) -> bytes:
+    """Serializes one example: `values` maps feature names to scalars or (nested) lists.
+
+    Missing features are left out (they parse to their default). Strings may be str or bytes.
+    """
+    example = example_pb2.Example()
+    fmap = example.features.feature
+    for name, value in values.items():
+        spec = contract.features.get(name)
+        if spec is None:
+            raise KeyError(f"encode_example: '{name}' is not a feature of the contract")
+        flat = np.asarray(value, dtype=object).ravel() if spec.shape else [value]
+        if spec.dtype == "string":
+            fmap[name].bytes_list.value.extend(
+                v if isinstance(v, bytes) else str(v).encode() for v in flat)
+        elif spec.dtype == "int64":
+            fmap[name].int64_list.value.extend(int(v) for v in flat)
+        else:
+            fmap[name].float_list.value.extend(float(v) for v in flat)
+    return example.SerializeToString()
+
+
+def _parse_spec(contract: Contract) -> dict:
+    dtypes = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
+    return {name: tf.io.RaggedFeature(dtypes[f.dtype], row_splits_dtype=tf.int64)
+            for name, f in contract.features.items()}
+
+
+def parse_batch(serialized: tf.Tensor, contract: Contract, hash_ids: bool = True) -> dict:
+    """Parses a batch of serialized examples into dense tensors of the contract's shapes.
+
+    Args:
+      serialized: string tensor [B].
+      hash_ids: replace string ids by their int64 rows in the feature's table (0 = padding).
+    Returns:
+      dict name -> tensor [B, *shape].
+    """
+    ragged = tf.io.parse_example(serialized, _parse_spec(contract))
+    out = {}
+    for name, f in contract.features.items():
+        size = int(np.prod(f.shape)) if f.shape else 1
+        dense = ragged[name].to_tensor(default_value=f.default, shape=[None, size])
+        dense = tf.reshape(dense, [-1, *f.shape])
+        out[name] = dense
+    return hash_features(out, contract) if hash_ids else out
+
+
+def hash_features(values: dict, contract: Contract) -> dict:
+    """Maps every string id feature with a table to int64 rows in [1, buckets); '' -> 0."""
+    out = dict(values)
+    for name, f in contract.features.items():
+        if f.table is None or name not in values:
+            continue
+        buckets = contract.tables[f.table][0]
+        ids = tf.strings.to_hash_bucket_fast(values[name], buckets - 1) + 1
+        out[name] = tf.where(tf.equal(values[name], ""), tf.constant(PAD_ID, tf.int64), ids)
+    return out
+
+
+def split_labels(batch: dict) -> tuple[dict, dict]:
+    """(model inputs, {task, label, weight}); meta features stay with the inputs for analysis."""
+    labels = {k: batch[k] for k in ("task", "label", "weight")}
+    inputs = {k: v for k, v in batch.items() if k not in labels}
+    return inputs, labels
+
+
+def list_files(patterns) -> list[str]:
+    """Sorted files matching local glob patterns or remote ones (gs://, s3://, hdfs://)."""
+    files = []
+    for pattern in [patterns] if isinstance(patterns, (str, os.PathLike)) else patterns:
+        pattern = str(pattern)
+        found = glob.glob(pattern) if "://" not in pattern else tf.io.gfile.glob(pattern)
+        files.extend(found)
+    return sorted(set(files))
+
+
+def read_dataset(files, contract: Contract, batch_size: int, shuffle_buffer: int = 0,
+                 repeat: bool = False, seed: int | None = None,
+                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """A tf.data pipeline of (inputs, labels) from gzipped TFRecord files.
+
+    Files are sharded by input pipeline (one shard per worker under a distribution strategy),
+    read interleaved, batched, then parsed a batch at a time (parsing after batching is faster).
+    """
+    files = list_files(files)
+    if not files:
+        raise FileNotFoundError("read_dataset: no TFRecord files match the given paths")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    if shuffle_buffer:
+        ds = ds.shuffle(len(files), seed=seed)
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                       cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=seed is not None)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda s: split_labels(parse_batch(s, contract)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

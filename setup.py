@@ -1,0 +1,27 @@
+"""Installs the DUPN training pipeline: packages pipeline, models, features, configs and `dupn`."""
+from setuptools import setup
+
+setup(
+    name="dupn",
+    version="0.1.0",
+    description="DUPN (Ni et al., KDD 2018): universal user representations from multiple "
+                "e-commerce tasks, with Beam example jobs and Keras training",
+    python_requires=">=3.11,<3.12",
+    packages=["pipeline", "models", "features", "configs"],
+    package_data={"configs": ["*.yaml"]},
+    install_requires=[
+        "tensorflow==2.17.*",
+        "tf-keras==2.17.*",
+        "tensorflow-recommenders==0.7.7",
+        "tensorflow-io==0.37.1",
+        "apache-beam>=2.60,<3",
+        "pyarrow>=14",
+        "numpy>=1.26,<2",
+        "pandas>=2",
+        "pyyaml>=6",
+        "matplotlib>=3.8",
+        "psutil>=5.9",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
+    entry_points={"console_scripts": ["dupn=pipeline.cli:main"]},
+)
