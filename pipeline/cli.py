@@ -8,6 +8,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "demo": ("pipeline.demo", "the main job end to end on synthetic data (what `make demo` runs)"),
     "synth": ("pipeline.synth", "write synthetic raw behaviour logs (all six tables)"),
     "import-taobao": ("pipeline.taobao_import", "map the public Taobao UserBehavior CSV to raw logs"),
     "build-examples": ("pipeline.build_examples", "Beam job: raw logs to TFRecord examples"),
