@@ -1,0 +1,149 @@
+"""`dupn evaluate`: per-task metrics, the oracle join, the JSON written and printed."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from configs.loader import load_config
+from features.contract import Contract
+from features.tfrecord import encode_example
+from pipeline import evaluate, metrics
+
+DATE = "2026-11-12"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config("small")
+
+
+@pytest.fixture(scope="module")
+def contract(config):
+    return Contract.from_config(config)
+
+
+def write_records(path, rows, contract):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for row in rows:
+            writer.write(encode_example(row, contract))
+
+
+def binary_rows(task_index, labels, scores, weights=None):
+    """Examples whose first ranking feature is the score the stand-in model returns."""
+    weights = weights or [1.0] * len(labels)
+    return [{"task": task_index, "label": float(y), "weight": float(w), "request_id": f"r{i // 3}",
+             "item_id": f"i{i}", "user_id": f"u{i}", "rank_features": [s] + [0.0] * 7,
+             "seq_item_id": [f"i{i + 1}", f"i{i + 2}"], "seq_type": [1, 4]}
+            for i, (y, s, w) in enumerate(zip(labels, scores, weights))]
+
+
+class StandInModel:
+    """Test stand-in for a trained model: binary heads echo rank_features[:, 0]; power is
+    confident in the class written in rank_features[:, 1]."""
+
+    def __call__(self, inputs, training=False):
+        score = inputs["rank_features"][:, 0]
+        power = tf.one_hot(tf.cast(inputs["rank_features"][:, 1], tf.int32), 7) * 0.9 + 0.1 / 7
+        return {"ctr": score[:, None], "l2r": score, "talent": score, "power": power}
+
+
+CTR_LABELS = [1, 1, 0, 1, 0, 0, 1]
+CTR_SCORES = [0.8, 0.6, 0.6, 0.4, 0.2, 0.4, 0.9]
+POWER_LABELS = [0, 0, 1, 1, 1, 2]
+POWER_PREDICTED = [0, 1, 1, 1, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory, contract):
+    root = tmp_path_factory.mktemp("work") / "examples"
+    write_records(root / "ctr" / f"dt={DATE}" / "part-00000.tfrecord.gz",
+                  binary_rows(0, CTR_LABELS[:4], CTR_SCORES[:4]), contract)
+    # A second shard: files of one day are read together.
+    rows = binary_rows(0, CTR_LABELS, CTR_SCORES)[4:]
+    write_records(root / "ctr" / f"dt={DATE}" / "part-00001.tfrecord.gz", rows, contract)
+    write_records(root / "l2r" / f"dt={DATE}" / "part-00000.tfrecord.gz",
+                  binary_rows(1, [1, 0, 1, 0], [0.7, 0.5, 0.3, 0.1], [5.0, 1.0, 1.0, 1.0]), contract)
+    power = [{"task": 3, "label": float(y), "weight": 1.0, "user_id": f"u{i}",
+              "rank_features": [0.0, float(p)] + [0.0] * 6}
+             for i, (y, p) in enumerate(zip(POWER_LABELS, POWER_PREDICTED))]
+    write_records(root / "power" / f"dt={DATE}" / "part-00000.tfrecord.gz", power, contract)
+    return root
+
+
+def test_evaluate_model_metrics_match_hand_values(examples, contract):
+    files = evaluate.example_files(examples, DATE)
+    assert sorted(files) == ["ctr", "l2r", "power"] and len(files["ctr"]) == 2
+    result = evaluate.evaluate_model(StandInModel(), contract, files, batch_size=3)
+    assert list(result) == ["ctr", "l2r", "power"]
+    # ctr: the hand-checked ranking of test_metrics (7/9) plus a top-scored positive (.9):
+    # positives win 7 + 3 of 4 * 3 pairs.
+    assert result["ctr"]["auc"] == pytest.approx(10 / 12)
+    assert result["ctr"]["n"] == 7
+    assert result["ctr"]["log_loss"] == pytest.approx(metrics.log_loss(CTR_LABELS, CTR_SCORES))
+    assert "weighted_auc" not in result["ctr"] and "oracle_auc" not in result["ctr"]
+    assert result["l2r"]["auc"] == pytest.approx(3 / 4)
+    # weighted: the buy (w 5) at .7 beats both negatives; the click at .3 beats one of two.
+    assert result["l2r"]["weighted_auc"] == pytest.approx((5 * 2 + 1 * 1) / (6 * 2))
+    power = result["power"]
+    assert power["n"] == 6 and power["accuracy"] == pytest.approx(0.5)
+    np.testing.assert_allclose(power["precision"], [1.0, 0.5, 0.0, 0, 0, 0, 0])
+    np.testing.assert_allclose(power["recall"], [0.5, 2 / 3, 0.0, 0, 0, 0, 0])
+
+
+def test_oracle_auc_joined_on_request_and_item(examples, contract, tmp_path):
+    raw = tmp_path / "raw"
+    oracle_dir = raw / "_oracle" / "impressions" / f"dt={DATE}"
+    oracle_dir.mkdir(parents=True)
+    # The oracle knows 6 of the 7 impressions (not i6), plus one impression of another request.
+    # Its probabilities rank the known ones perfectly except i3 (a positive) below i2.
+    frame = pd.DataFrame({"request_id": ["r0", "r0", "r0", "r1", "r1", "r1", "r9"],
+                          "item_id": ["i0", "i1", "i2", "i3", "i4", "i5", "i0"],
+                          "click_prob": [0.9, 0.8, 0.5, 0.4, 0.1, 0.2, 0.99]})
+    frame.to_parquet(oracle_dir / "part-00000.parquet")
+    oracle = evaluate.read_oracle(raw, DATE)
+    result = evaluate.evaluate_model(StandInModel(), contract, evaluate.example_files(examples, DATE, ["ctr"]),
+                                     oracle=oracle)
+    ctr = result["ctr"]
+    assert ctr["oracle_n"] == 6
+    # positives .9 .8 .4 against negatives .5 .1 .2: 3 + 3 + 2 of 9 pairs.
+    assert ctr["oracle_auc"] == pytest.approx(8 / 9)
+    # the model's AUC on the same 6 samples: the hand-checked 7/9.
+    assert ctr["auc_on_oracle_samples"] == pytest.approx(7 / 9)
+    assert evaluate.read_oracle(raw, "2026-11-13") is None
+
+
+def test_missing_head_is_named(examples, contract):
+    files = {"shop": evaluate.example_files(examples, DATE)["ctr"]}
+    with pytest.raises(KeyError, match="no 'shop' head"):
+        evaluate.evaluate_model(StandInModel(), contract, files)
+
+
+def test_main_prints_and_writes_json_for_the_published_model(examples, config, monkeypatch, capsys):
+    work = examples.parent
+    (work / "published" / "run-1").mkdir(parents=True)
+    (work / "published" / "LATEST").write_text("run-1\n")
+    (work / "manifest.json").write_text(json.dumps({"2026-11-11": {"inputs": {"raw": "/nowhere"}}}))
+    loaded = []
+    monkeypatch.setattr(evaluate, "load_model", lambda d: loaded.append(d) or (config, StandInModel()))
+    assert evaluate.main(["--work", str(work), "--date", DATE, "--json"]) == 0
+    assert loaded == [work / "published" / "run-1"]
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"ctr", "l2r", "power"}     # talent: a head without examples
+    assert set(printed["ctr"]) >= {"auc", "n"} and set(printed["power"]) >= {
+        "accuracy", "precision", "recall", "n"}
+    assert len(printed["power"]["precision"]) == 7
+    assert json.loads((work / "eval" / f"{DATE}.json").read_text()) == printed
+    assert evaluate.find_raw(work).as_posix() == "/nowhere"
+
+
+def test_main_fails_clearly_without_published_model(tmp_path, capsys):
+    assert evaluate.main(["--work", str(tmp_path), "--date", DATE]) == 1
+    assert "no published model" in capsys.readouterr().err
+
+
+def test_nan_metrics_become_null_in_json(tmp_path):
+    evaluate.write_json({"ctr": {"auc": float("nan"), "n": 0}}, tmp_path / "e.json")
+    assert json.loads((tmp_path / "e.json").read_text()) == {"ctr": {"auc": None, "n": 0}}
