@@ -23,6 +23,7 @@ from configs.loader import add_config_args, load_config
 from features.contract import NUM_POWER_LEVELS, TASKS, Contract
 from features.tfrecord import hash_features, list_files, parse_batch, split_labels
 from pipeline import metrics
+from pipeline.eval_paths import find_raw, published_model_dir
 
 BINARY_TASKS = ("ctr", "l2r", "talent", "shop")
 ORACLE_DIR = Path("_oracle") / "impressions"
@@ -152,42 +153,6 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
     return {task: task_metrics(task, predict_task(model, contract, files_by_task[task], task,
                                                   batch_size), oracle)
             for task in TASKS if task in files_by_task}
-
-
-def find_raw(work) -> Path | None:
-    """The raw-log root the daily jobs recorded in WORK/manifest.json, if any."""
-    manifest = Path(work) / "manifest.json"
-    if not manifest.exists():
-        return None
-    found = _find_key(json.loads(manifest.read_text()), "raw")
-    return Path(found) if found else None
-
-
-def _find_key(node, key: str):
-    """The last string value under `key` anywhere in a nested JSON value (the latest run's)."""
-    found = None
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key and isinstance(v, str):
-                found = v
-            else:
-                found = _find_key(v, key) or found
-    elif isinstance(node, list):
-        for v in node:
-            found = _find_key(v, key) or found
-    return found
-
-
-def published_model_dir(work) -> Path:
-    """WORK/published/<name> as named by WORK/published/LATEST."""
-    latest = Path(work) / "published" / "LATEST"
-    if not latest.exists():
-        raise FileNotFoundError(f"{latest}: no published model (give --model DIR)")
-    name = latest.read_text().strip()
-    path = Path(name) if Path(name).is_absolute() else Path(work) / "published" / name
-    if not path.exists():
-        raise FileNotFoundError(f"{latest} names {name}, but {path} does not exist")
-    return path
 
 
 def load_model(model_dir):

@@ -1,0 +1,134 @@
+"""Matplotlib figures of the experiments and the report, drawn off-screen (Agg) into PNG files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")   # no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DPI = 100
+
+
+def save(fig, path) -> Path:
+    """Writes a figure as PNG and frees it (figures left open pile up in long jobs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(table: pd.DataFrame, path, title: str, ylabel: str = "test metric") -> Path:
+    """One group of bars per column (a metric), one bar per row (a model variant).
+
+    Args:
+      table: index = variant names, columns = metric names, values in [0, 1] (NaN bars are left out).
+    """
+    rows, cols = list(table.index), list(table.columns)
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) + 0.25 * len(rows) * len(cols)), 4.2))
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+    x = np.arange(len(cols))
+    for i, row in enumerate(rows):
+        values = table.loc[row].to_numpy(dtype=np.float64)
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, np.nan_to_num(values), width,
+               label=str(row), color=colours(i % colours.N))
+    finite = table.to_numpy(dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    low = max(0.0, float(finite.min()) - 0.05) if finite.size else 0.0
+    high = min(1.0, float(finite.max()) + 0.05) if finite.size else 1.0
+    ax.set_ylim(low, max(high, low + 0.1))   # bars differ in the third decimal: zoom on the range
+    ax.set_xticks(x, cols)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return save(fig, path)
+
+
+def panels(curves: dict, path, title: str, xlabel: str, ylabels: dict | None = None) -> Path:
+    """One panel per key of `curves`, each with one line per series.
+
+    Args:
+      curves: panel name -> series name -> (x values, y values).
+      ylabels: panel name -> y-axis label (default: the panel name).
+    """
+    names = list(curves)
+    cols = min(len(names), 3) or 1
+    rows = (len(names) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        for series, (xs, ys) in curves[name].items():
+            ax.plot(xs, ys, marker="o", markersize=3, label=str(series))
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel((ylabels or {}).get(name, name))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def heatmap_and_lines(matrix: np.ndarray, row_labels, col_labels, lines: dict, line_xlabels,
+                      path, title: str, heat_title: str, line_title: str) -> Path:
+    """Left: a heatmap of `matrix` [rows, cols] with its values written in; right: line plots.
+
+    Args:
+      lines: series name -> y values [len(line_xlabels)] (e.g. one query's attention over a history).
+      line_xlabels: tick labels of the right panel's x axis.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1, 1.3]})
+    shown = np.ma.masked_invalid(np.asarray(matrix, dtype=np.float64))
+    image = left.imshow(shown, aspect="auto", cmap="viridis")
+    left.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=8)
+    left.set_yticks(range(len(row_labels)), row_labels)
+    for (i, j), value in np.ndenumerate(np.asarray(matrix, dtype=np.float64)):
+        if np.isfinite(value):
+            left.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=left, fraction=0.046)
+    left.set_title(heat_title)
+    x = np.arange(len(line_xlabels))
+    for series, ys in lines.items():
+        right.plot(x, ys, marker="o", markersize=3, label=str(series))
+    step = max(1, len(line_xlabels) // 20)
+    right.set_xticks(x[::step], list(line_xlabels)[::step], rotation=60, ha="right", fontsize=7)
+    right.set_ylabel("attention weight")
+    right.set_title(line_title)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def day_lines(series: dict, marked_days, path, title: str) -> Path:
+    """One line per series over days, with an x on the marked days (e.g. models not published).
+
+    Args:
+      series: name -> {date string -> value}.
+      marked_days: dates to mark on every line.
+    """
+    days = sorted({d for values in series.values() for d in values})
+    position = {d: i for i, d in enumerate(days)}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(days)), 3.8))
+    for name, values in series.items():
+        ds = sorted(values)
+        ax.plot([position[d] for d in ds], [values[d] for d in ds], marker="o", markersize=4, label=name)
+        marked = [d for d in ds if d in set(marked_days)]
+        if marked:
+            ax.scatter([position[d] for d in marked], [values[d] for d in marked], marker="x",
+                       s=80, color="red", zorder=3)
+    if marked_days:
+        ax.scatter([], [], marker="x", color="red", label="not published")
+    ax.set_xticks(range(len(days)), days, rotation=45, ha="right", fontsize=8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save(fig, path)

@@ -1,0 +1,259 @@
+"""`dupn report`: one self-contained HTML page of a work directory (data, daily runs, evaluation,
+experiments, configuration), its plots embedded as data URIs so it opens offline."""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.eval_paths import published_model_dir, read_manifest
+
+EXPERIMENTS = ("ablation", "multitask", "transfer", "attention")
+TASKS = ("ctr", "l2r", "talent", "power", "shop")   # features.contract.TASKS, without loading TF
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+NOT_RUN = '<p class="missing">Not run yet: {}</p>'
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #aaa; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #eee; } td.text { text-align: left; }
+.missing { color: #a33; font-style: italic; } .note { color: #555; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #ddd; } pre { background: #f6f6f6; padding: 1em; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def flatten(value, prefix: str = "") -> dict:
+    """Nested dicts to one level of dotted keys; lists of numbers become one short text."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    key = prefix.rstrip(".")
+    if isinstance(value, list):
+        return {key: ", ".join(format_value(v) for v in value)}
+    return {key: value}
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def html_table(rows: dict, row_header: str) -> str:
+    """rows: row name -> {column -> value}; columns in first-seen order."""
+    columns = []
+    for values in rows.values():
+        columns += [c for c in values if c not in columns]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [row_header, *columns])
+    body = []
+    for name, values in rows.items():
+        cells = [f'<td class="text">{html.escape(str(name))}</td>']
+        for c in columns:
+            v = values.get(c)
+            cls = "" if isinstance(v, (int, float)) and not isinstance(v, bool) else ' class="text"'
+            cells.append(f"<td{cls}>{html.escape(format_value(v))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+
+
+def transposed(rows: dict) -> dict:
+    """Columns become rows: long flattened records read better down the page than across."""
+    out = {}
+    for name, values in rows.items():
+        for k, v in values.items():
+            out.setdefault(k, {})[name] = v
+    return out
+
+
+def image_tag(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def dated_records(manifest) -> dict:
+    """date -> record from a manifest keyed by date, or holding a list/dict of per-date records."""
+    if isinstance(manifest, dict):
+        dated = {k: v for k, v in manifest.items() if DATE.fullmatch(str(k))}
+        if dated:
+            return dict(sorted(dated.items()))
+        for value in manifest.values():
+            found = dated_records(value)
+            if found:
+                return found
+    if isinstance(manifest, list):
+        dated = {str(r.get("date")): r for r in manifest
+                 if isinstance(r, dict) and DATE.fullmatch(str(r.get("date", "")))}
+        return dict(sorted(dated.items()))
+    return {}
+
+
+def task_metrics_in(record) -> dict:
+    """The first {task: {metric: value}} mapping found in a record (an evaluation's result)."""
+    if isinstance(record, dict):
+        tasks = {k: v for k, v in record.items() if k in TASKS and isinstance(v, dict)}
+        if tasks and any(("auc" in v or "accuracy" in v) for v in tasks.values()):
+            return tasks
+        for value in record.values():
+            found = task_metrics_in(value)
+            if found:
+                return found
+    return {}
+
+
+def published_flag(record):
+    """The record's published flag (True/False), or None when it holds none."""
+    if isinstance(record, dict):
+        if isinstance(record.get("published"), bool):
+            return record["published"]
+        for value in record.values():
+            flag = published_flag(value)
+            if flag is not None:
+                return flag
+    return None
+
+
+def metrics_over_days(records: dict, png: Path) -> Path | None:
+    """A line per task of its headline metric (AUC; accuracy for power) by day; x marks days not published."""
+    from pipeline import plots
+    by_task = {}
+    for date, record in records.items():
+        for task, values in task_metrics_in(record).items():
+            metric = "accuracy" if task == "power" else "auc"
+            if isinstance(values.get(metric), (int, float)):
+                by_task.setdefault(f"{task} {metric}", {})[date] = values[metric]
+    if not by_task:
+        return None
+    refused = [d for d, r in records.items() if published_flag(r) is False]
+    return plots.day_lines(by_task, refused, png, "test metric of each day's model")
+
+
+def section_data(work: Path) -> str:
+    stats_dir = work / "examples" / "_stats"
+    files = sorted(stats_dir.glob("dt=*.json")) if stats_dir.exists() else []
+    if not files:
+        return NOT_RUN.format(f"no example statistics in {stats_dir} (run the Beam job: dupn build-examples)")
+    rows = {f.stem.removeprefix("dt="): flatten(json.loads(f.read_text())) for f in files}
+    return (f'<p class="note">From {html.escape(str(stats_dir))}: one column per day.</p>'
+            + html_table(transposed(rows), "statistic"))
+
+
+def section_daily(work: Path, plot_dir: Path) -> str:
+    manifest = read_manifest(work)
+    if manifest is None:
+        return NOT_RUN.format(f"no {work / 'manifest.json'} (run dupn backfill, then dupn daily)")
+    records = dated_records(manifest)
+    if not records:
+        return ('<p class="note">manifest.json holds no per-day records; as written:</p>'
+                f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>")
+    parts = [f'<p class="note">From {html.escape(str(work / "manifest.json"))}: one row per day.</p>']
+    png = metrics_over_days(records, plot_dir / "daily_metrics.png")
+    if png:
+        parts.append(image_tag(png, "test metrics per day"))
+    parts.append(html_table({d: flatten(r) for d, r in records.items()}, "date"))
+    return "".join(parts)
+
+
+def section_eval(work: Path) -> str:
+    files = sorted((work / "eval").glob("*.json")) if (work / "eval").exists() else []
+    if not files:
+        return NOT_RUN.format(f"no evaluations in {work / 'eval'} (run dupn evaluate)")
+    parts = []
+    for f in files:
+        result = json.loads(f.read_text())
+        parts.append(f"<h3>{html.escape(f.stem)}</h3>")
+        parts.append(html_table({task: flatten(values) for task, values in result.items()}, "task"))
+    parts.append('<p class="note">precision and recall of power: one value per level 1..7; '
+                 "a level never predicted has precision 0. oracle_auc: the AUC of the generator's "
+                 "true click probabilities on the same samples.</p>")
+    return "".join(parts)
+
+
+def section_experiments(work: Path) -> str:
+    folder = work / "experiments"
+    found = sorted(p.stem for p in folder.glob("*.csv")) if folder.exists() else []
+    names = list(EXPERIMENTS) + [n for n in found if n not in EXPERIMENTS]
+    parts = []
+    for name in names:
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        csv, png = folder / f"{name}.csv", folder / f"{name}.png"
+        if not csv.exists():
+            parts.append(NOT_RUN.format(f"dupn experiment {name} --work {work}"))
+            continue
+        table = pd.read_csv(csv)
+        if len(table) > 60:   # long curves: the plot shows them, the table only the last points
+            parts.append(f'<p class="note">Last 60 of {len(table)} rows of {csv.name}.</p>')
+            table = table.tail(60)
+        rows = {str(i): {c: _plain(v) for c, v in row.items()} for i, row in table.iterrows()}
+        parts.append(html_table(rows, "#"))
+        parts.append(image_tag(png, name) if png.exists() else NOT_RUN.format(f"no {png.name}"))
+    return "".join(parts)
+
+
+def _plain(value):
+    """pandas scalars to Python ones; NaN to None (shown as a dash)."""
+    if pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def section_config(work: Path) -> str:
+    try:
+        model_dir = published_model_dir(work)
+    except FileNotFoundError as err:
+        return NOT_RUN.format(html.escape(str(err)))
+    config = model_dir / "config.yaml"
+    if not config.exists():
+        return NOT_RUN.format(f"{config} is missing")
+    return (f'<p class="note">{html.escape(str(config))}</p>'
+            f"<pre>{html.escape(config.read_text())}</pre>")
+
+
+def render(work) -> str:
+    """The whole page as one HTML string."""
+    work = Path(work)
+    plot_dir = work / "report_plots"
+    sections = [("data", "Data statistics", section_data(work)),
+                ("daily", "Daily runs", section_daily(work, plot_dir)),
+                ("evaluation", "Evaluation", section_eval(work)),
+                ("experiments", "Experiments", section_experiments(work)),
+                ("configuration", "Configuration of the published model", section_config(work))]
+    toc = "".join(f'<li><a href="#{key}">{title}</a></li>' for key, title, _ in sections)
+    body = "".join(f'<h2 id="{key}">{title}</h2>{content}' for key, title, content in sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>DUPN report: {html.escape(str(work))}</title><style>{STYLE}</style></head>"
+            f"<body><h1>DUPN report</h1><p class=\"note\">Work directory {html.escape(str(work))}</p>"
+            f"<ul>{toc}</ul>{body}</body></html>\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dupn report", description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="work directory")
+    parser.add_argument("--out", help="HTML file to write (default: WORK/report.html)")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    if not work.is_dir():
+        print(f"dupn report: {work}: no such work directory", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else work / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(work), encoding="utf-8")
+    print(f"dupn report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
