@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from pathlib import Path
@@ -36,16 +37,35 @@ def load_config(name: str | os.PathLike = "dupn", overrides: typing.Sequence[str
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    config = from_dict(raw, source=str(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item}: expected key=value")
-        _set_nested(raw, key.strip().split("."), yaml.safe_load(value), source=f"--set {item}")
-    return from_dict(raw, source=str(path))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item}: not valid YAML: {err}".replace("\n", " ")) from None
+        _set_nested(raw, key.strip().split("."), parsed, source=f"--set {item}")
+        # Checked after each override, so an error names the --set that caused it, not the file.
+        config = from_dict(raw, source=f"{path} with --set {item}")
+    return config
 
 
 def from_dict(raw: dict, source: str = "<dict>") -> Config:
-    return _build(Config, raw, prefix="", source=source)
+    config = _build(Config, raw, prefix="", source=source)
+    _check_heads(config, source)
+    return config
+
+
+def _check_heads(config: Config, source: str) -> None:
+    """Heads are keyed by name (outputs, losses, metrics): two heads of one name would collide."""
+    seen = {}
+    for i, head in enumerate(config.model.heads):
+        if head.name in seen:
+            raise ConfigError(f"{source}: model.heads[{i}].name: '{head.name}' is already the name "
+                              f"of model.heads[{seen[head.name]}]")
+        seen[head.name] = i
 
 
 def to_dict(config) -> dict:
@@ -80,7 +100,9 @@ def _set_nested(raw: dict, keys: list[str], value, source: str) -> None:
     node[keys[-1]] = value
 
 
-def _build(cls, raw, prefix: str, source: str):
+def _build(cls, raw, prefix: str, source: str, base=None):
+    """An instance of dataclass cls from a mapping; keys left out keep their value in `base`
+    (the field's own default, e.g. item_id's dim 32, not the Table class default)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping, "
                           f"got {type(raw).__name__}")
@@ -90,15 +112,17 @@ def _build(cls, raw, prefix: str, source: str):
     if unknown:
         raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' "
                           f"(known: {', '.join(sorted(fields))})")
+    base = cls() if base is None else base
     values = {}
     for name, value in raw.items():
-        values[name] = _convert(hints[name], value, fields[name].metadata, f"{prefix}{name}", source)
-    return cls(**values)
+        values[name] = _convert(hints[name], value, fields[name].metadata, f"{prefix}{name}", source,
+                                base=getattr(base, name))
+    return dataclasses.replace(base, **values)
 
 
-def _convert(hint, value, meta, key: str, source: str):
+def _convert(hint, value, meta, key: str, source: str, base=None):
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, prefix=f"{key}.", source=source)
+        return _build(hint, value, prefix=f"{key}.", source=source, base=base)
     origin = typing.get_origin(hint)
     if origin is list:
         (item_hint,) = typing.get_args(hint)
@@ -107,10 +131,17 @@ def _convert(hint, value, meta, key: str, source: str):
         return [_convert(item_hint, v, {}, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if hint is float and isinstance(value, str):
+        try:   # YAML 1.1 reads 1e-6 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if hint is bool and not isinstance(value, bool) or hint is not bool and (
             isinstance(value, bool) or not isinstance(value, hint)):
         raise ConfigError(f"{source}: {key}: expected {hint.__name__}, "
                           f"got {type(value).__name__} {value!r}")
+    if hint is float and not math.isfinite(value):   # NaN would pass every min/max check
+        raise ConfigError(f"{source}: {key}: expected a finite number, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{source}: {key}: {value!r} is not one of {', '.join(meta['choices'])}")
     if meta.get("min") is not None and value < meta["min"]:
