@@ -60,13 +60,20 @@ def age_bucket(age) -> int:
 
 def price_token(price) -> str:
     """The item's price bucketed on a log scale, as a tag ('is it expensive'), or '' if unknown."""
-    if price is None or not price >= 0:   # catches NaN too
+    if price is None or not 0 <= price < math.inf:   # catches NaN and infinity too
         return ""
     return f"price:{min(int(math.log2(price + 1.0)), PRICE_BUCKETS - 1)}"
 
 
 def item_tag_slots(tags, price, tag_slots: int) -> list[str]:
-    """An item's tags padded or cut to tag_slots - 1, then its price token: the `tags` slots."""
+    """An item's tags padded or cut to tag_slots - 1, then its price token: the `tags` slots.
+
+    tags: a list of strings, or one ';'-separated string (a list field read from CSV), or None.
+    """
+    if tags is None:
+        tags = ()
+    elif isinstance(tags, str):   # iterating it would make every character a tag
+        tags = tags.split(";")
     kept = [t for t in tags if t][: tag_slots - 1]
     return kept + [""] * (tag_slots - 1 - len(kept)) + [price_token(price)]
 

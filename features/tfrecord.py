@@ -31,6 +31,11 @@ def encode_example(values: dict, contract: Contract) -> bytes:
         if spec is None:
             raise KeyError(f"encode_example: '{name}' is not a feature of the contract")
         flat = np.asarray(value, dtype=object).ravel() if spec.shape else [value]
+        if any(isinstance(v, (list, tuple, np.ndarray)) for v in flat):
+            # numpy keeps the rows of a ragged nested list as objects (and a scalar feature's
+            # value is taken whole): they would be written as the text "['a', 'b']".
+            raise ValueError(f"encode_example: '{name}' (shape {spec.shape}) got a nested or ragged "
+                             f"value; rows need one length and a scalar feature one value")
         if spec.dtype == "string":
             fmap[name].bytes_list.value.extend(
                 v if isinstance(v, bytes) else str(v).encode() for v in flat)

@@ -1,0 +1,34 @@
+"""The `dupn` command: usage, unknown commands, dispatch to a module's main(argv)."""
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline import cli
+
+
+def test_no_arguments_print_usage(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dupn COMMAND")
+    for name in cli.COMMANDS:
+        assert f"  {name} " in out, name
+    assert cli.main(["--help"]) == 0 and "usage: dupn" in capsys.readouterr().out
+
+
+def test_unknown_command_returns_2(capsys):
+    assert cli.main(["fly"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'fly'" in err and "usage: dupn" in err
+
+
+def test_commands_dispatch_to_their_module(capsys, tmp_path):
+    code = cli.main(["import-taobao", "--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
+    assert code == 2 and "missing.csv: no such file" in capsys.readouterr().err
+
+
+def test_installed_console_script():
+    dupn = Path(sys.executable).with_name("dupn")
+    result = subprocess.run([str(dupn)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "import-taobao" in result.stdout
+    result = subprocess.run([str(dupn), "nonsense"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown command 'nonsense'" in result.stderr
