@@ -75,7 +75,7 @@ class PartitionWriter:
 
     def __init__(self, path: Path, fmt: str, schema: pa.Schema):
         self.path, self.fmt, self.schema = path, fmt, schema
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = path.with_name(f".{path.name}.tmp")   # hidden: readers skip dot files
         path.parent.mkdir(parents=True, exist_ok=True)
         self.rows = 0
         if fmt == "parquet":
