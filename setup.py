@@ -21,6 +21,7 @@ setup(
         "pyyaml>=6",
         "matplotlib>=3.8",
         "psutil>=5.9",
+        "google-crc32c>=1.5",   # TFRecord checksums in the Beam example job
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
     entry_points={"console_scripts": ["dupn=pipeline.cli:main"]},

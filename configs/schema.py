@@ -37,6 +37,11 @@ class DataConfig:
     l2r_weight_none: float = _float(1.0)
     shards_per_day: int = _int(4)             # TFRecord files per task and day
     holdout_share: float = _float(0.1, hi=0.5)  # share of a day held out when no next day exists
+    # Logs without impressions (Taobao UserBehavior): CTR samples made from behaviours, each
+    # behaviour a positive, with negatives drawn from the day's items (seeded by runtime.seed).
+    ctr_from_behaviors: bool = False
+    ctr_negatives: int = _int(4)              # negatives per behaviour-made positive
+    ctr_negative_pool: int = _int(10_000)     # items per day the negatives are drawn from
 
 
 @dataclass
@@ -111,6 +116,8 @@ class TrainerConfig:
 class RuntimeConfig:
     runner: str = "DirectRunner"              # Beam runner; Dataflow/Flink/Spark by flag
     direct_num_workers: int = _int(2, lo=0)   # local runner processes (0: one per core)
+    direct_running_mode: str = _choice(       # local runner: one process, threads or processes
+        "multi_processing", ("in_memory", "multi_threading", "multi_processing"))
     seed: int = _int(1, lo=0)
 
 
