@@ -241,7 +241,6 @@ def import_taobao(csv_path, out, start: str = DEFAULT_START, end: str = DEFAULT_
     items: dict[str, PartitionWriter] = {}
     conflicts = 0
     counts = Counter()
-    ext = fmt
     with open(dead_letter_path, "w", encoding="utf-8") as dead_letters, \
             tempfile.TemporaryDirectory(dir=out, prefix="_tmp_import_taobao_") as spill_dir:
 
@@ -262,7 +261,7 @@ def import_taobao(csv_path, out, start: str = DEFAULT_START, end: str = DEFAULT_
                 for day, part in frame.groupby("dt", sort=True):
                     if day not in behaviors:
                         behaviors[day] = PartitionWriter(
-                            out / "behaviors" / f"dt={day}" / f"part-00000.{ext}", fmt, SCHEMAS["behaviors"])
+                            out / "behaviors" / f"dt={day}" / f"part-00000.{fmt}", fmt, SCHEMAS["behaviors"])
                     behaviors[day].append(part[list(SCHEMAS["behaviors"].names)])
                     # Distinct (item, category) pairs in order of last sight keep both the
                     # last-row-wins category and every conflict, at a fraction of the rows.
@@ -290,7 +289,7 @@ def import_taobao(csv_path, out, start: str = DEFAULT_START, end: str = DEFAULT_
                 table = pd.DataFrame({"item_id": latest["item_id"], "shop_id": "", "brand_id": "",
                                       "category_id": latest["category_id"],
                                       "tags": [[]] * len(latest), "price": np.nan})
-                items[day] = PartitionWriter(out / "items" / f"dt={day}" / f"part-00000.{ext}",
+                items[day] = PartitionWriter(out / "items" / f"dt={day}" / f"part-00000.{fmt}",
                                              fmt, SCHEMAS["items"])
                 items[day].append(table)
         except BaseException:
