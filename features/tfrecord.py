@@ -65,7 +65,10 @@ def parse_batch(serialized: tf.Tensor, contract: Contract, hash_ids: bool = True
     out = {}
     for name, f in contract.features.items():
         size = int(np.prod(f.shape)) if f.shape else 1
-        dense = ragged[name].to_tensor(default_value=f.default, shape=[None, size])
+        values = ragged[name]
+        if name.startswith("seq_"):
+            values = values[:, -size:]   # a longer sequence keeps its most recent behaviours
+        dense = values.to_tensor(default_value=f.default, shape=[None, size])
         dense = tf.reshape(dense, [-1, *f.shape])
         out[name] = dense
     return hash_features(out, contract) if hash_ids else out

@@ -215,3 +215,15 @@ def test_read_dataset_shards_files_by_input_pipeline(tmp_path, contract):
 def test_read_dataset_without_files_fails(tmp_path, contract):
     with pytest.raises(FileNotFoundError, match="no TFRecord files"):
         read_dataset(str(tmp_path / "*.tfrecord.gz"), contract, batch_size=2)
+
+
+def test_a_too_long_sequence_keeps_its_most_recent_behaviours():
+    contract = Contract.from_config(load_config("small"))
+    n, t = contract.sequence_length, contract.tag_slots
+    items = [f"i{k}" for k in range(n + 3)]
+    record = encode_example({"seq_item_id": items,
+                             "seq_tags": [[f"t{k}"] + [""] * (t - 1) for k in range(n + 3)],
+                             "seq_type": [1] * (n + 3)}, contract)
+    parsed = parse_batch(tf.constant([record]), contract, hash_ids=False)
+    assert [v.decode() for v in parsed["seq_item_id"][0].numpy()] == items[3:]
+    assert parsed["seq_tags"][0, 0, 0].numpy().decode() == "t3"
