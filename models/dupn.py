@@ -1,0 +1,154 @@
+"""DUPN, the Deep User Perception Network, and `build_model`: any variant or baseline from a config.
+
+Behaviour sequence -> embeddings e_t (item) and p_t (property) -> property-gated LSTM ->
+attention pooling (query, profile and properties aware) -> joined with the profile -> the shared
+user representation (shared_dim) -> one head per configured task.
+"""
+from __future__ import annotations
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from features.contract import Contract
+from models.attention import AttentionPooling
+from models.embedding import FeatureEmbeddings, contract_config, contract_from_config
+from models.gated_lstm import PropertyGatedLSTM
+from models.heads import make_head
+from models.multitask import RepresentationModel, dummy_inputs
+
+# variant -> (properties in the LSTM gates, properties in the attention)
+VARIANT_PROPERTIES = {
+    "dupn-all": (True, True),
+    "dupn-nobp": (False, False),
+    "dupn-bplstm": (True, False),
+    "dupn-bpatt": (False, True),
+    "dupn-w2v": (True, True),      # dupn-all over a pre-trained, frozen item-id table
+}
+SEQUENCE_FEATURES = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
+                     "seq_type", "seq_scene", "seq_time_bucket")
+
+
+def time_major(inputs: dict) -> dict:
+    """The sequence features with their first two axes swapped: [N, B, ...] (ids are cheap to
+    transpose; the LSTM and attention then never transpose float tensors)."""
+    out = {}
+    for name in SEQUENCE_FEATURES:
+        x = inputs[name]
+        out[name] = tf.transpose(x, [1, 0, *range(2, len(x.shape))])
+    return out
+
+
+@keras.saving.register_keras_serializable(package="dupn")
+class DUPN(RepresentationModel):
+    """The DUPN network and its ablations (VARIANT_PROPERTIES).
+
+    Args:
+      contract: contract_config(contract).
+      heads: [{name, weight, hidden_units}] in order.
+      variant: a key of VARIANT_PROPERTIES.
+      lstm_units: LSTM width, also the width of the pooled representation.
+      peepholes: peephole connections in the LSTM.
+      attention_units: width of the attention's scoring layer.
+      shared_dim: width of the shared user representation (pooled + profile, one dense layer).
+      dropout: on the shared representation and the heads' hidden layers.
+      l2: on every kernel and on looked-up embedding rows.
+      jit_recurrence: XLA-compile the LSTM loops.
+    """
+
+    def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
+                 lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
+                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
+                 jit_recurrence: bool = False, **kwargs):
+        if variant not in VARIANT_PROPERTIES:
+            raise ValueError(f"unknown DUPN variant '{variant}' "
+                             f"(variants: {', '.join(VARIANT_PROPERTIES)})")
+        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2)
+                                    for h in heads], **kwargs)
+        self.head_configs = [dict(h) for h in heads]
+        self.variant = variant
+        self.lstm_units = lstm_units
+        self.peepholes = peepholes
+        self.attention_units = attention_units
+        self.shared_dim = shared_dim
+        self.dropout = dropout
+        self.l2 = l2
+        self.jit_recurrence = jit_recurrence
+        self.lstm_property, self.attention_property = VARIANT_PROPERTIES[variant]
+        self.embeddings = FeatureEmbeddings(contract, l2, freeze_item_table=variant == "dupn-w2v",
+                                            name="embeddings")
+        self.lstm = PropertyGatedLSTM(
+            lstm_units, self.embeddings.item_dim,
+            self.embeddings.property_dim if self.lstm_property else 0, peepholes, l2,
+            jit_recurrence=jit_recurrence, time_major=True, name="gated_lstm")
+        self.attention = AttentionPooling(attention_units, self.attention_property, l2,
+                                          time_major=True, name="attention")
+        self.shared = keras.layers.Dense(shared_dim, activation="relu", name="shared",
+                                         kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)
+        self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
+
+    def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
+        """(shared representation [B, shared_dim], attention weights [B, N])."""
+        seq = time_major(inputs)
+        e, valid = self.embeddings.behaviour(seq)                      # [N, B, De], [N, B]
+        p = (self.embeddings.behaviour_properties(seq)
+             if self.lstm_property or self.attention_property else None)
+        h = self.lstm(e, properties=p if self.lstm_property else None, valid=valid)
+        profile = self.embeddings.profile(inputs)
+        context = tf.concat([self.embeddings.query(inputs), profile], axis=-1)
+        pooled, weights = self.attention(h, properties=p if self.attention_property else None,
+                                         context=context, valid=valid)
+        representation = self.shared(tf.concat([pooled, profile], axis=-1))
+        return self.shared_dropout(representation, training=training), weights
+
+    def user_representation(self, inputs, training=False):
+        return self.encode(inputs, training)[0]
+
+    def attention_weights(self, inputs: dict) -> tf.Tensor:
+        """[B, N] attention over the behaviour sequence (0 on padding), for analysis."""
+        return self.encode(inputs, training=False)[1]
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.head_configs, "variant": self.variant,
+                "lstm_units": self.lstm_units, "peepholes": self.peepholes,
+                "attention_units": self.attention_units, "shared_dim": self.shared_dim,
+                "dropout": self.dropout, "l2": self.l2, "jit_recurrence": self.jit_recurrence}
+
+
+def head_configs(config) -> list[dict]:
+    return [{"name": h.name, "weight": h.weight, "hidden_units": list(h.hidden_units)}
+            for h in config.model.heads]
+
+
+def build_model(config, contract: Contract | None = None, pretrained_item_table=None):
+    """The model of config.model.variant, built (its variables exist).
+
+    Args:
+      config: a configs.schema.Config.
+      contract: the feature contract (default: Contract.from_config(config)).
+      pretrained_item_table: [item buckets, item dim] array, required by dupn-w2v (see
+        models.w2v.train_item_embeddings), refused by every other variant.
+    """
+    from models.baselines import BASELINES   # baselines import this module's helpers
+
+    contract = contract or Contract.from_config(config)
+    m = config.model
+    common = {"contract": contract_config(contract), "heads": head_configs(config),
+              "dropout": m.dropout, "l2": m.l2}
+    if m.variant in VARIANT_PROPERTIES:
+        model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
+                     attention_units=m.attention_units, shared_dim=m.shared_dim, **common)
+    elif m.variant in BASELINES:
+        model = BASELINES[m.variant].from_model_config(m, **common)
+    else:
+        raise ValueError(f"unknown model.variant '{m.variant}'")
+    model(dummy_inputs(contract_from_config(common["contract"])), training=False)
+    if m.variant == "dupn-w2v":
+        if pretrained_item_table is None:
+            raise ValueError("dupn-w2v needs the pre-trained item table "
+                             "(models.w2v.train_item_embeddings)")
+        model.embeddings.set_item_table(np.asarray(pretrained_item_table, np.float32))
+    elif pretrained_item_table is not None:
+        raise ValueError(f"{m.variant} does not take a pre-trained item table (only dupn-w2v)")
+    return model

@@ -1,0 +1,241 @@
+"""The property-gated LSTM of DUPN: behaviour properties drive the gates, never the candidate memory.
+
+    i_t = σ(W_ie e_t + W_ih h_{t-1} + W_ip p_t + b_i)        (+ w_ci ⊙ c_{t-1} with peepholes)
+    f_t = σ(W_fe e_t + W_fh h_{t-1} + W_fp p_t + b_f)        (+ w_cf ⊙ c_{t-1})
+    o_t = σ(W_oe e_t + W_oh h_{t-1} + W_op p_t + b_o)        (+ w_co ⊙ c_t)
+    c̃_t = tanh(W_ce e_t + W_ch h_{t-1} + b_c)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t,   h_t = o_t ⊙ tanh(c_t)
+
+Every input-side term (e_t and p_t, all steps) is one matmul before the recurrence; the loop only
+multiplies h_{t-1}. A padded step (valid 0) leaves h and c unchanged and outputs zeros, so the
+attention over the outputs sees nothing there and the final state is the last real step's.
+"""
+from __future__ import annotations
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+GATES = ("input", "forget", "output", "candidate")   # column blocks of the kernels, in this order
+
+
+@keras.saving.register_keras_serializable(package="dupn")
+class PropertyGatedLSTM(keras.layers.Layer):
+    """LSTM over behaviour embeddings whose gates also read the behaviour's properties.
+
+    Args:
+      units: U, width of h and c.
+      input_dim: De, width of e_t.
+      property_dim: Dp, width of p_t; 0 makes a plain LSTM over e_t (dupn-nobp, dupn-bpatt).
+      peepholes: diagonal peephole connections from the cell to the three gates.
+      l2: L2 penalty on the kernels.
+      jit_recurrence: compile the loops with XLA (slower than plain graphs on CPU, measured in
+        docs/BENCHMARKS.md; kept for other devices).
+      time_major: inputs and outputs are [N, B, ...] instead of [B, N, ...] (saves transposes).
+    Call args:
+      inputs: e [B, N, De]; properties: p [B, N, Dp] (required when property_dim > 0);
+      valid: [B, N] 1 for real steps, 0 for padding (default: all real).
+    Returns:
+      h [B, N, U], zeros at padded steps.
+    """
+
+    def __init__(self, units: int, input_dim: int, property_dim: int = 0, peepholes: bool = False,
+                 l2: float = 0.0, jit_recurrence: bool = False, time_major: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.input_dim = input_dim
+        self.property_dim = property_dim
+        self.peepholes = peepholes
+        self.l2 = l2
+        self.jit_recurrence = jit_recurrence
+        self.time_major = time_major
+
+    def build(self, input_shape=None):
+        u = self.units
+        reg = keras.regularizers.L2(self.l2) if self.l2 else None
+        self.input_kernel = self.add_weight("input_kernel", [self.input_dim, 4 * u],
+                                            initializer="glorot_uniform", regularizer=reg)
+        if self.property_dim:
+            # Three gate blocks only: the property never reaches the candidate memory.
+            self.property_kernel = self.add_weight("property_kernel", [self.property_dim, 3 * u],
+                                                   initializer="glorot_uniform", regularizer=reg)
+        self.recurrent_kernel = self.add_weight("recurrent_kernel", [u, 4 * u],
+                                                initializer="orthogonal", regularizer=reg)
+        # Forget gate bias starts at 1 so early training keeps memory (Jozefowicz et al. 2015).
+        self.bias = self.add_weight(
+            "bias", [4 * u],
+            initializer=lambda shape, dtype=None: tf.concat(
+                [tf.zeros([u]), tf.ones([u]), tf.zeros([2 * u])], axis=0))
+        if self.peepholes:
+            self.peephole_weights = self.add_weight("peephole_weights", [3, u],
+                                                    initializer="glorot_uniform")
+        self.built = True
+
+    def input_projection(self, inputs, properties=None) -> tf.Tensor:
+        """All input-side terms of all steps in one matmul: [..., 4U] (bias included)."""
+        u = self.units
+        if self.property_dim:
+            if properties is None:
+                raise ValueError(f"{self.name}: built with property_dim={self.property_dim} "
+                                 "but called without properties")
+            kernel = tf.concat([self.input_kernel,
+                                tf.pad(self.property_kernel, [[0, 0], [0, u]])], axis=0)
+            x = tf.concat([inputs, tf.cast(properties, inputs.dtype)], axis=-1)
+        else:
+            kernel, x = self.input_kernel, inputs
+        flat = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + self.bias
+        return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [4 * u]], axis=0))
+
+    def call(self, inputs, properties=None, valid=None):
+        if not self.time_major:
+            # Transposing the narrower inputs is cheaper than transposing z.
+            inputs = tf.transpose(inputs, [1, 0, 2])
+            properties = None if properties is None else tf.transpose(properties, [1, 0, 2])
+            valid = None if valid is None else tf.transpose(valid)
+        z = self.input_projection(inputs, properties)                   # [N, B, 4U]
+        valid = tf.ones(tf.shape(z)[:2], z.dtype) if valid is None else tf.cast(valid, z.dtype)
+        peep = self.peephole_weights if self.peepholes else tf.zeros([3, self.units], z.dtype)
+        h = recurrence(z, valid[:, :, None], self.recurrent_kernel, peep, self.peepholes,
+                       self.jit_recurrence)
+        return h if self.time_major else tf.transpose(h, [1, 0, 2])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "input_dim": self.input_dim,
+                "property_dim": self.property_dim, "peepholes": self.peepholes, "l2": self.l2,
+                "jit_recurrence": self.jit_recurrence, "time_major": self.time_major}
+
+
+def _arrays(steps, dtype, widths):
+    return [tf.TensorArray(dtype, size=steps, element_shape=[None, w]) for w in widths]
+
+
+def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
+    """The LSTM loop over precomputed input terms, keeping what the backward pass needs.
+
+    Args:
+      z: [N, B, 4U] input-side terms (bias included), time-major, gate blocks in GATES order.
+      valid: [N, B, 1] float, 1 for real steps, 0 for padding.
+      recurrent_kernel: [U, 4U]; peep: [3, U] peephole weights (input, forget, output gates).
+    Returns:
+      states h_t and c_t after each step [N, B, U] (a padded step repeats the previous state),
+      sigmoid gates (i, f, o) [N, B, 3U], candidate c̃ [N, B, U], tanh(c_t) [N, B, U].
+    """
+    u = recurrent_kernel.shape[0]
+    steps, batch = tf.shape(z)[0], tf.shape(z)[1]
+    # TensorArrays, not z[t]: reading slices of a tensor in a loop copies more than it should.
+    zs = tf.TensorArray(z.dtype, size=steps, element_shape=[None, 4 * u]).unstack(z)
+    ms = tf.TensorArray(tf.bool, size=steps, element_shape=[None, 1]).unstack(valid > 0)
+    zero = tf.zeros([batch, u], z.dtype)
+
+    def step(t, h, c, hs, cs, sigs, cands, tanh_cs):
+        gates = zs.read(t) + tf.matmul(h, recurrent_kernel)
+        if use_peepholes:
+            gi, gf, go, gc = tf.split(gates, 4, axis=1)
+            i, f, g = tf.sigmoid(gi + peep[0] * c), tf.sigmoid(gf + peep[1] * c), tf.tanh(gc)
+            c_new = f * c + i * g
+            o = tf.sigmoid(go + peep[2] * c_new)
+            sig = tf.concat([i, f, o], axis=1)
+        else:
+            # One sigmoid over the three gate blocks: fewer, larger ops per step.
+            pre_sig, gc = tf.split(gates, [3 * u, u], axis=1)
+            sig, g = tf.sigmoid(pre_sig), tf.tanh(gc)
+            i, f, o = tf.split(sig, 3, axis=1)
+            c_new = f * c + i * g
+        tanh_c = tf.tanh(c_new)
+        m = ms.read(t)
+        # A padded step keeps the state.
+        h_next = tf.where(m, o * tanh_c, h)
+        c_next = tf.where(m, c_new, c)
+        return (t + 1, h_next, c_next, hs.write(t, h_next), cs.write(t, c_next),
+                sigs.write(t, sig), cands.write(t, g), tanh_cs.write(t, tanh_c))
+
+    loop = tf.while_loop(lambda t, *_: t < steps, step,
+                         (0, zero, zero, *_arrays(steps, z.dtype, (u, u, 3 * u, u, u))),
+                         maximum_iterations=z.shape[0])
+    return tuple(a.stack() for a in loop[3:])
+
+
+def backward_loop(d_out, valid, recurrent_kernel, peep, hs, cs, sigs, cands, tanh_cs,
+                  use_peepholes: bool):
+    """Back-propagation through time of forward_loop (outputs = valid * hs), by hand.
+
+    Returns:
+      gradients of z [N, B, 4U], of the recurrent kernel [U, 4U] and of the peepholes [3, U].
+    """
+    u = recurrent_kernel.shape[0]
+    steps, batch = tf.shape(d_out)[0], tf.shape(d_out)[1]
+    zero = tf.zeros([batch, u], d_out.dtype)
+    c_prev = tf.concat([zero[None], cs[:-1]], axis=0)
+    read = lambda x, w: tf.TensorArray(x.dtype, size=steps, element_shape=[None, w]).unstack(x)
+    d_outs, ms, mfs = read(d_out * valid, u), read(valid > 0, 1), read(valid, 1)
+    c_prevs = read(c_prev, u)
+    sig_t, cand_t, tanh_t = read(sigs, 3 * u), read(cands, u), read(tanh_cs, u)
+    kernel_t = tf.transpose(recurrent_kernel)
+
+    def step(k, dh, dc, d_gates):
+        t = steps - 1 - k
+        m, mf = ms.read(t), mfs.read(t)
+        sig, g, tanh_c = sig_t.read(t), cand_t.read(t), tanh_t.read(t)
+        i, f, o = tf.split(sig, 3, axis=1)
+        dh_new = mf * dh + d_outs.read(t)            # zero at padded steps
+        d_o = dh_new * tanh_c
+        dc_new = mf * dc + dh_new * o * (1.0 - tanh_c * tanh_c)
+        if use_peepholes:
+            d_go = d_o * o * (1.0 - o)
+            dc_new += d_go * peep[2]
+            d_gi, d_gf = dc_new * g * i * (1.0 - i), dc_new * c_prevs.read(t) * f * (1.0 - f)
+            d_sig = tf.concat([d_gi, d_gf, d_go], axis=1)
+            dc_prev = dc_new * f + d_gi * peep[0] + d_gf * peep[1]
+        else:
+            d_sig = tf.concat([dc_new * g, dc_new * c_prevs.read(t), d_o], axis=1) * (sig * (1.0 - sig))
+            dc_prev = dc_new * f
+        d_a = tf.concat([d_sig, dc_new * i * (1.0 - g * g)], axis=1)
+        dh_prev = tf.where(m, tf.matmul(d_a, kernel_t), dh)
+        return k + 1, dh_prev, tf.where(m, dc_prev, dc), d_gates.write(t, d_a)
+
+    _, _, _, d_gates = tf.while_loop(lambda k, *_: k < steps, step,
+                                     (0, zero, zero, *_arrays(steps, d_out.dtype, (4 * u,))),
+                                     maximum_iterations=d_out.shape[0])
+    d_z = d_gates.stack()
+    h_prev = tf.concat([zero[None], hs[:-1]], axis=0)
+    # The kernel's gradient over all steps at once: one large matmul instead of N small ones.
+    d_kernel = tf.einsum("nbu,nbg->ug", h_prev, d_z)
+    if use_peepholes:
+        d_gi, d_gf, d_go, _ = tf.split(d_z, 4, axis=2)
+        d_peep = tf.stack([tf.reduce_sum(d_gi * c_prev, [0, 1]),
+                           tf.reduce_sum(d_gf * c_prev, [0, 1]), tf.reduce_sum(d_go * cs, [0, 1])])
+    else:
+        d_peep = tf.zeros_like(peep)
+    return d_z, d_kernel, d_peep
+
+
+def _make_recurrence(use_peepholes: bool, jit: bool):
+    forward = tf.function(lambda *a: forward_loop(*a, use_peepholes), jit_compile=jit,
+                          autograph=False)
+    backward = tf.function(lambda *a: backward_loop(*a, use_peepholes), jit_compile=jit,
+                           autograph=False)
+
+    @tf.custom_gradient
+    def run(z, valid, recurrent_kernel, peep):
+        # No tape may look inside the loop (its gradient is `grad`; an XLA loop cannot hand
+        # its internals to one anyway).
+        saved = forward(*(tf.stop_gradient(x) for x in (z, valid, recurrent_kernel, peep)))
+
+        def grad(d_out):
+            d_z, d_kernel, d_peep = backward(d_out, valid, recurrent_kernel, peep, *saved)
+            return d_z, tf.zeros_like(valid), d_kernel, d_peep
+
+        return valid * saved[0], grad
+
+    return run
+
+
+RECURRENCES = {(peep, jit): _make_recurrence(peep, jit) for peep in (False, True)
+               for jit in (False, True)}
+
+
+def recurrence(z, valid, recurrent_kernel, peep, use_peepholes: bool = False, jit: bool = False):
+    """h [N, B, U] of the loop over z [N, B, 4U] (see forward_loop), with a hand-written gradient."""
+    return RECURRENCES[(use_peepholes, jit)](z, valid, tf.convert_to_tensor(recurrent_kernel),
+                                             tf.convert_to_tensor(peep))

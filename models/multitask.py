@@ -1,0 +1,140 @@
+"""The multi-task Keras model: loss = Σ head weight × head loss + regularization, fit/evaluate ready.
+
+Subclasses provide head_logits(inputs, training) -> {head: logits}. The train and test steps
+keep no Python-side state (losses and metrics are tensors and Keras metrics), so the same model
+trains under ParameterServerStrategy.
+"""
+from __future__ import annotations
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from features.contract import Contract
+from models.embedding import contract_from_config
+from models.heads import CANDIDATES, TaskHead
+
+SCORED_ITEM_HEADS = ("ctr", "l2r")   # heads a serving item scorer computes from a representation
+
+
+class MultiTaskModel(keras.Model):
+    """Heads over a shared network; model(inputs) returns {head: probabilities}.
+
+    Args:
+      contract: contract_config(contract) (kept so the model can rebuild itself on load).
+      heads: TaskHead layers, one per configured head.
+    """
+
+    def __init__(self, contract: dict, heads: list[TaskHead], **kwargs):
+        super().__init__(**kwargs)
+        self.contract = contract
+        self.heads = list(heads)
+        names = [h.task for h in self.heads]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"heads must be a non-empty list of distinct tasks, got {names}")
+        self.loss_tracker = keras.metrics.Mean("loss")
+        self.regularization_tracker = keras.metrics.Mean("regularization_loss")
+
+    def head_logits(self, inputs: dict, training=False) -> dict:
+        raise NotImplementedError
+
+    def call(self, inputs, training=False):
+        logits = self.head_logits(inputs, training=training)
+        return {h.task: h.probabilities(logits[h.task]) for h in self.heads}
+
+    def task_losses(self, labels: dict, logits: dict) -> tuple[tf.Tensor, dict]:
+        """(Σ weight × loss over heads, {head: (loss, rows)})."""
+        per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
+        total = tf.add_n([h.weight * per_head[h.task][0] for h in self.heads])
+        return total, per_head
+
+    def regularization_loss(self) -> tf.Tensor:
+        return tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+
+    def _update_metrics(self, labels, logits, per_head, total, regularization) -> dict:
+        for h in self.heads:
+            h.update_metrics(labels, logits[h.task], *per_head[h.task])
+        self.loss_tracker.update_state(total)
+        self.regularization_tracker.update_state(regularization)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        inputs, labels = data[0], data[1]
+        with tf.GradientTape() as tape:
+            logits = self.head_logits(inputs, training=True)
+            task_loss, per_head = self.task_losses(labels, logits)
+            regularization = self.regularization_loss()
+            total = task_loss + regularization
+            # Replicas' gradients are summed when applied; scale so the sum is the mean.
+            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            (g, v) for g, v in zip(gradients, variables) if g is not None)
+        return self._update_metrics(labels, logits, per_head, total, regularization)
+
+    def test_step(self, data):
+        inputs, labels = data[0], data[1]
+        logits = self.head_logits(inputs, training=False)
+        task_loss, per_head = self.task_losses(labels, logits)
+        regularization = self.regularization_loss()
+        return self._update_metrics(labels, logits, per_head, task_loss + regularization,
+                                    regularization)
+
+    def predict_step(self, data):
+        inputs = data[0] if isinstance(data, (tuple, list)) else data
+        return self(inputs, training=False)
+
+    # Rebuilding on load: the model creates its variables by running on a dummy batch of its
+    # contract, so weights saved in .keras files find every variable they belong to.
+    def get_build_config(self):
+        return {"contract": self.contract}
+
+    def build_from_config(self, config):
+        self(dummy_inputs(contract_from_config(self.contract)), training=False)
+
+    def get_config(self):
+        return {"contract": self.contract}
+
+
+class RepresentationModel(MultiTaskModel):
+    """A model whose heads all read one user representation, so it splits for serving:
+    user_representation(inputs) once per request, score_items(rep, inputs) per candidate.
+
+    Subclasses set self.embeddings (FeatureEmbeddings) and implement user_representation.
+    """
+
+    def user_representation(self, inputs: dict, training=False) -> tf.Tensor:
+        """[B, shared_dim] from the behaviour sequence, query and profile only."""
+        raise NotImplementedError
+
+    def logits_from_representation(self, representation, inputs: dict, training=False,
+                                   tasks=None) -> dict:
+        out = {}
+        for h in self.heads:
+            if tasks is None or h.task in tasks:
+                candidate = self.embeddings.candidate(CANDIDATES[h.task], inputs)
+                out[h.task] = h(representation, candidate, training=training)
+        return out
+
+    def head_logits(self, inputs, training=False):
+        return self.logits_from_representation(self.user_representation(inputs, training),
+                                               inputs, training)
+
+    def score_items(self, representation, inputs: dict) -> dict:
+        """{ctr, l2r (those configured): probabilities [B]} of candidates for given representations.
+
+        Args:
+          representation: [B, shared_dim] from user_representation (one row per candidate).
+          inputs: the candidates' item_id, shop_id, brand_id, category_id, tags, rank_features.
+        """
+        logits = self.logits_from_representation(representation, inputs, training=False,
+                                                  tasks=SCORED_ITEM_HEADS)
+        return {h.task: h.probabilities(logits[h.task]) for h in self.heads if h.task in logits}
+
+
+def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:
+    """Zero-valued model inputs of the contract's shapes and dtypes (all padding)."""
+    return {name: tf.zeros([batch_size, *f.shape], contract.input_dtype(name))
+            for name, f in contract.model_inputs.items()}
+
