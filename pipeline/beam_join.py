@@ -19,6 +19,7 @@ from features.contract import item_tag_slots
 
 ITEM, BEHAVIOR, IMPRESSION = 0, 1, 2
 BEHAVIORS, IMPRESSIONS, SNAPSHOT, MISSING = "behaviors", "impressions", "snapshot", "missing"
+KV = typing.Tuple[typing.Any, typing.Any]
 
 
 def item_features(item_id: str, row, tag_slots: int) -> tuple:
@@ -114,11 +115,14 @@ class JoinItems(beam.PTransform):
 
     def expand(self, inputs):
         items, behaviors, impressions = inputs
+        # Explicit output types: Beam's inference from lambdas over tuples can pick wrong coders.
         keyed = (
-            items | "KeyItems" >> beam.Map(lambda r: ((r[0], r[2][0]), (ITEM, r[1], r[2]))),
-            behaviors | "KeyBehaviors" >> beam.Map(lambda r: ((r[0], r[1][1]), (BEHAVIOR, r[1]))),
+            items | "KeyItems" >> beam.Map(
+                lambda r: ((r[0], r[2][0]), (ITEM, r[1], r[2]))).with_output_types(KV),
+            behaviors | "KeyBehaviors" >> beam.Map(
+                lambda r: ((r[0], r[1][1]), (BEHAVIOR, r[1]))).with_output_types(KV),
             impressions | "KeyImpressions" >> beam.Map(
-                lambda r: ((r[0], r[1][4]), (IMPRESSION, r[1]))),
+                lambda r: ((r[0], r[1][4]), (IMPRESSION, r[1]))).with_output_types(KV),
         )
         return (keyed
                 | "Flatten" >> beam.Flatten()

@@ -33,6 +33,7 @@ from pipeline.beam_read import days_between, shift
 from pipeline.beam_rows import DAY_SECONDS, day_start
 
 EXAMPLES, STATS = "examples", "stats"
+KV = typing.Tuple[typing.Any, typing.Any]
 BEHAVIOR, TAIL, SAMPLE, PROFILE = "b", "t", "s", "p"
 
 
@@ -319,24 +320,27 @@ class BuildSamples(beam.PTransform):
         spec = self.spec
         window = frozenset(days_between(spec.start, spec.end))
         behaviors = inputs["behaviors"]
+        # Explicit output types: Beam's inference from lambdas over tuples can pick wrong coders.
         parts = [
             behaviors
             | "DayInWindow" >> beam.Filter(lambda kv, days: kv[0][1] in days, window)
-            | "TagBehaviors" >> beam.Map(lambda kv: (kv[0], (BEHAVIOR, kv[1]))),
-            inputs["impressions"] | "TagImpressions" >> beam.Map(lambda kv: (kv[0], (SAMPLE, kv[1]))),
+            | "TagBehaviors" >> beam.Map(lambda kv: (kv[0], (BEHAVIOR, kv[1]))).with_output_types(KV),
+            inputs["impressions"] | "TagImpressions" >> beam.Map(
+                lambda kv: (kv[0], (SAMPLE, kv[1]))).with_output_types(KV),
             inputs["follows"] | "TalentSamples" >> beam.Map(
-                lambda r, t: ((r[1][0], r[0]), (SAMPLE, talent_sample(r[1], t))), spec.tag_slots),
+                lambda r, t: ((r[1][0], r[0]), (SAMPLE, talent_sample(r[1], t))),
+                spec.tag_slots).with_output_types(KV),
             inputs["shop_prefs"] | "ShopSamples" >> beam.Map(
-                lambda r: ((r[1][0], r[0]), (SAMPLE, shop_sample(r[1])))),
+                lambda r: ((r[1][0], r[0]), (SAMPLE, shop_sample(r[1])))).with_output_types(KV),
             inputs["users"] | "Profiles" >> beam.Map(
-                lambda r: ((r[2][0], r[0]), (PROFILE, (r[1], r[2][1:])))),
+                lambda r: ((r[2][0], r[0]), (PROFILE, (r[1], r[2][1:])))).with_output_types(KV),
         ]
         if spec.lookback_days > 0:
             parts.append(
                 behaviors
                 | "BeforeLastDay" >> beam.Filter(lambda kv, last: kv[0][1] < last, spec.end)
                 | "LastNPerUserDay" >> beam.CombinePerKey(LastN(spec.sequence_length))
-                | "TailToLaterDays" >> beam.FlatMap(tail_to_later_days, spec))
+                | "TailToLaterDays" >> beam.FlatMap(tail_to_later_days, spec).with_output_types(KV))
         side = {}
         if spec.ctr_from_behaviors:
             side["pool"] = beam.pvalue.AsDict(inputs["pool"])
@@ -361,6 +365,8 @@ class NegativePool(beam.PTransform):
     def expand(self, snapshot):
         return (snapshot
                 | "HashItems" >> beam.Map(
-                    lambda kv, s: (kv[0], (stable_hash(f"{s}|{kv[1][0]}"), kv[1])), self.seed)
+                    lambda kv, s: (kv[0], (stable_hash(f"{s}|{kv[1][0]}"), kv[1])),
+                    self.seed).with_output_types(KV)
                 | "SmallestHashes" >> beam.combiners.Top.SmallestPerKey(self.size)
-                | "DropHashes" >> beam.MapTuple(lambda day, ranked: (day, [i for _, i in ranked])))
+                | "DropHashes" >> beam.MapTuple(
+                    lambda day, ranked: (day, [i for _, i in ranked])).with_output_types(KV))
