@@ -60,15 +60,30 @@ def _decode(values: np.ndarray) -> np.ndarray:
     return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
 
 
-def _predictor(model):
-    """model(inputs) in inference mode; a Keras model is traced once per batch shape, not run eagerly."""
-    if isinstance(model, keras.Model):
-        return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
-    return lambda inputs: model(inputs, training=False)
+def predictor(model):
+    """model(inputs, training=False) as a function; a Keras model is traced once, for any batch size.
+
+    The input signature (batch axis unknown) is taken from the first batch, so the short last
+    batch of every file set does not trigger another trace.
+    """
+    if not isinstance(model, keras.Model):
+        return lambda inputs: model(inputs, training=False)
+    traced = []
+
+    def predict(inputs):
+        if not traced:
+            spec = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in inputs.items()}
+            traced.append(tf.function(lambda x: model(x, training=False), input_signature=[spec]))
+        return traced[0](inputs)
+    return predict
 
 
-def predict_task(model, contract: Contract, files, task: str, batch_size: int = 512) -> dict:
+def predict_task(model, contract: Contract, files, task: str, batch_size: int = 512,
+                 predict=None) -> dict:
     """Runs the model's `task` head over every example of `files`.
+
+    Args:
+      predict: predictor(model), to share one traced function between tasks.
 
     Returns:
       dict of numpy arrays over the n examples: label [n], weight [n], prediction [n] (binary
@@ -85,7 +100,7 @@ def predict_task(model, contract: Contract, files, task: str, batch_size: int = 
 
     ds = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-    predict = _predictor(model)
+    predict = predict or predictor(model)
     parts = {k: [] for k in ("label", "weight", "prediction", "request_id", "item_id")}
     for inputs, labels, keys in ds:
         outputs = predict(inputs)
@@ -150,8 +165,9 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
     unknown = set(files_by_task) - set(TASKS)
     if unknown:
         raise ValueError(f"evaluate: unknown tasks {sorted(unknown)} (tasks: {', '.join(TASKS)})")
+    predict = predictor(model)
     return {task: task_metrics(task, predict_task(model, contract, files_by_task[task], task,
-                                                  batch_size), oracle)
+                                                  batch_size, predict), oracle)
             for task in TASKS if task in files_by_task}
 
 
