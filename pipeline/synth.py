@@ -12,7 +12,9 @@ pipeline/synth_world.py (constants named below are defined there).
 Scale: like the public Taobao UserBehavior set, about 11 behaviours per user and day (~100 per
 user over 9 days), mix click 89.6 % / cart 5.5 % / fav 2.9 % / buy 2.0 %, long-tail (Zipf-like)
 popularity of items, categories and talents. Entity counts follow the number of users:
-categories users/20 (40..3000) in groups of ~10, items 3 x users, shops items/12, brands items/20.
+categories users/20 (40..3000) in groups of ~10, items 3 x users (at least 800), shops items/12,
+brands items/20. A user is active on 85 % of days; 3 % of items are 15 % cheaper on a given day
+(the items snapshot of that day shows it).
 
 Planted structure, and the part of DUPN each piece needs:
 - Catalogue. Every category belongs to a group; an item has a shop and a brand that sell in its
@@ -29,24 +31,28 @@ Planted structure, and the part of DUPN each piece needs:
   probability that grows with the fit of price to power level and with quality (scaled so the mix
   matches Taobao's). A buy sates: visits in the same category in the next hours are mostly
   dropped (half-life SATIATION_HALF_LIFE_S).
-- Impressions (search pages of PAGE_SIZE): a request's query names one category (75 % from today's
-  interests); the page holds items of that category, a few of its group and a few of the user's
-  other interests, ranked by the engine. The true click logit (World.click_logits) adds:
-  * MATCH_WEIGHT x log1p(sum over the user's last 50 behaviours before the request of
-    type weight (click 1, cart 2, fav 2, buy 3) x scene weight (search 1, recommend 0.8, promo 0.4,
-    other 0.7) x 2^(-age / 12 h) x query weight (1 in the query's category, 0.3 outside) x
-    similarity to the item (same category 1, shop 0.5, brand 0.3, item 0.6, 0.15 per shared tag))
-    - so behaviour type, scene and time (the property gates) and the query (query-aware attention)
-    all change what a behaviour is worth;
-  * minus SATIATION_WEIGHT x the decayed count of buys in the item's category (a recent buy lowers
-    clicks there for hours, then its positive weight remains);
+- Impressions (search pages of PAGE_SIZE = 10): a request's query (1-3 terms) names one category
+  (75 % from today's interests); the page holds items of that category, a few of its group, a few
+  of the user's other interests and often one item the user saw lately, ranked by the engine.
+  The true click logit (World.click_logits) is CLICK_BIAS plus:
+  * w_j = TYPE_WEIGHT (click 0.5, cart 4, fav 3, buy 6) x SCENE_WEIGHT (search 1, recommend 0.6,
+    promo 0.15, other 0.4) x 2^(-age / 12 h) x query weight (1 in the query's category,
+    OFF_QUERY_WEIGHT 0.1 outside) for each of the user's last 50 behaviours j before the request,
+    and sim_j = what its item shares with the shown one (category 1, shop 0.5, brand 0.3,
+    the item itself 2, 0.15 per tag); MATCH_WEIGHT x log1p(sum w_j sim_j) (how much the recent
+    behaviour points at the item) + FOCUS_WEIGHT x sum w_j sim_j / (1 + sum w_j) (how much of
+    it does). So type, scene and time (the property gates) and the query (query-aware
+    attention: without it other categories' behaviours dilute the focus) all matter;
+  * minus SATIATION_WEIGHT x the count of buys in the item's category, halved every 8 h (a
+    recent buy lowers clicks there for hours; later its positive weight remains);
   * INTEREST_WEIGHT x today's latent interest in the item's category (not fully observable);
-  * minus a relevance penalty for items outside the query's category (0.9 same group, 1.6 other);
+  * minus a relevance penalty for items outside the query's category (0.5 same group, 0.9 other);
   * minus PRICE_WEIGHT x squared distance of log price from the user's power-level price;
   * item quality and popularity; minus POSITION_WEIGHT per position (position bias).
-  About 8-12 % of impressions are clicked; the oracle AUC is about 0.75-0.8. A click becomes a
-  search-scene click behaviour seconds later (so samples and sequences agree) and may be followed
-  by a buy (the impression's buy; never without a click), cart or fav.
+  About 10 % of impressions are clicked; the oracle's AUC is about 0.82, and dropping any one
+  term above from the true logit costs it 0.003-0.015. A click becomes a search-scene click
+  behaviour seconds later (so samples and sequences agree) and may be followed by a buy (the
+  impression's buy, never without a click), cart or fav.
   Ranking features (8 floats): popularity, query relevance, the behaviour-match score, price
   within category (exact), quality, shop quality (all but one noisy), the engine's score, noise.
 - Follows: talents (type from their group, 2-4 tags of one of its categories) are shown, half

@@ -36,8 +36,8 @@ HISTORY_KEEP_S = 5 * DAY_S                              # older behaviours are f
 
 # Click model of a search impression: logit = sum of these terms (see click_logits).
 CLICK_BIAS = -3.2
-MATCH_WEIGHT = 0.6              # x log1p(weighted similarity to recent behaviours)
-FOCUS_WEIGHT = 1.2              # x that similarity as a share of the recent (query-weighted) weight
+MATCH_WEIGHT = 0.5              # x log1p(weighted similarity to recent behaviours)
+FOCUS_WEIGHT = 1.0              # x that similarity as a share of the recent (query-weighted) weight
 OFF_QUERY_WEIGHT = 0.1          # behaviours outside the query's category count this much
 # How alike a past behaviour's item and the shown item are: a sum over what they share.
 SIMILARITY = {"category": 1.0, "shop": 0.5, "brand": 0.3, "item": 2.0, "tag": 0.15}
@@ -208,7 +208,6 @@ class World:
         self.cat_prior = self.cat_pop / self.cat_pop.sum()
 
         # Tags: 8 per group, 3 per category; a category's pool is its own tags and its group's.
-        self.n_group_tags, self.n_cat_tags = 8, 3
         group_tags = np.arange(s.groups * 8).reshape(s.groups, 8)
         cat_tags = s.groups * 8 + np.arange(s.categories * 3).reshape(s.categories, 3)
         self.tag_pools = np.concatenate([cat_tags, group_tags[self.cat_group]], axis=1)
@@ -246,9 +245,10 @@ class World:
         self.item_sampler = SegmentSampler(self.item_cat, self.item_pop, s.categories)
         self.item_sampler_by_power = []
         for level in range(1, POWER_LEVELS + 1):
-            z = (self.item_log_price - self.cat_mu[self.item_cat] - self.power_shift(level)) / PRICE_TASTE_WIDTH
-            self.item_sampler_by_power.append(
-                SegmentSampler(self.item_cat, self.item_pop * np.exp(-0.5 * z * z) + 1e-12, s.categories))
+            z = (self.item_log_price - self.cat_mu[self.item_cat] - self.power_shift(level)) \
+                / PRICE_TASTE_WIDTH
+            taste = self.item_pop * np.exp(-0.5 * z * z) + 1e-12
+            self.item_sampler_by_power.append(SegmentSampler(self.item_cat, taste, s.categories))
 
     def _assign_sellers(self, n: int, s: Sizes, rng, per_cat: tuple[int, int]) -> np.ndarray:
         """Shop (or brand) of every item: each category is sold by a few sellers of its group."""
@@ -260,7 +260,7 @@ class World:
             pool = by_group[self.cat_group[c]]
             sellers = rng.choice(pool, size=min(len(pool), rng.integers(*per_cat)), replace=False)
             weights = _normal(1.0 / np.arange(1, len(sellers) + 1))
-            out[starts[c]:starts[c + 1]] = rng.choice(sellers, size=starts[c + 1] - starts[c], p=weights)
+            out[starts[c]:starts[c + 1]] = rng.choice(sellers, starts[c + 1] - starts[c], p=weights)
         return out
 
     def _build_users(self, s: Sizes, rng) -> None:
@@ -270,18 +270,18 @@ class World:
         self.user_power = np.clip(np.round(4.0 + 1.3 * latent), 1, POWER_LEVELS).astype(np.int64)
         self.user_age = np.where(rng.random(s.users) < 0.08, -1, age).astype(np.int64)     # -1: empty
         self.user_power_shown = rng.random(s.users) >= 0.04                               # else empty
-        self.user_activity = 10.6 * rng.lognormal(-0.245, 0.7, s.users)    # mean 10.6 visits / active day
+        self.user_activity = 10.6 * rng.lognormal(-0.245, 0.7, s.users)    # visits / active day
         self.user_search_rate = 1.2 * rng.lognormal(-0.125, 0.5, s.users)  # requests / active day
         # Favourite groups tilt with gender (some groups are mostly shopped by men or women).
         group_pop = np.bincount(self.cat_group, weights=self.cat_pop, minlength=s.groups)
         sign = np.array([1.0, -1.0, 0.0])[self.user_gender]
         self.user_fav_groups = np.empty((s.users, 2), np.int64)
-        for g, value in enumerate((1.0, -1.0, 0.0)):
+        for value in (1.0, -1.0, 0.0):
             members = np.flatnonzero(sign == value)
             p = _normal(group_pop * np.exp(value * self.group_gender_bias))
             self.user_fav_groups[members] = rng.choice(s.groups, size=(len(members), 2), p=p)
         all_slots = np.repeat(np.arange(s.users), INTEREST_SLOTS)
-        self.interest_cat = self._draw_interest(all_slots, rng).reshape(s.users, INTEREST_SLOTS)
+        self.interest_cat = self._new_interest(all_slots, rng).reshape(s.users, INTEREST_SLOTS)
         self.interest_w = rng.gamma(0.7, 1.0, (s.users, INTEREST_SLOTS)) + 1e-3
 
     def _build_talents(self, s: Sizes, rng) -> None:
@@ -299,20 +299,22 @@ class World:
     def power_shift(level):
         return (np.asarray(level) - 4) * POWER_PRICE_STEP
 
-    def _draw_interest(self, users: np.ndarray, rng) -> np.ndarray:
+    def _new_interest(self, users: np.ndarray, rng) -> np.ndarray:
         """A category for each entry of users: mostly from the user's favourite groups."""
         from_fav = rng.random(len(users)) < 0.7
         group = self.user_fav_groups[users, rng.integers(0, 2, len(users))]
         in_group = self.cat_in_group.draw(group, rng)
-        anywhere = np.searchsorted(np.cumsum(self.cat_prior), rng.random(len(users)) * 0.999999)
-        return np.where(from_fav, in_group, anywhere)
+        return np.where(from_fav, in_group, self._any_category(len(users), rng))
 
-    def _interest_draw(self, users: np.ndarray, rng, explore: float) -> np.ndarray:
+    def _todays_category(self, users: np.ndarray, rng, explore: float) -> np.ndarray:
         """Categories drawn from today's interest of each user (explore: share drawn from the prior)."""
         slot = _choose(self.interest_w[users], rng)
         cats = self.interest_cat[users, slot]
-        anywhere = np.searchsorted(np.cumsum(self.cat_prior), rng.random(len(users)) * 0.999999)
-        return np.where(rng.random(len(users)) < explore, anywhere, cats)
+        return np.where(rng.random(len(users)) < explore, self._any_category(len(users), rng), cats)
+
+    def _any_category(self, n: int, rng) -> np.ndarray:
+        """n categories drawn by popularity alone."""
+        return np.searchsorted(np.cumsum(self.cat_prior), rng.random(n) * 0.999999)
 
     def interest_share(self, users: np.ndarray, cats: np.ndarray) -> np.ndarray:
         """Share of today's interest weight of users (n,) on categories cats (n, k)."""
@@ -326,7 +328,7 @@ class World:
         self.interest_w *= np.exp(rng.normal(0.0, 0.35, (n, INTEREST_SLOTS)))
         switch = rng.random((n, INTEREST_SLOTS)) < 0.10
         users = np.nonzero(switch)[0]
-        self.interest_cat[switch] = self._draw_interest(users, rng)
+        self.interest_cat[switch] = self._new_interest(users, rng)
         self.interest_w[switch] = rng.gamma(0.7, 1.0, len(users)) + 1e-3
 
     def follow_up_weights(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -392,7 +394,7 @@ class World:
         new_session = first | (rng.random(len(users)) < 0.22)
         session = np.cumsum(new_session) - 1
         session_users = users[new_session]
-        session_cat = self._interest_draw(session_users, rng, explore=0.06)
+        session_cat = self._todays_category(session_users, rng, explore=0.06)
         session_start = _day_seconds(len(session_users), rng)
         session_scene = rng.choice([SEARCH, RECOMMEND, PROMO, OTHER], size=len(session_users),
                                    p=[0.15, 0.45, 0.12, 0.28])
@@ -437,7 +439,7 @@ class World:
         order = np.lexsort((secs, users))
         users, ts = users[order], day_start + secs[order]
         rounds = np.arange(len(users)) - np.repeat(np.cumsum(n_req) - n_req, n_req)
-        qcat = self._interest_draw(users, rng, explore=0.25)
+        qcat = self._todays_category(users, rng, explore=0.25)
         terms = self._query_terms(qcat, rng)
         items, valid, engine = self._result_pages(users, ts, qcat, history, rng)
 
@@ -455,8 +457,8 @@ class World:
             clicked = valid[m] & (rng.random(logit.shape) < _sigmoid(logit))
             clicks[m] = clicked
             row, slot = np.nonzero(clicked)
-            click_ts = np.minimum(ts[m][row] + 3 + 4 * slot + rng.exponential(20.0, len(row)).astype(np.int64),
-                                  day_end - 1)
+            reading = 3 + 4 * slot + rng.exponential(20.0, len(row)).astype(np.int64)
+            click_ts = np.minimum(ts[m][row] + reading, day_end - 1)
             rows = self.follow_ups(users[m][row], items[m][row, slot], click_ts,
                                    np.full(len(row), SEARCH), day_end, rng)
             buys[m[row], slot] = rows.pop("bought")
@@ -465,8 +467,8 @@ class World:
             searched.append(rows)
         behaviors = {f: np.concatenate([s[f] for s in searched] or [np.zeros(0, np.int64)])
                      for f in History.FIELDS}
-        impressions = {"user": users, "ts": ts, "qcat": qcat, "terms": terms, "items": items, "valid": valid,
-                       "features": features, "click": clicks, "buy": buys,
+        impressions = {"user": users, "ts": ts, "qcat": qcat, "terms": terms, "items": items,
+                       "valid": valid, "features": features, "click": clicks, "buy": buys,
                        "click_prob": _sigmoid(logits)}
         return impressions, behaviors
 
@@ -495,7 +497,7 @@ class World:
         own = self.item_sampler.draw(np.repeat(qcat, 9), rng).reshape(n, 9)
         near_cats = self.cat_in_group.draw(np.repeat(self.cat_group[qcat], 2), rng)
         near = self.item_sampler.draw(near_cats, rng).reshape(n, 2)
-        mine_cats = self._interest_draw(np.repeat(users, 3), rng, explore=0.0)
+        mine_cats = self._todays_category(np.repeat(users, 3), rng, explore=0.0)
         mine = self.item_sampler.draw(mine_cats, rng).reshape(n, 3)
         idx, seen = history.before(users, ts, HISTORY_DEPTH)
         n_seen = seen.sum(axis=1)                              # valid columns come first
@@ -550,9 +552,10 @@ class World:
                   * valid * np.where(h_cat == qcat[:, None], 1.0, OFF_QUERY_WEIGHT))
         cat = self.item_cat[items]
         same_cat = cat[:, :, None] == h_cat[:, None, :]
-        similarity = (SIMILARITY["category"] * same_cat
-                      + SIMILARITY["shop"] * (self.item_shop[items][:, :, None] == self.item_shop[h_item][:, None, :])
-                      + SIMILARITY["brand"] * (self.item_brand[items][:, :, None] == self.item_brand[h_item][:, None, :])
+        def same(attribute):        # (n, P, H): shown item and past item agree on attribute
+            return attribute[items][:, :, None] == attribute[h_item][:, None, :]
+        similarity = (SIMILARITY["category"] * same_cat + SIMILARITY["shop"] * same(self.item_shop)
+                      + SIMILARITY["brand"] * same(self.item_brand)
                       + SIMILARITY["item"] * (items[:, :, None] == h_item[:, None, :]))
         tags, h_tags = self.item_tags[items], self.item_tags[h_item]
         for a in range(4):
