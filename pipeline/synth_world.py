@@ -235,6 +235,7 @@ class World:
         self.item_log_price = np.log(self.item_price)
         n_tags = rng.choice([1, 2, 3, 4], size=s.items, p=[0.2, 0.35, 0.3, 0.15])
         self.item_tags = _draw_tags(self.tag_pools[self.item_cat], self.tag_pool_weights, n_tags, rng)
+        self.item_tag_bits = self._tag_bits(s)
         self.item_pop = _zipf(s.items, 1.0, rng) * np.exp(0.4 * self.item_quality)
         log_pop = np.log(self.item_pop)
         self.item_pop_z = (log_pop - log_pop.mean()) / log_pop.std()
@@ -249,6 +250,19 @@ class World:
                 / PRICE_TASTE_WIDTH
             taste = self.item_pop * np.exp(-0.5 * z * z) + 1e-12
             self.item_sampler_by_power.append(SegmentSampler(self.item_cat, taste, s.categories))
+
+    def _tag_bits(self, s: Sizes) -> np.ndarray:
+        """Each item's tags as bits of one uint64, numbered within its group (all of an item's
+        tags belong to its group): shared tags of two items of a group = popcount(a & b)."""
+        first_cat = np.searchsorted(self.cat_group, np.arange(s.groups))
+        local = np.arange(s.categories) - first_cat[self.cat_group]
+        if 8 + 3 * (local.max() + 1) > 64:
+            raise ValueError("a group has too many categories for 64 tag bits")
+        bit = np.empty(self.n_tags, np.uint64)
+        bit[:s.groups * 8] = np.tile(np.arange(8), s.groups)
+        bit[s.groups * 8:] = (8 + 3 * local[:, None] + np.arange(3)[None, :]).reshape(-1)
+        ones = np.where(self.item_tags >= 0, np.left_shift(np.uint64(1), bit[self.item_tags]), 0)
+        return np.bitwise_or.reduce(ones.astype(np.uint64), axis=1)
 
     def _assign_sellers(self, n: int, s: Sizes, rng, per_cat: tuple[int, int]) -> np.ndarray:
         """Shop (or brand) of every item: each category is sold by a few sellers of its group."""
@@ -557,11 +571,9 @@ class World:
         similarity = (SIMILARITY["category"] * same_cat + SIMILARITY["shop"] * same(self.item_shop)
                       + SIMILARITY["brand"] * same(self.item_brand)
                       + SIMILARITY["item"] * (items[:, :, None] == h_item[:, None, :]))
-        tags, h_tags = self.item_tags[items], self.item_tags[h_item]
-        for a in range(4):
-            mine = tags[:, :, a][:, :, None]
-            for b in range(4):
-                similarity += SIMILARITY["tag"] * ((mine == h_tags[:, :, b][:, None, :]) & (mine >= 0))
+        same_group = same(self.cat_group[self.item_cat])
+        shared = self.item_tag_bits[items][:, :, None] & self.item_tag_bits[h_item][:, None, :]
+        similarity += SIMILARITY["tag"] * np.where(same_group, _popcount(shared), 0)
         match = np.einsum("nph,nh->np", similarity, weight)
         focus = match / (weight.sum(axis=1, keepdims=True) + 1.0)
         recent_buys = (h_type == BUY) * valid * np.exp2(-age / SATIATION_HALF_LIFE_S)
@@ -632,6 +644,16 @@ class World:
         logit = -1.9 + 1.4 * np.log1p(affinity) + 0.4 * self.shop_quality[shops]
         label = rng.random(n) < _sigmoid(logit)
         return {"user": users, "ts": ts, "shop": shops, "label": label}
+
+
+_POPCOUNT16 = np.array([bin(k).count("1") for k in range(1 << 16)], np.uint8)
+
+
+def _popcount(bits: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (numpy 1.26 has no bitwise_count)."""
+    quarters = bits.view(np.uint16).reshape(bits.shape + (4,))
+    return (_POPCOUNT16[quarters[..., 0]] + _POPCOUNT16[quarters[..., 1]]
+            + _POPCOUNT16[quarters[..., 2]] + _POPCOUNT16[quarters[..., 3]])
 
 
 def _sigmoid(x):
