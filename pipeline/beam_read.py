@@ -25,7 +25,7 @@ from pipeline import beam_rows
 from pipeline.beam_rows import TABLES, RowError
 
 FORMATS = ("jsonl", "csv", "parquet")
-VALID, REJECTED, COUNTS = "valid", "rejected", "counts"
+REJECTED, COUNTS = "rejected", "counts"
 
 
 class RawLayoutError(ValueError):
@@ -143,12 +143,12 @@ def rejected_record(table: str, path: str, row: int, reason: str, detail: str, r
 # Tagged outputs defeat Beam's type inference of the main output: declare it.
 @beam.typehints.with_output_types(typing.Any)
 class ReadRowsFn(beam.DoFn):
-    """(table, day, path) -> valid rows; tagged outputs for rejected rows and per-file counts.
+    """(table, day, path) -> valid rows tagged by table, rejected rows, per-file counts.
 
-    Main output: (day, row) with the row tuple of beam_rows.validate; for items and users
+    Output <table>: (day, row) with the row tuple of beam_rows.validate; for items and users
     (day, (path, row number), row) so that "the last row of a day wins" can be applied later.
     REJECTED: (day, (path, row number, dead-letter JSON line)).
-    COUNTS: (day, {"rows": {table: n}, "rejected": {reason: n}, ...}) once per file.
+    Main output (COUNTS): (day, {"rows": {table: n}, "rejected": {reason: n}, ...}) once per file.
     """
 
     def __init__(self, rank_features: int):
@@ -172,7 +172,8 @@ class ReadRowsFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(REJECTED, (day, (path, number, rejected_record(
                         table, path, number, err.reason, err.detail, record if raw is None else raw))))
                     continue
-                yield (day, (path, number), valid) if keep_order else (day, valid)
+                yield beam.pvalue.TaggedOutput(
+                    table, (day, (path, number), valid) if keep_order else (day, valid))
         except Exception as err:  # noqa: BLE001  (a corrupt file: keep going, report it)
             rows += 1
             rejected[beam_rows.UNREADABLE_FILE] = rejected.get(beam_rows.UNREADABLE_FILE, 0) + 1
@@ -182,31 +183,32 @@ class ReadRowsFn(beam.DoFn):
         Metrics.counter("dupn.rows", table).inc(rows)
         for reason, n in rejected.items():
             Metrics.counter("dupn.rejected", reason).inc(n)
-        yield beam.pvalue.TaggedOutput(COUNTS, (day, {
-            "rows": {table: rows}, "rejected": dict(rejected),
-            "rejected_by_table": {table: dict(rejected)} if rejected else {},
-            "unreadable_files": [path] if beam_rows.UNREADABLE_FILE in rejected else []}))
+        yield day, {"rows": {table: rows}, "rejected": dict(rejected),
+                    "rejected_by_table": {table: dict(rejected)} if rejected else {},
+                    "unreadable_files": [path] if beam_rows.UNREADABLE_FILE in rejected else []}
 
 
-class ReadTable(beam.PTransform):
-    """Reads and validates the listed files of one table.
+class ReadTables(beam.PTransform):
+    """Reads and validates the listed files of every table in one step (one shuffle spreads them).
 
-    Returns a DoOutputsTuple: [VALID] rows, [REJECTED] dead letters, [COUNTS] per-file counts
-    (layouts in ReadRowsFn).
+    Args:
+      files: (table, day, path) of every file to read.
+    Returns a DoOutputsTuple: [<table>] valid rows of each table, [REJECTED] dead letters,
+    [COUNTS] per-file counts (layouts in ReadRowsFn).
     """
 
-    def __init__(self, table: str, files: list[tuple[str, str, str]], rank_features: int):
+    def __init__(self, files: list[tuple[str, str, str]], rank_features: int):
         super().__init__()
-        if table not in TABLES:
-            raise ValueError(f"unknown table '{table}'")
-        self.table = table
-        self.files = list(files)
+        unknown = sorted({t for t, _, _ in files} - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown table '{unknown[0]}'")
+        self.files = sorted(files)
         self.rank_features = rank_features
 
     def expand(self, pbegin):
         files = (pbegin
                  | "ListFiles" >> beam.Create(self.files)
-                 # spreads files over workers (Create alone keeps them in one bundle)
+                 # spreads files over workers (Create alone may keep them in one bundle)
                  | "SpreadFiles" >> beam.Reshuffle())
         return files | "ReadAndValidate" >> beam.ParDo(ReadRowsFn(self.rank_features)).with_outputs(
-            REJECTED, COUNTS, main=VALID)
+            *TABLES, REJECTED, main=COUNTS)

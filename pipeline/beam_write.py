@@ -15,6 +15,7 @@ import os
 import posixpath
 import shutil
 import struct
+import typing
 
 import apache_beam as beam
 import google_crc32c
@@ -128,23 +129,12 @@ def merge_counts(into: dict, other: dict) -> dict:
     return into
 
 
-class MergeCounts(beam.CombineFn):
-    """Combines nested count dicts (see merge_counts)."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, accumulator, counts):
-        return merge_counts(accumulator, counts)
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for accumulator in accumulators:
-            merge_counts(merged, accumulator)
-        return merged
-
-    def extract_output(self, accumulator):
-        return accumulator
+def merge_per_day(items) -> list:
+    """[(day, counts)] -> [(day, merged counts)], sorted by day."""
+    per_day = {}
+    for day, counts in items:
+        merge_counts(per_day.setdefault(day, {}), counts)
+    return sorted(per_day.items())
 
 
 def _bin_order(name: str) -> int:
@@ -227,7 +217,10 @@ class WriteStatsFn(beam.DoFn):
 
 
 class WriteStats(beam.PTransform):
-    """Merges (day, counts) from every stage and writes the day statistics and the run totals."""
+    """Merges (day, counts) from every stage and writes the day statistics and the run totals.
+
+    Counts come per file or per bundle, so they are few: one group gathers them all.
+    """
 
     def __init__(self, root: str, start: str, end: str, days):
         super().__init__()
@@ -235,8 +228,10 @@ class WriteStats(beam.PTransform):
 
     def expand(self, counts):
         return (counts
-                | "MergePerDay" >> beam.CombinePerKey(MergeCounts())
-                | "AllDays" >> beam.combiners.ToList()
+                | "OneKey" >> beam.Map(lambda kv: (None, kv)).with_output_types(
+                    typing.Tuple[None, typing.Any])
+                | "Gather" >> beam.GroupByKey()
+                | "MergePerDay" >> beam.MapTuple(lambda _, items: merge_per_day(items))
                 | "Write" >> beam.ParDo(WriteStatsFn(self.root, self.start, self.end, self.days)))
 
 

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from configs.loader import ConfigError, add_config_args, load_config
 from features.contract import TASKS, Contract
 from pipeline.beam_join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
-from pipeline.beam_read import COUNTS, REJECTED, VALID, RawLayoutError, ReadTable, days_between, join, \
+from pipeline.beam_read import COUNTS, REJECTED, RawLayoutError, ReadTables, days_between, join, \
     list_files, shift
 from pipeline.beam_rows import TABLES, UNREADABLE_FILE
 from pipeline.beam_samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
@@ -77,12 +77,9 @@ def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     """Adds the job's transforms to `p`; everything is written under plan.staging."""
     spec = plan.spec
-    reads, counts, rejected = {}, [], []
-    for table in TABLES:
-        result = p | f"Read {table}" >> ReadTable(table, plan.files[table], plan.rank_features)
-        reads[table] = result[VALID]
-        counts.append(result[COUNTS])
-        rejected.append(result[REJECTED])
+    files = [f for table in TABLES for f in plan.files[table]]
+    reads = p | "ReadTables" >> ReadTables(files, plan.rank_features)
+    counts = [reads[COUNTS]]
     joined = ((reads["items"], reads["behaviors"], reads["impressions"])
               | "JoinItems" >> JoinItems(spec.tag_slots, spec.query_terms,
                                          emit_snapshot=spec.ctr_from_behaviors))
@@ -97,8 +94,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     built = inputs | "BuildSamples" >> BuildSamples(spec, plan.contract)
     counts.append(built[STATS])
     _ = built[EXAMPLES] | "WriteExamples" >> WriteExamples(plan.staging, spec.shards)
-    _ = (tuple(rejected) | "FlattenRejected" >> beam.Flatten()
-         | "WriteRejected" >> WriteRejected(plan.staging, plan.window))
+    _ = reads[REJECTED] | "WriteRejected" >> WriteRejected(plan.staging, plan.window)
     _ = (tuple(counts) | "FlattenCounts" >> beam.Flatten()
          | "WriteStats" >> WriteStats(plan.staging, spec.start, spec.end, plan.window))
 

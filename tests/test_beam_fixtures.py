@@ -116,13 +116,14 @@ def read_examples(out, task, day, hash_ids=False):
     records = [r for f in files for r in tf.data.TFRecordDataset(f, compression_type="GZIP").as_numpy_iterator()]
     if not records:
         return []
-    batch = parse_batch(tf.constant(records), contract(), hash_ids=hash_ids)
-    return [{k: v[i].numpy() for k, v in batch.items()} for i in range(len(records))]
+    batch = {k: v.numpy() for k, v in parse_batch(tf.constant(records), contract(), hash_ids=hash_ids).items()}
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(records))]
 
 
 def text(values):
-    """Decoded non-empty strings of a bytes array."""
-    return [v.decode() for v in values.ravel() if v]
+    """Decoded non-empty strings of a bytes value or array."""
+    values = [values] if isinstance(values, bytes) else values.ravel()
+    return [v.decode() for v in values if v]
 
 
 def tree_bytes(root):

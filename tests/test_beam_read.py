@@ -7,7 +7,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import beam_rows
-from pipeline.beam_read import COUNTS, REJECTED, VALID, RawLayoutError, ReadTable, list_files
+from pipeline.beam_read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam_rows import RowError, day_start, validate
 from test_beam_fixtures import behavior, impression, item, write_rows
 
@@ -16,14 +16,14 @@ S = day_start(DAY)
 
 
 def check(table, files, valid=None, rejected=None, counts=None):
-    """Runs ReadTable in memory and asserts its outputs equal the expected lists (None: not checked).
+    """Runs ReadTables in memory and asserts its outputs equal the expected lists (None: not checked).
 
     rejected: (reason, table, file, row, detail) of every dead letter; counts: (day, counts dict).
     """
     with beam.Pipeline() as p:
-        result = p | ReadTable(table, files, rank_features=8)
+        result = p | ReadTables(files, rank_features=8)
         if valid is not None:
-            assert_that(result[VALID], equal_to(valid), label="valid")
+            assert_that(result[table], equal_to(valid), label="valid")
         if rejected is not None:
             dead = result[REJECTED] | beam.Map(lambda kv: json.loads(kv[1][2])) | beam.Map(
                 lambda d: (d["reason"], d["table"], d["file"], d["row"], d["detail"]))
@@ -133,24 +133,22 @@ def rejections(tmp_path_factory):
              for r, (table, name, text, _, _) in CASES.items()}
     out = root / "out"
     with beam.Pipeline() as p:
-        for table in ("behaviors", "impressions"):
-            files = [(table, DAY, found[r]["path"]) for r in sorted(CASES) if CASES[r][0] == table]
-            result = p | f"Read {table}" >> ReadTable(table, files, rank_features=8)
-            for tag in (VALID, REJECTED, COUNTS):
-                _ = (result[tag] | f"Json {table} {tag}" >> beam.Map(json.dumps)
-                     | f"Write {table} {tag}" >> beam.io.WriteToText(
-                         str(out / f"{table}-{tag}"), shard_name_template=""))
+        files = [(CASES[r][0], DAY, found[r]["path"]) for r in sorted(CASES)]
+        result = p | ReadTables(files, rank_features=8)
+        for tag in ("behaviors", "impressions", REJECTED, COUNTS):
+            _ = (result[tag] | f"Json {tag}" >> beam.Map(json.dumps)
+                 | f"Write {tag}" >> beam.io.WriteToText(str(out / tag), shard_name_template=""))
     by_path = {v["path"]: r for r, v in found.items()}
     for table in ("behaviors", "impressions"):
-        for line in (out / f"{table}-{VALID}").read_text().splitlines():
+        for line in (out / table).read_text().splitlines():
             _, row = json.loads(line)
             found[row[1] if table == "impressions" else row[0]]["valid"].append(row)
-        for line in (out / f"{table}-{REJECTED}").read_text().splitlines():
-            dead = json.loads(json.loads(line)[1][2])
-            found[by_path[dead["file"]]]["dead"].append(dead)
-        for line in (out / f"{table}-{COUNTS}").read_text().splitlines():
-            _, counts = json.loads(line)
-            found[next(iter(counts["rejected"]))]["counts"].append(counts)
+    for line in (out / REJECTED).read_text().splitlines():
+        dead = json.loads(json.loads(line)[1][2])
+        found[by_path[dead["file"]]]["dead"].append(dead)
+    for line in (out / COUNTS).read_text().splitlines():
+        _, counts = json.loads(line)
+        found[next(iter(counts["rejected"]))]["counts"].append(counts)
     return found
 
 
