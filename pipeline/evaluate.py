@@ -79,11 +79,12 @@ def predictor(model):
 
 
 def predict_task(model, contract: Contract, files, task: str, batch_size: int = 512,
-                 predict=None) -> dict:
-    """Runs the model's `task` head over every example of `files`.
+                 predict=None, max_examples: int | None = None) -> dict:
+    """Runs the model's `task` head over every example of `files` (or the first max_examples).
 
     Args:
       predict: predictor(model), to share one traced function between tasks.
+      max_examples: stop after this many examples (rounded up to whole batches), in file order.
 
     Returns:
       dict of numpy arrays over the n examples: label [n], weight [n], prediction [n] (binary
@@ -100,6 +101,8 @@ def predict_task(model, contract: Contract, files, task: str, batch_size: int = 
 
     ds = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    if max_examples:
+        ds = ds.take(-(-max_examples // batch_size))
     predict = predict or predictor(model)
     parts = {k: [] for k in ("label", "weight", "prediction", "request_id", "item_id")}
     for inputs, labels, keys in ds:
@@ -151,7 +154,7 @@ def _oracle_metrics(predicted: dict, oracle: pd.DataFrame) -> dict:
 
 
 def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: int = 512,
-                   oracle: pd.DataFrame | None = None) -> dict:
+                   oracle: pd.DataFrame | None = None, max_examples: int | None = None) -> dict:
     """Per-task metrics of `model` on the given example files.
 
     Args:
@@ -159,6 +162,7 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
         ([B] or [B, 1] for binary heads, [B, 7] for power).
       files_by_task: task -> TFRecord files or glob patterns; every task needs a model head.
       oracle: read_oracle's frame of true click probabilities, for the ctr entry.
+      max_examples: evaluate each task on its first examples only (quick experiments).
     Returns:
       dict task -> metrics (see task_metrics), in the order of TASKS; NaN where undefined.
     """
@@ -167,7 +171,7 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
         raise ValueError(f"evaluate: unknown tasks {sorted(unknown)} (tasks: {', '.join(TASKS)})")
     predict = predictor(model)
     return {task: task_metrics(task, predict_task(model, contract, files_by_task[task], task,
-                                                  batch_size, predict), oracle)
+                                                  batch_size, predict, max_examples), oracle)
             for task in TASKS if task in files_by_task}
 
 

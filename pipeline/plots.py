@@ -22,31 +22,33 @@ def save(fig, path) -> Path:
     return path
 
 
-def grouped_bars(table: pd.DataFrame, path, title: str, ylabel: str = "test metric") -> Path:
-    """One group of bars per column (a metric), one bar per row (a model variant).
+def bar_panels(table: pd.DataFrame, path, title: str) -> Path:
+    """One panel per column (a metric) with one bar per row (a model), each panel zoomed on its
+    own range: models differ in the second or third decimal, and metrics differ in scale.
 
     Args:
-      table: index = variant names, columns = metric names, values in [0, 1] (NaN bars are left out).
+      table: index = model names, columns = metric names; NaN bars are left out.
     """
-    rows, cols = list(table.index), list(table.columns)
-    width = 0.8 / max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) + 0.25 * len(rows) * len(cols)), 4.2))
+    rows, cols = [str(r) for r in table.index], list(table.columns)
+    fig, axes = plt.subplots(1, len(cols), figsize=(max(6.0, 0.35 * len(rows) * len(cols) + 1.5 * len(cols)), 4.4),
+                             squeeze=False)
     colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
-    x = np.arange(len(cols))
-    for i, row in enumerate(rows):
-        values = table.loc[row].to_numpy(dtype=np.float64)
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, np.nan_to_num(values), width,
-               label=str(row), color=colours(i % colours.N))
-    finite = table.to_numpy(dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    low = max(0.0, float(finite.min()) - 0.05) if finite.size else 0.0
-    high = min(1.0, float(finite.max()) + 0.05) if finite.size else 1.0
-    ax.set_ylim(low, max(high, low + 0.1))   # bars differ in the third decimal: zoom on the range
-    ax.set_xticks(x, cols)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.grid(axis="y", alpha=0.3)
+    for ax, col in zip(axes[0], cols):
+        values = table[col].to_numpy(dtype=np.float64)
+        shown = np.isfinite(values)
+        x = np.arange(len(rows))
+        ax.bar(x[shown], values[shown], color=[colours(i % colours.N) for i in x[shown]])
+        for i in x[shown]:
+            ax.text(i, values[i], f"{values[i]:.3f}", ha="center", va="bottom", fontsize=6, rotation=90)
+        if shown.any():
+            low, high = values[shown].min(), values[shown].max()
+            pad = max(0.02, (high - low) * 0.3)
+            ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad) + pad * 0.5)
+        ax.set_xticks(x, rows, rotation=60, ha="right", fontsize=8)
+        ax.set_title(str(col))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
     return save(fig, path)
 
 

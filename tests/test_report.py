@@ -53,7 +53,7 @@ def fill_work(work):
     experiments.mkdir()
     table = pd.DataFrame({"variant": ["wide", "dupn-all"], "ctr_auc": [0.65, 0.72]})
     table.to_csv(experiments / "ablation.csv", index=False)
-    plots.grouped_bars(table.set_index("variant"), experiments / "ablation.png", "ablation")
+    plots.bar_panels(table.set_index("variant"), experiments / "ablation.png", "ablation")
     (work / "published" / "run-2").mkdir(parents=True)
     (work / "published" / "LATEST").write_text("run-2")
     (work / "published" / "run-2" / "config.yaml").write_text("model:\n  variant: dupn-all <x>\n")

@@ -1,0 +1,205 @@
+"""`dupn experiment NAME`: the paper's experiments on a work directory's examples, each writing
+WORK/experiments/NAME.csv and NAME.png.
+
+    ablation   the nine models on the same window, evaluated on the same day (Table 3 and a bar chart)
+    multitask  each task trained alone against all together: test metric over steps, a panel per task
+    transfer   shop-preference AUC against training time for RS, RA, RT, FT (from `dupn transfer`)
+    attention  mean attention by behaviour type x time bucket; one user's attention under several queries
+
+The evaluation day is the last day with examples (--eval-date to choose); the models train on the
+days before it (--train-days). --small keeps it quick for the demo and tests: one training day,
+the `small` configuration unless --config is given, and at most SMALL_EVAL_EXAMPLES examples per
+task in evaluation. Training goes through pipeline.train; runs land in WORK/experiments/runs/NAME/
+and a finished run is reused when the experiment is run again with the same configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import importlib
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+
+from configs.loader import ConfigError, load_config
+from configs.schema import Config, HeadConfig
+
+EXPERIMENTS = ("ablation", "multitask", "transfer", "attention")
+SMALL_EVAL_EXAMPLES = 5000
+DEFAULT_TRAIN_DAYS = 10      # the paper's window
+
+
+@dataclass
+class Setup:
+    """What every experiment shares: where things are, the configuration, the window and the day."""
+    work: Path
+    config: Config
+    small: bool
+    eval_date: str
+    train_start: str
+    train_end: str
+    max_eval_examples: int | None = None
+    options: dict = field(default_factory=dict)   # the experiment's own flags (variants, tasks, ...)
+    log: callable = print
+
+    @property
+    def examples(self) -> Path:
+        return self.work / "examples"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.work / "experiments"
+
+    def runs_dir(self, name: str) -> Path:
+        return self.out_dir / "runs" / name
+
+
+def example_days(examples_root) -> list[str]:
+    """Days whose examples are complete (the Beam job writes EXAMPLES/_stats/dt=D.json last), sorted."""
+    folder = Path(examples_root) / "_stats"
+    return sorted(p.stem.removeprefix("dt=") for p in folder.glob("dt=*.json")) if folder.is_dir() else []
+
+
+def choose_window(days: list[str], eval_date: str | None, train_days: int) -> tuple[str, str, str]:
+    """(evaluation day, first and last training day): the train_days days just before the
+    evaluation day that all have examples (fewer if fewer exist, never a gap)."""
+    if not days:
+        raise FileNotFoundError("no examples (no EXAMPLES/_stats/dt=D.json): run dupn build-examples "
+                                "or dupn backfill first")
+    eval_date = eval_date or days[-1]
+    if eval_date not in days:
+        raise FileNotFoundError(f"no examples on {eval_date} (days with examples: {days[0]}..{days[-1]})")
+    have = set(days)
+    window = []
+    day = dt.date.fromisoformat(eval_date)
+    while len(window) < train_days:
+        day -= dt.timedelta(days=1)
+        if day.isoformat() not in have:
+            break
+        window.append(day.isoformat())
+    if not window:
+        raise FileNotFoundError(f"no examples on the day before {eval_date} to train on")
+    return eval_date, window[-1], window[0]
+
+
+def with_variant(config: Config, variant: str) -> Config:
+    out = copy.deepcopy(config)
+    out.model.variant = variant
+    return out
+
+
+def with_heads(config: Config, tasks) -> Config:
+    """The configuration with only the heads of `tasks` (a configured head keeps its settings;
+    a task without one gets the default head)."""
+    out = copy.deepcopy(config)
+    known = {h.name: h for h in config.model.heads}
+    out.model.heads = [copy.deepcopy(known.get(t, HeadConfig(t))) for t in tasks]
+    return out
+
+
+def train_run(setup: Setup, config: Config, run_dir: Path, tasks=None):
+    """Trains `config` on the setup's window into run_dir with pipeline.train; returns (run, seconds).
+
+    A finished run of the same configuration in run_dir is reused; one of another configuration
+    (an earlier experiment with other settings) is replaced.
+    """
+    from pipeline import train as training
+    tasks = tasks or training.head_tasks(config)
+    data = training.range_data(setup.examples, setup.train_start, setup.train_end, tasks)
+    started = time.monotonic()
+    try:
+        run = training.train(config, data, run_dir, log=lambda m: None)
+    except ValueError as err:
+        if "another configuration" not in str(err):
+            raise
+        shutil.rmtree(run_dir)
+        run = training.train(config, data, run_dir, log=lambda m: None)
+    return run, time.monotonic() - started
+
+
+def evaluate_run(setup: Setup, run_dir: Path, tasks=None) -> dict:
+    """Metrics (evaluate.evaluate_model) of a run's latest checkpoint on the evaluation day."""
+    from features.contract import Contract
+    from pipeline import evaluate
+    from pipeline.checkpoints import load_model
+    config, model = load_model(run_dir)
+    tasks = tasks or [h.name for h in config.model.heads]
+    files = evaluate.example_files(setup.examples, setup.eval_date, tasks)
+    return evaluate.evaluate_model(model, Contract.from_config(config), files,
+                                   config.trainer.batch_size, oracle=oracle(setup),
+                                   max_examples=setup.max_eval_examples)
+
+
+def oracle(setup: Setup):
+    """The generator's click probabilities on the evaluation day, if the raw root is known."""
+    from pipeline.eval_paths import find_raw
+    from pipeline.evaluate import read_oracle
+    raw = setup.options.get("raw") or find_raw(setup.work)
+    return read_oracle(raw, setup.eval_date) if raw else None
+
+
+def headline(task: str, values: dict):
+    """The paper's metric of a task: accuracy for purchasing power, AUC for the others."""
+    return values.get("accuracy" if task == "power" else "auc")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="dupn experiment", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("name", choices=EXPERIMENTS)
+    parser.add_argument("--work", required=True, help="work directory (examples/ from dupn backfill)")
+    parser.add_argument("--small", action="store_true", help="tiny sizes: one training day, few "
+                        "evaluation examples, the small configuration")
+    parser.add_argument("--eval-date", help="evaluation day (default: the last day with examples)")
+    parser.add_argument("--train-days", type=int, help=f"training days before the evaluation day "
+                        f"(default: {DEFAULT_TRAIN_DAYS}, 1 with --small)")
+    parser.add_argument("--raw", help="raw-log root with _oracle/ (default: from WORK/manifest.json)")
+    parser.add_argument("--variants", help="ablation: comma-separated models (default: all nine)")
+    parser.add_argument("--tasks", help="multitask: comma-separated tasks (default: the configured heads)")
+    parser.add_argument("--model", help="attention: model dir (default: the published model, else "
+                        "the ablation's dupn-all run, else a new dupn-all run)")
+    parser.add_argument("--config", help="YAML file or name in configs/ (default: dupn; small with --small)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = lambda message: print(f"dupn experiment {args.name}: {message}", flush=True)  # noqa: E731
+    work = Path(args.work)
+    try:
+        config = load_config(args.config or ("small" if args.small else "dupn"), args.overrides)
+        train_days = args.train_days or (1 if args.small else DEFAULT_TRAIN_DAYS)
+        eval_date, start, end = choose_window(example_days(work / "examples"), args.eval_date, train_days)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"dupn experiment {args.name}: {err}", file=sys.stderr)
+        return 1
+    options = {"variants": args.variants.split(",") if args.variants else None,
+               "tasks": args.tasks.split(",") if args.tasks else None,
+               "model": args.model, "raw": args.raw}
+    setup = Setup(work, config, args.small, eval_date, start, end,
+                  SMALL_EVAL_EXAMPLES if args.small else None, options, log)
+    log(f"training on {start}..{end}, evaluating on {eval_date}")
+    module = importlib.import_module(f"pipeline.experiment_{args.name}")
+    started = time.monotonic()
+    try:
+        table, png = module.run(setup)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"dupn experiment {args.name}: {err}", file=sys.stderr)
+        return 1
+    csv = setup.out_dir / f"{args.name}.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False)
+    log(f"{csv} and {png} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
