@@ -211,10 +211,12 @@ def backward_loop(d_out, valid, recurrent_kernel, peep, hs, cs, sigs, cands, tan
 
 
 def _make_recurrence(use_peepholes: bool, jit: bool):
+    # Traced once for any batch size and sequence length (reduce_retracing), shared by every
+    # model and layer in the process.
     forward = tf.function(lambda *a: forward_loop(*a, use_peepholes), jit_compile=jit,
-                          autograph=False)
+                          autograph=False, reduce_retracing=True)
     backward = tf.function(lambda *a: backward_loop(*a, use_peepholes), jit_compile=jit,
-                           autograph=False)
+                           autograph=False, reduce_retracing=True)
 
     @tf.custom_gradient
     def run(z, valid, recurrent_kernel, peep):

@@ -20,6 +20,41 @@ WEIGHTED = {"l2r"}
 CLASSES = {"power": NUM_POWER_LEVELS}     # every other head is binary
 
 
+@keras.saving.register_keras_serializable(package="dupn")
+class ClassRate(keras.metrics.Metric):
+    """Precision or recall of one class of a multi-class head, from predicted class ids.
+
+    precision_k = Σ w [pred = k ∧ true = k] / Σ w [pred = k];  recall_k: / Σ w [true = k].
+    (Lighter than keras.metrics.Precision(class_id=k): two counters, no thresholds.)
+    """
+
+    def __init__(self, class_id: int, kind: str = "precision", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("precision", "recall"):
+            raise ValueError(f"ClassRate kind must be precision or recall, got {kind!r}")
+        self.class_id = class_id
+        self.kind = kind
+        self.hits = self.add_weight("hits", initializer="zeros")
+        self.total = self.add_weight("total", initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        is_true = tf.cast(tf.equal(y_true, self.class_id), tf.float32)
+        is_pred = tf.cast(tf.equal(y_pred, self.class_id), tf.float32)
+        w = tf.ones_like(is_true) if sample_weight is None else tf.cast(sample_weight, tf.float32)
+        self.hits.assign_add(tf.reduce_sum(w * is_true * is_pred))
+        self.total.assign_add(tf.reduce_sum(w * (is_pred if self.kind == "precision" else is_true)))
+
+    def result(self):
+        return tf.math.divide_no_nan(self.hits, self.total)
+
+    def reset_state(self):
+        self.hits.assign(0.0)
+        self.total.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "class_id": self.class_id, "kind": self.kind}
+
+
 class TaskHead(keras.layers.Layer):
     """The loss and metrics of one task; subclasses add the network (call -> logits).
 
@@ -41,9 +76,9 @@ class TaskHead(keras.layers.Layer):
             self.auc = keras.metrics.AUC(name=f"{task}_auc")
         else:
             self.accuracy = keras.metrics.SparseCategoricalAccuracy(f"{task}_accuracy")
-            self.precisions = [keras.metrics.Precision(class_id=k, name=f"{task}_precision_{k}")
+            self.precisions = [ClassRate(k, "precision", name=f"{task}_precision_{k}")
                                for k in range(self.classes)]
-            self.recalls = [keras.metrics.Recall(class_id=k, name=f"{task}_recall_{k}")
+            self.recalls = [ClassRate(k, "recall", name=f"{task}_recall_{k}")
                             for k in range(self.classes)]
 
     @property
@@ -91,10 +126,9 @@ class TaskHead(keras.layers.Layer):
             return
         y_int = tf.cast(y, tf.int32)
         self.accuracy.update_state(y_int, logits, sample_weight=rows)
-        truth = tf.one_hot(y_int, self.classes)
-        predicted = tf.one_hot(tf.argmax(logits, axis=-1, output_type=tf.int32), self.classes)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
         for metric in (*self.precisions, *self.recalls):
-            metric.update_state(truth, predicted, sample_weight=rows)
+            metric.update_state(y_int, predicted, sample_weight=rows)
 
     def get_config(self):
         return {**super().get_config(), "task": self.task, "weight": self.weight}

@@ -38,6 +38,13 @@ class MultiTaskModel(keras.Model):
     def head_logits(self, inputs: dict, training=False) -> dict:
         raise NotImplementedError
 
+    def compile(self, optimizer="adagrad", **kwargs):
+        """Keras compile (no loss argument: the heads own theirs). The optimizer's slots are
+        created here when the model is built, so the train function is traced once, not twice."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if self.built and hasattr(self.optimizer, "build"):
+            self.optimizer.build(self.trainable_variables)
+
     def call(self, inputs, training=False):
         logits = self.head_logits(inputs, training=training)
         return {h.task: h.probabilities(logits[h.task]) for h in self.heads}
@@ -58,6 +65,8 @@ class MultiTaskModel(keras.Model):
         self.regularization_tracker.update_state(regularization)
         return {m.name: m.result() for m in self.metrics}
 
+    # Nothing here branches on tensors, so AutoGraph has nothing to convert (and tracing is faster).
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         inputs, labels = data[0], data[1]
         with tf.GradientTape() as tape:
@@ -73,6 +82,7 @@ class MultiTaskModel(keras.Model):
             (g, v) for g, v in zip(gradients, variables) if g is not None)
         return self._update_metrics(labels, logits, per_head, total, regularization)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         inputs, labels = data[0], data[1]
         logits = self.head_logits(inputs, training=False)
