@@ -154,7 +154,8 @@ def _oracle_metrics(predicted: dict, oracle: pd.DataFrame) -> dict:
 
 
 def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: int = 512,
-                   oracle: pd.DataFrame | None = None, max_examples: int | None = None) -> dict:
+                   oracle: pd.DataFrame | None = None, max_examples: int | None = None,
+                   predict=None) -> dict:
     """Per-task metrics of `model` on the given example files.
 
     Args:
@@ -163,13 +164,14 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
       files_by_task: task -> TFRecord files or glob patterns; every task needs a model head.
       oracle: read_oracle's frame of true click probabilities, for the ctr entry.
       max_examples: evaluate each task on its first examples only (quick experiments).
+      predict: predictor(model), reused when the same model is evaluated again with other weights.
     Returns:
       dict task -> metrics (see task_metrics), in the order of TASKS; NaN where undefined.
     """
     unknown = set(files_by_task) - set(TASKS)
     if unknown:
         raise ValueError(f"evaluate: unknown tasks {sorted(unknown)} (tasks: {', '.join(TASKS)})")
-    predict = predictor(model)
+    predict = predict or predictor(model)
     return {task: task_metrics(task, predict_task(model, contract, files_by_task[task], task,
                                                   batch_size, predict, max_examples), oracle)
             for task in TASKS if task in files_by_task}
