@@ -1,0 +1,190 @@
+"""Checkpoints of a training run: resume a run from its own latest one, warm-start a new run from another's.
+
+Two named operations, never mixed up:
+  resume      the same run (same model dir) continues after a crash from its latest checkpoint;
+  warm start  a new run (an empty model dir) starts from another run's latest checkpoint:
+              its weights, optimizer slots and global step.
+A checkpoint holds the model, the optimizer (its `iterations` is the global step) and
+`run_start_step`, the global step at which this run began, so steps done in this run =
+global step - run_start_step, whichever way the run began.
+
+A model dir: config.yaml (the resolved configuration), checkpoints/, history.json, run.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from configs.loader import dump_config, load_config
+from features.contract import Contract
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.yaml"
+KEEP_CHECKPOINTS = 3
+
+
+def new_model(config, contract: Contract):
+    """A freshly built model of the configuration (its variables exist)."""
+    from models.dupn import build_model
+    return build_model(config, contract)
+
+
+def make_optimizer(trainer) -> keras.optimizers.Optimizer:
+    """The optimizer named by trainer.optimizer at trainer.learning_rate."""
+    kinds = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
+             "sgd": keras.optimizers.SGD}
+    return kinds[trainer.optimizer](learning_rate=trainer.learning_rate)
+
+
+def checkpoint_dir(model_dir) -> Path:
+    return Path(model_dir) / CHECKPOINT_DIR
+
+
+def latest_checkpoint(model_dir) -> str | None:
+    """Path prefix of the model dir's latest checkpoint, or None."""
+    folder = checkpoint_dir(model_dir)
+    return tf.train.latest_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+class RunCheckpoints:
+    """Model + optimizer + run_start_step of one run, saved to MODEL_DIR/checkpoints.
+
+    Create it inside the strategy's scope after the model is built; it builds the optimizer's
+    slots so a restore fills them at once instead of waiting for the first step.
+    """
+
+    def __init__(self, model, optimizer, model_dir, max_to_keep: int = KEEP_CHECKPOINTS):
+        self.model = model
+        self.optimizer = optimizer
+        optimizer.build(model.trainable_variables)
+        self.run_start_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="run_start_step")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                              run_start_step=self.run_start_step)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(checkpoint_dir(model_dir)), max_to_keep=max_to_keep,
+            step_counter=optimizer.iterations, checkpoint_name="ckpt")
+
+    @property
+    def global_step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    @property
+    def steps_done(self) -> int:
+        """Steps this run has trained (resumed ones included, warm-start ones not)."""
+        return self.global_step - int(self.run_start_step.numpy())
+
+    def resume(self) -> str | None:
+        """Restores this run's latest checkpoint; returns its path, or None for a fresh run."""
+        path = self.manager.latest_checkpoint
+        if path:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        return path
+
+    def warm_start(self, source_model_dir, allow_new_layers: bool = False) -> str:
+        """Starts this (fresh) run from another run's latest checkpoint.
+
+        Weights, optimizer slots and the global step come from the source; run_start_step
+        becomes that step, so this run's own step count starts at 0.
+
+        Args:
+          allow_new_layers: let this model have layers the source has not (a new head), which
+            keep their initial values; without it every variable must be found in the source.
+        """
+        if self.manager.latest_checkpoint:
+            raise ValueError(f"{self.manager.directory} already holds checkpoints: a warm start "
+                             "begins a new run (resume it instead, or use an empty model dir)")
+        path = latest_checkpoint(source_model_dir)
+        if path is None:
+            raise FileNotFoundError(f"{checkpoint_dir(source_model_dir)}: no checkpoint to warm-start from")
+        # The new run's configuration sets its learning rate, not the source's (a saved variable).
+        learning_rate = float(self.optimizer.learning_rate.numpy())
+        # Only model and optimizer: the source's run_start_step belongs to the source's run.
+        status = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(path)
+        if allow_new_layers:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched().expect_partial()
+        self.optimizer.learning_rate.assign(learning_rate)
+        self.run_start_step.assign(self.global_step)
+        return path
+
+    def start_fresh(self) -> None:
+        self.run_start_step.assign(self.global_step)
+
+    def save(self) -> str:
+        return self.manager.save(checkpoint_number=self.global_step)
+
+
+def variables_digest(variables) -> dict[str, float]:
+    """name -> sum of the variable's values: a cheap fingerprint to check where weights came from."""
+    out = {}
+    for v in variables:
+        out[_name(v)] = float(np.sum(np.asarray(tf.convert_to_tensor(v), np.float64)))
+    return out
+
+
+def _name(variable) -> str:
+    # A ShardedVariable has no single name of its own; its shards' names end in /part_K.
+    name = getattr(variable, "name", None) or variable.variables[0].name
+    return name.split("/part_")[0].removesuffix(":0")
+
+
+def load_config_of(model_dir):
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a model dir (no {CONFIG_FILE})")
+    return load_config(path)
+
+
+def load_model(model_dir, with_optimizer: bool = False):
+    """(config, model) of a model dir: the model rebuilt from its config.yaml, its latest checkpoint restored.
+
+    Args:
+      with_optimizer: also restore the optimizer (model.optimizer), for further training.
+    """
+    config = load_config_of(model_dir)
+    path = latest_checkpoint(model_dir)
+    if path is None:
+        raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint")
+    model = new_model(config, Contract.from_config(config))
+    if with_optimizer:
+        optimizer = make_optimizer(config.trainer)
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer)
+        status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path)
+    else:
+        status = tf.train.Checkpoint(model=model).restore(path)
+    status.assert_existing_objects_matched().expect_partial()
+    return config, model
+
+
+def write_json(path, value) -> None:
+    """Writes JSON atomically (to a temporary file, then renamed over the old one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def read_json(path, default=None):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+__all__ = ["RunCheckpoints", "load_model", "latest_checkpoint", "make_optimizer", "new_model",
+           "variables_digest", "dump_config", "write_json", "read_json"]
