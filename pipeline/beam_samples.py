@@ -200,7 +200,10 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
       profile: (age, gender_index, power_level) from the day's users row, or None.
       pool: the day's item features to draw behaviour-CTR negatives from.
     Yields:
-      (task, key, sequence length, feature values) with a unique, deterministic key.
+      (task, key, sequence length, context, values) with a unique, deterministic key; the
+      example's features are context | values. `context` (sequence and profile) is one shared
+      dict for the consecutive examples that see the same history at the same second (the
+      items of one request, both tasks), so the writer can encode it once.
     """
     n = spec.sequence_length
     history = list(itertools.chain.from_iterable(tail for _, tail in sorted(tails)))
@@ -215,7 +218,7 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
                                                              spec.seed)) for b in behaviors)
     samples.sort()
     profile_values = {"age_bucket": age_bucket(age), "gender": gender, "user_id": user}
-    seen, version, cached_for, cached = 0, 0, None, None
+    seen, version, cached_for, context = 0, 0, None, None
     for index, sample in enumerate(samples):
         ts = sample[0]
         while seen < len(behaviors) and behaviors[seen][0] < ts:   # strictly before the sample
@@ -223,11 +226,11 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
             seen += 1
             version += 1
         if cached_for != (version, ts):      # samples of one request share their sequence
-            cached, cached_for = sequence_values(list(window), ts), (version, ts)
+            context = {**sequence_values(list(window), ts), **profile_values}
+            cached_for = (version, ts)
         for j, (task, values) in enumerate(task_values(sample, user, spec)):
             key = f"{user}\t{ts:012d}\t{index:06d}\t{j:03d}\t{task}"
-            yield task, key, len(window), {**cached, **profile_values, "ts": ts,
-                                           "task": TASK_INDEX[task], **values}
+            yield task, key, len(window), context, {"ts": ts, "task": TASK_INDEX[task], **values}
 
 
 def sequence_length_bin(length: int, n: int) -> str:
@@ -273,13 +276,18 @@ class BuildExamplesFn(beam.DoFn):
                 profile = value
         day_pool = pool.get(day, ()) if pool else ()
         stats = self.stats.setdefault(day, {"tasks": {}, "examples_without_profile": 0})
-        written = 0
-        for task, key, length, example in user_day_examples(
+        written, encoded_for, encoded = 0, None, b""
+        for task, key, length, context, values in user_day_examples(
                 user, day, behaviors, tails, samples, profile and profile[1], self.spec, day_pool):
+            if context is not encoded_for:
+                encoded, encoded_for = self.encode(context, self.contract), context
+            # Serialized protobuf messages concatenate into their merge: the shared sequence is
+            # encoded once per request and each example appends its own target and label.
+            record = encoded + self.encode(values, self.contract)
             shard = stable_hash(key) % self.spec.shards
-            yield (task, day, shard), (key, self.encode(example, self.contract))
+            yield (task, day, shard), (key, record)
             written += 1
-            self._count(stats, task, example["label"], length, profile is None)
+            self._count(stats, task, values["label"], length, profile is None)
         self.examples_counter.inc(written)
 
     def _count(self, stats, task, label, length, no_profile):

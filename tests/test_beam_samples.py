@@ -80,15 +80,17 @@ def test_last_n_keeps_the_latest_behaviours_oldest_first():
 
 # ---- samples -------------------------------------------------------------------------------------
 
-def sequences(examples):
-    return [(task, [b for b in values.get("seq_item_id", ())]) for task, _, _, values in examples]
+def examples_of(*args, **kw):
+    """user_day_examples with each example's context and values merged: (task, key, length, dict)."""
+    return [(task, key, length, {**context, **values})
+            for task, key, length, context, values in user_day_examples(*args, **kw)]
 
 
 def test_a_behaviour_at_or_after_the_sample_time_is_not_in_its_sequence():
     ts = S3 + 1000
     behaviors = [beh(ts - 1, "before"), beh(ts, "same-second"), beh(ts + 1, "after")]
     sample = (ts, "shop", "s1", 1)
-    (example,) = user_day_examples("u1", D3, behaviors, [], [sample], None, spec())
+    (example,) = examples_of("u1", D3, behaviors, [], [sample], None, spec())
     task, _, length, values = example
     assert (task, length) == ("shop", 1)
     assert list(values["seq_item_id"]) == ["before"]
@@ -99,7 +101,7 @@ def test_the_sequence_is_the_last_n_before_the_sample_with_yesterdays_tail_first
     tail = (D2, [beh(S2 + k, f"d2-{k}") for k in range(3)])
     today = [beh(S3 + k, f"d3-{k}") for k in range(4)]
     sample = (S3 + 3, "shop", "s1", 0)                        # sees d3-0, d3-1, d3-2
-    (example,) = user_day_examples("u1", D3, today, [tail], [sample], None, spec(sequence_length=5))
+    (example,) = examples_of("u1", D3, today, [tail], [sample], None, spec(sequence_length=5))
     values = example[3]
     assert list(values["seq_item_id"]) == ["d2-1", "d2-2", "d3-0", "d3-1", "d3-2"]
     gaps = [S3 + 3 - t for t in (S2 + 1, S2 + 2, S3, S3 + 1, S3 + 2)]
@@ -108,7 +110,7 @@ def test_the_sequence_is_the_last_n_before_the_sample_with_yesterdays_tail_first
 
 def test_power_is_one_sample_at_the_end_of_the_day_seeing_the_whole_day():
     today = [beh(S3 + 10, "a"), beh(S3 + 86_399, "last-second")]
-    (example,) = user_day_examples("u1", D3, today, [], [], (25, 2, 6), spec())
+    (example,) = examples_of("u1", D3, today, [], [], (25, 2, 6), spec())
     task, _, _, values = example
     assert task == "power"
     assert values["label"] == 5.0 and values["ts"] == S3 + 86_400
@@ -121,7 +123,7 @@ def test_an_impression_gives_ctr_and_l2r_with_the_configured_weights():
     samples = [(S3 + 5, "imp", "r1", item, ("q",), (0.1,), 0, 1),     # bought, not clicked
                (S3 + 5, "imp", "r1", item, ("q",), (0.1,), 1, 0),     # clicked
                (S3 + 5, "imp", "r1", item, ("q",), (0.1,), 0, 0)]     # nothing
-    out = [(task, values["label"], values["weight"]) for task, _, _, values in user_day_examples(
+    out = [(task, values["label"], values["weight"]) for task, _, _, values in examples_of(
         "u1", D3, [], [], samples, None, spec(l2r_weight_buy=5.0, l2r_weight_click=2.0,
                                               l2r_weight_none=0.5))]
     assert sorted(out) == sorted([("ctr", 0.0, 1.0), ("l2r", 1.0, 5.0), ("ctr", 1.0, 1.0),
@@ -131,10 +133,10 @@ def test_an_impression_gives_ctr_and_l2r_with_the_configured_weights():
 def test_behaviour_ctr_samples_have_seeded_negatives_never_the_positive_item():
     pool = [(f"p{k}", "", "", "", ("", "", "", "")) for k in range(5)]
     positive = beh(S3 + 50, "p2")
-    out = list(user_day_examples("u1", D3, [beh(S3 + 10, "x"), positive], [], [], None,
-                                 spec(ctr_from_behaviors=True, ctr_negatives=3), pool))
-    assert out == list(user_day_examples("u1", D3, [beh(S3 + 10, "x"), positive], [], [], None,
-                                         spec(ctr_from_behaviors=True, ctr_negatives=3), pool))
+    out = examples_of("u1", D3, [beh(S3 + 10, "x"), positive], [], [], None,
+                      spec(ctr_from_behaviors=True, ctr_negatives=3), pool)
+    assert out == examples_of("u1", D3, [beh(S3 + 10, "x"), positive], [], [], None,
+                              spec(ctr_from_behaviors=True, ctr_negatives=3), pool)
     of_positive = [v for task, _, _, v in out if v["ts"] == S3 + 50]
     assert [v["label"] for v in of_positive] == [1.0, 0.0, 0.0, 0.0]
     assert of_positive[0]["item_id"] == "p2"
@@ -183,6 +185,25 @@ def test_build_samples_in_memory_pipeline():
             (task, v["samples"]) for task, v in st["tasks"].items())))
         assert_that(stats, equal_to([(D3, [("ctr", 1), ("l2r", 1), ("power", 1), ("talent", 1)])]),
                     label="stats")
+
+
+def test_a_request_shares_one_context_and_its_split_encoding_parses_as_the_whole():
+    import tensorflow as tf
+    from features.tfrecord import encode_example, parse_batch
+    item = ("i1", "s", "b", "c", ("red", "", "", "price:2"))
+    samples = [(S3 + 50, "imp", "r1", item, ("q",), (0.25,) * 8, 1, 0),
+               (S3 + 50, "imp", "r1", item[:1] + ("s2",) + item[2:], ("q",), (0.5,) * 8, 0, 0),
+               (S3 + 90, "shop", "s1", 1)]
+    out = list(user_day_examples("u1", D3, [beh(S3 + 10, "x"), beh(S3 + 60, "y")], [], samples,
+                                 (30, 1, 4), spec()))
+    contexts = [context for _, _, _, context, _ in out]
+    assert len(out) == 6 and all(c is contexts[0] for c in contexts[:4]) and contexts[4] is not contexts[0]
+    c = contract()
+    split = [encode_example(context, c) + encode_example(values, c) for _, _, _, context, values in out]
+    whole = [encode_example({**context, **values}, c) for _, _, _, context, values in out]
+    got, want = parse_batch(tf.constant(split), c), parse_batch(tf.constant(whole), c)
+    for name in c.features:
+        assert (got[name].numpy() == want[name].numpy()).all(), name
 
 
 @pytest.mark.parametrize("n, expected", [(0, "0"), (1, "1-2"), (2, "1-2"), (3, "3-4"), (20, "19-20")])
