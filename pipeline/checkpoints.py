@@ -35,11 +35,26 @@ def new_model(config, contract: Contract):
     return build_model(config, contract)
 
 
-def make_optimizer(trainer) -> keras.optimizers.Optimizer:
-    """The optimizer named by trainer.optimizer at trainer.learning_rate."""
+def make_optimizer(trainer, model) -> keras.optimizers.Optimizer:
+    """The optimizer named by trainer.optimizer at trainer.learning_rate, built for the model's
+    variables in optimizer_order (call it before model.compile, which would build it otherwise)."""
     kinds = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
              "sgd": keras.optimizers.SGD}
-    return kinds[trainer.optimizer](learning_rate=trainer.learning_rate)
+    optimizer = kinds[trainer.optimizer](learning_rate=trainer.learning_rate)
+    optimizer.build(optimizer_order(model))
+    return optimizer
+
+
+def optimizer_order(model) -> list:
+    """The model's trainable variables with the heads' last, head by head.
+
+    The optimizer saves its slots as a list in the order it was built with; with the heads last,
+    a model that adds a head (a fine-tune with a new task) still finds every old slot at its index.
+    """
+    variables = list(model.trainable_variables)
+    heads = [list(h.trainable_variables) for h in getattr(model, "heads", [])]
+    in_heads = {id(v) for head in heads for v in head}
+    return [v for v in variables if id(v) not in in_heads] + [v for head in heads for v in head]
 
 
 def checkpoint_dir(model_dir) -> Path:
@@ -55,14 +70,13 @@ def latest_checkpoint(model_dir) -> str | None:
 class RunCheckpoints:
     """Model + optimizer + run_start_step of one run, saved to MODEL_DIR/checkpoints.
 
-    Create it inside the strategy's scope after the model is built; it builds the optimizer's
-    slots so a restore fills them at once instead of waiting for the first step.
+    Create it inside the strategy's scope; the optimizer must be built (make_optimizer), so a
+    restore fills its slots at once instead of waiting for the first step.
     """
 
     def __init__(self, model, optimizer, model_dir, max_to_keep: int = KEEP_CHECKPOINTS):
         self.model = model
         self.optimizer = optimizer
-        optimizer.build(model.trainable_variables)
         self.run_start_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="run_start_step")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                               run_start_step=self.run_start_step)
@@ -154,8 +168,7 @@ def load_model(model_dir, with_optimizer: bool = False):
         raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint")
     model = new_model(config, Contract.from_config(config))
     if with_optimizer:
-        optimizer = make_optimizer(config.trainer)
-        optimizer.build(model.trainable_variables)
+        optimizer = make_optimizer(config.trainer, model)
         model.compile(optimizer=optimizer)
         status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path)
     else:

@@ -212,7 +212,7 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
 
     with strategy.scope():
         model = new_model(config, contract)
-        optimizer = make_optimizer(trainer)
+        optimizer = make_optimizer(trainer, model)
         model.compile(optimizer=optimizer, steps_per_execution=spe)
         checkpoints = RunCheckpoints(model, optimizer, model_dir)
     resumed_from = checkpoints.resume()
