@@ -78,21 +78,16 @@ def predictor(model):
     return predict
 
 
-def predict_task(model, contract: Contract, files, task: str, batch_size: int = 512,
-                 predict=None, max_examples: int | None = None) -> dict:
-    """Runs the model's `task` head over every example of `files` (or the first max_examples).
+def read_batches(files, contract: Contract, batch_size: int, max_examples: int | None = None):
+    """tf.data of (inputs, labels, raw keys {request_id, item_id}) batches of the files, in order.
 
     Args:
-      predict: predictor(model), to share one traced function between tasks.
       max_examples: stop after this many examples (rounded up to whole batches), in file order.
-
-    Returns:
-      dict of numpy arrays over the n examples: label [n], weight [n], prediction [n] (binary
-      heads) or [n, 7] (power), request_id [n] and item_id [n] (the raw ids, str).
     """
-    files = list_files(files)
-    if not files:
-        raise FileNotFoundError(f"evaluate: no example files for task {task}")
+    found = list_files(files)
+    if not found:
+        raise FileNotFoundError(f"evaluate: no example files match {files}")
+    files = found
 
     def parse(serialized):
         raw = parse_batch(serialized, contract, hash_ids=False)
@@ -101,11 +96,22 @@ def predict_task(model, contract: Contract, files, task: str, batch_size: int = 
 
     ds = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-    if max_examples:
-        ds = ds.take(-(-max_examples // batch_size))
+    return ds.take(-(-max_examples // batch_size)) if max_examples else ds
+
+
+def predict_task(model, task: str, batches, predict=None) -> dict:
+    """Runs the model's `task` head over every batch of read_batches.
+
+    Args:
+      batches: read_batches(...) or a list of its elements (parsed once, evaluated many times).
+      predict: predictor(model), to share one traced function between tasks.
+    Returns:
+      dict of numpy arrays over the n examples: label [n], weight [n], prediction [n] (binary
+      heads) or [n, 7] (power), request_id [n] and item_id [n] (the raw ids, str).
+    """
     predict = predict or predictor(model)
     parts = {k: [] for k in ("label", "weight", "prediction", "request_id", "item_id")}
-    for inputs, labels, keys in ds:
+    for inputs, labels, keys in batches:
         outputs = predict(inputs)
         if task not in outputs:
             raise KeyError(f"evaluate: the model has no '{task}' head (it has: {', '.join(sorted(outputs))})")
@@ -155,7 +161,7 @@ def _oracle_metrics(predicted: dict, oracle: pd.DataFrame) -> dict:
 
 def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: int = 512,
                    oracle: pd.DataFrame | None = None, max_examples: int | None = None,
-                   predict=None) -> dict:
+                   predict=None, cache: dict | None = None) -> dict:
     """Per-task metrics of `model` on the given example files.
 
     Args:
@@ -165,6 +171,8 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
       oracle: read_oracle's frame of true click probabilities, for the ctr entry.
       max_examples: evaluate each task on its first examples only (quick experiments).
       predict: predictor(model), reused when the same model is evaluated again with other weights.
+      cache: a dict the caller keeps between calls on the same files: the parsed batches are
+        kept there in memory and not read again (checkpoints of one run, evaluated in turn).
     Returns:
       dict task -> metrics (see task_metrics), in the order of TASKS; NaN where undefined.
     """
@@ -172,9 +180,18 @@ def evaluate_model(model, contract: Contract, files_by_task: dict, batch_size: i
     if unknown:
         raise ValueError(f"evaluate: unknown tasks {sorted(unknown)} (tasks: {', '.join(TASKS)})")
     predict = predict or predictor(model)
-    return {task: task_metrics(task, predict_task(model, contract, files_by_task[task], task,
-                                                  batch_size, predict, max_examples), oracle)
-            for task in TASKS if task in files_by_task}
+    result = {}
+    for task in TASKS:
+        if task not in files_by_task:
+            continue
+        if cache is None:
+            batches = read_batches(files_by_task[task], contract, batch_size, max_examples)
+        else:
+            if task not in cache:
+                cache[task] = list(read_batches(files_by_task[task], contract, batch_size, max_examples))
+            batches = cache[task]
+        result[task] = task_metrics(task, predict_task(model, task, batches, predict), oracle)
+    return result
 
 
 def load_model(model_dir):

@@ -76,10 +76,11 @@ def evaluate_checkpoints(setup: Setup, config, run_dir, tasks) -> list[tuple[int
     if missing:
         raise FileNotFoundError(f"no {', '.join(missing)} examples on {setup.eval_date}")
     truth = oracle(setup)
+    cache = {}
 
     def measure():
         return evaluate.evaluate_model(model, contract, files, config.trainer.batch_size, truth,
-                                       setup.max_eval_examples, predict)
+                                       setup.max_eval_examples, predict, cache)
     points = [(0, measure())]
     state = tf.train.get_checkpoint_state(str(checkpoint_dir(run_dir)))
     for path in state.all_model_checkpoint_paths if state else []:

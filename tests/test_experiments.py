@@ -33,3 +33,97 @@ def test_attention_by_type_and_bucket_by_hand():
     assert matrix.shape == (4, 8)
     assert matrix[0, 1] == pytest.approx(0.7) and matrix[3, 2] == pytest.approx(1.6)
     assert np.isnan(matrix).sum() == 30 and math.isnan(matrix[1, 0])
+
+
+import pandas as pd  # noqa: E402
+
+from pipeline import experiment  # noqa: E402
+from tiny_work import DAYS, ablation_work, experiment_argv  # noqa: E402
+
+
+def test_choose_window_takes_the_days_just_before_the_evaluation_day():
+    days = ["2026-11-01", "2026-11-02", "2026-11-04", "2026-11-05", "2026-11-06"]
+    assert experiment.choose_window(days, None, 10) == ("2026-11-06", "2026-11-04", "2026-11-05")
+    assert experiment.choose_window(days, None, 1) == ("2026-11-06", "2026-11-05", "2026-11-05")
+    assert experiment.choose_window(days, "2026-11-02", 3) == ("2026-11-02", "2026-11-01", "2026-11-01")
+    with pytest.raises(FileNotFoundError, match="no examples on the day before 2026-11-04"):
+        experiment.choose_window(days, "2026-11-04", 3)
+    with pytest.raises(FileNotFoundError, match="no examples on 2026-11-03"):
+        experiment.choose_window(days, "2026-11-03", 3)
+    with pytest.raises(FileNotFoundError, match="run dupn build-examples"):
+        experiment.choose_window([], None, 3)
+
+
+def test_with_heads_keeps_the_configured_head_settings():
+    from configs.loader import load_config
+    config = load_config("small")
+    alone = experiment.with_heads(config, ["power"])
+    assert [h.name for h in alone.model.heads] == ["power"]
+    assert alone.model.heads[0].hidden_units == [32]
+    assert [h.name for h in config.model.heads] == ["ctr", "l2r", "talent", "power"]   # untouched
+
+
+def test_ablation_writes_the_table_and_chart():
+    work = ablation_work()
+    table = pd.read_csv(work / "experiments" / "ablation.csv")
+    assert table["model"].tolist() == ["wide", "dupn-all"]
+    metrics = ["CTR AUC", "L2R AUC", "Talent AUC", "Power accuracy"]
+    values = table[metrics].to_numpy()
+    assert np.all((values >= 0) & (values <= 1))
+    # trained on day 1, evaluated on day 2: every impression of day 2, and the oracle beside them
+    assert (table["steps"] > 0).all() and table["error"].isna().all()
+    assert table["CTR oracle AUC"].iloc[0] > 0.65      # clicks planted at 0.7 vs 0.15
+    assert_real_png(work / "experiments" / "ablation.png")
+
+
+def test_attention_reuses_the_ablation_dupn_and_writes_heatmap_and_user_view():
+    work = ablation_work()
+    assert experiment.main(experiment_argv(work, "attention")) == 0
+    table = pd.read_csv(work / "experiments" / "attention.csv")
+    cells = table[table["view"] == "type x time bucket"]
+    assert len(cells) == 4 * 8
+    # every real behaviour of the day's ctr examples falls in exactly one cell
+    from configs.loader import load_config
+    from features.contract import Contract
+    from features.tfrecord import read_dataset
+    from tiny_work import OVERRIDES
+    contract = Contract.from_config(load_config("small", OVERRIDES))
+    files = str(work / "examples" / "ctr" / f"dt={DAYS[1]}" / "*.tfrecord.gz")
+    behaviours = sum(int((inputs["seq_type"] > 0).numpy().sum())
+                     for inputs, _ in read_dataset(files, contract, 256))
+    assert cells["count"].sum() == behaviours
+    user = table[table["view"].str.startswith("user")]
+    assert user["query"].nunique() >= 2
+    assert user["query"].str.startswith("own: ").any()
+    for _, weights in user.groupby("query")["weight"]:
+        assert weights.sum() == pytest.approx(1.0, abs=1e-4)     # attention over the real history
+    assert_real_png(work / "experiments" / "attention.png")
+
+
+def test_multitask_curves_alone_and_together(tmp_path):
+    from configs.loader import load_config
+    from features.contract import Contract
+    from tiny_work import OVERRIDES, make_work
+    work, _ = make_work(tmp_path, Contract.from_config(load_config("small", OVERRIDES)))
+    argv = experiment_argv(work, "multitask", "--tasks", "ctr,power", "--set", "model.variant=wide",
+                           "--set", "trainer.batch_size=32")
+    assert experiment.main(argv) == 0
+    table = pd.read_csv(work / "experiments" / "multitask.csv")
+    assert set(zip(table.setting, table.task)) == {("alone", "ctr"), ("alone", "power"),
+                                                   ("together", "ctr"), ("together", "power")}
+    for (setting, task), curve in table.groupby(["setting", "task"]):
+        steps = curve["step"].tolist()
+        # the untrained start, then up to 3 checkpoints (power alone: 24 samples, one step)
+        assert steps[0] == 0 and steps == sorted(steps), (setting, task, steps)
+        assert len(steps) == 1 + min(3, steps[-1]), (setting, task, steps)
+        assert curve["metric"].iloc[0] == ("accuracy" if task == "power" else "AUC")
+    # the together run trains on both tasks' samples (288 + 24), so it runs more steps than ctr alone
+    last = table.groupby(["setting", "task"])["step"].max()
+    assert last["alone", "ctr"] == 9 and last["alone", "power"] == 1 and last["together", "ctr"] == 10
+    assert_real_png(work / "experiments" / "multitask.png")
+
+
+def test_unknown_variant_is_named(tmp_path, capsys):
+    work = ablation_work()
+    assert experiment.main(experiment_argv(work, "ablation", "--variants", "wide,dupn-max")) == 1
+    assert "unknown variants ['dupn-max']" in capsys.readouterr().err
