@@ -54,13 +54,11 @@ class DUPN(RepresentationModel):
       shared_dim: width of the shared user representation (pooled + profile, one dense layer).
       dropout: on the shared representation and the heads' hidden layers.
       l2: on every kernel and on looked-up embedding rows.
-      jit_recurrence: XLA-compile the LSTM loops.
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
                  lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
-                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
-                 jit_recurrence: bool = False, **kwargs):
+                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
@@ -74,14 +72,13 @@ class DUPN(RepresentationModel):
         self.shared_dim = shared_dim
         self.dropout = dropout
         self.l2 = l2
-        self.jit_recurrence = jit_recurrence
         self.lstm_property, self.attention_property = VARIANT_PROPERTIES[variant]
         self.embeddings = FeatureEmbeddings(contract, l2, freeze_item_table=variant == "dupn-w2v",
                                             name="embeddings")
         self.lstm = PropertyGatedLSTM(
             lstm_units, self.embeddings.item_dim,
             self.embeddings.property_dim if self.lstm_property else 0, peepholes, l2,
-            jit_recurrence=jit_recurrence, time_major=True, name="gated_lstm")
+            time_major=True, name="gated_lstm")
         self.attention = AttentionPooling(attention_units, self.attention_property, l2,
                                           time_major=True, name="attention")
         self.shared = keras.layers.Dense(shared_dim, activation="relu", name="shared",
@@ -113,7 +110,7 @@ class DUPN(RepresentationModel):
         return {**super().get_config(), "heads": self.head_configs, "variant": self.variant,
                 "lstm_units": self.lstm_units, "peepholes": self.peepholes,
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
-                "dropout": self.dropout, "l2": self.l2, "jit_recurrence": self.jit_recurrence}
+                "dropout": self.dropout, "l2": self.l2}
 
 
 def head_configs(config) -> list[dict]:

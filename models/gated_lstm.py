@@ -29,8 +29,6 @@ class PropertyGatedLSTM(keras.layers.Layer):
       property_dim: Dp, width of p_t; 0 makes a plain LSTM over e_t (dupn-nobp, dupn-bpatt).
       peepholes: diagonal peephole connections from the cell to the three gates.
       l2: L2 penalty on the kernels.
-      jit_recurrence: compile the loops with XLA (slower than plain graphs on CPU, measured in
-        docs/BENCHMARKS.md; kept for other devices).
       time_major: inputs and outputs are [N, B, ...] instead of [B, N, ...] (saves transposes).
     Call args:
       inputs: e [B, N, De]; properties: p [B, N, Dp] (required when property_dim > 0);
@@ -40,15 +38,13 @@ class PropertyGatedLSTM(keras.layers.Layer):
     """
 
     def __init__(self, units: int, input_dim: int, property_dim: int = 0, peepholes: bool = False,
-                 l2: float = 0.0, jit_recurrence: bool = False, time_major: bool = False,
-                 **kwargs):
+                 l2: float = 0.0, time_major: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.input_dim = input_dim
         self.property_dim = property_dim
         self.peepholes = peepholes
         self.l2 = l2
-        self.jit_recurrence = jit_recurrence
         self.time_major = time_major
 
     def build(self, input_shape=None):
@@ -96,18 +92,24 @@ class PropertyGatedLSTM(keras.layers.Layer):
         z = self.input_projection(inputs, properties)                   # [N, B, 4U]
         valid = tf.ones(tf.shape(z)[:2], z.dtype) if valid is None else tf.cast(valid, z.dtype)
         peep = self.peephole_weights if self.peepholes else tf.zeros([3, self.units], z.dtype)
-        h = recurrence(z, valid[:, :, None], self.recurrent_kernel, peep, self.peepholes,
-                       self.jit_recurrence)
+        h = recurrence(z, valid[:, :, None], self.recurrent_kernel, peep, self.peepholes)
         return h if self.time_major else tf.transpose(h, [1, 0, 2])
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "input_dim": self.input_dim,
                 "property_dim": self.property_dim, "peepholes": self.peepholes, "l2": self.l2,
-                "jit_recurrence": self.jit_recurrence, "time_major": self.time_major}
+                "time_major": self.time_major}
 
 
-def _arrays(steps, dtype, widths):
-    return [tf.TensorArray(dtype, size=steps, element_shape=[None, w]) for w in widths]
+def _array(steps, dtype, width, flow=None) -> tf.TensorArray:
+    if flow is not None:
+        return tf.TensorArray(dtype, flow=flow)
+    return tf.TensorArray(dtype, size=steps, element_shape=[None, width])
+
+
+def _previous(array: tf.TensorArray, t, dtype) -> tf.Tensor:
+    """array[t - 1], or zeros at t = 0 (the initial state)."""
+    return array.read(tf.maximum(t - 1, 0)) * tf.cast(t > 0, dtype)
 
 
 def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
@@ -118,13 +120,16 @@ def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
       valid: [N, B, 1] float, 1 for real steps, 0 for padding.
       recurrent_kernel: [U, 4U]; peep: [3, U] peephole weights (input, forget, output gates).
     Returns:
-      states h_t and c_t after each step [N, B, U] (a padded step repeats the previous state),
-      sigmoid gates (i, f, o) [N, B, 3U], candidate c̃ [N, B, U], tanh(c_t) [N, B, U].
+      h_t after each step [N, B, U] (a padded step repeats the previous state), then the flows
+      (TensorList handles) of h_t, c_t, the sigmoid gates (i, f, o), the candidate c̃ and
+      tanh(c_t), per step. Handing the lists to backward_loop as they are, rather than stacked,
+      saves copying about 7 [N, B, U] tensors a step.
     """
     u = recurrent_kernel.shape[0]
     steps, batch = tf.shape(z)[0], tf.shape(z)[1]
-    # TensorArrays, not z[t]: reading slices of a tensor in a loop copies more than it should.
-    zs = tf.TensorArray(z.dtype, size=steps, element_shape=[None, 4 * u]).unstack(z)
+    # TensorArrays, not z[t]: slicing a tensor inside a loop makes its gradient a full-size
+    # tensor per step, and reads from a TensorArray copy nothing.
+    zs = _array(steps, z.dtype, 4 * u).unstack(z)
     ms = tf.TensorArray(tf.bool, size=steps, element_shape=[None, 1]).unstack(valid > 0)
     zero = tf.zeros([batch, u], z.dtype)
 
@@ -150,33 +155,38 @@ def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
         return (t + 1, h_next, c_next, hs.write(t, h_next), cs.write(t, c_next),
                 sigs.write(t, sig), cands.write(t, g), tanh_cs.write(t, tanh_c))
 
-    loop = tf.while_loop(lambda t, *_: t < steps, step,
-                         (0, zero, zero, *_arrays(steps, z.dtype, (u, u, 3 * u, u, u))),
+    arrays = [_array(steps, z.dtype, w) for w in (u, u, 3 * u, u, u)]
+    loop = tf.while_loop(lambda t, *_: t < steps, step, (0, zero, zero, *arrays),
                          maximum_iterations=z.shape[0])
-    return tuple(a.stack() for a in loop[3:])
+    return (loop[3].stack(), *(a.flow for a in loop[3:]))
 
 
-def backward_loop(d_out, valid, recurrent_kernel, peep, hs, cs, sigs, cands, tanh_cs,
-                  use_peepholes: bool):
-    """Back-propagation through time of forward_loop (outputs = valid * hs), by hand.
+def backward_loop(d_out, valid, recurrent_kernel, peep, h_flow, c_flow, sig_flow, cand_flow,
+                  tanh_flow, use_peepholes: bool):
+    """Back-propagation through time of forward_loop (outputs = valid * h), by hand.
+
+    The kernel's gradient is summed inside the loop: those matmuls do not feed the next step, so
+    they run beside the chain of dependent work instead of after it.
 
     Returns:
       gradients of z [N, B, 4U], of the recurrent kernel [U, 4U] and of the peepholes [3, U].
     """
     u = recurrent_kernel.shape[0]
     steps, batch = tf.shape(d_out)[0], tf.shape(d_out)[1]
-    zero = tf.zeros([batch, u], d_out.dtype)
-    c_prev = tf.concat([zero[None], cs[:-1]], axis=0)
-    read = lambda x, w: tf.TensorArray(x.dtype, size=steps, element_shape=[None, w]).unstack(x)
-    d_outs, ms, mfs = read(d_out * valid, u), read(valid > 0, 1), read(valid, 1)
-    c_prevs = read(c_prev, u)
-    sig_t, cand_t, tanh_t = read(sigs, 3 * u), read(cands, u), read(tanh_cs, u)
+    dtype = d_out.dtype
+    hs, cs, sigs, cands, tanh_cs = (_array(steps, dtype, None, flow) for flow in
+                                    (h_flow, c_flow, sig_flow, cand_flow, tanh_flow))
+    d_outs = _array(steps, dtype, u).unstack(d_out * valid)
+    mfs = _array(steps, dtype, 1).unstack(valid)
+    ms = tf.TensorArray(tf.bool, size=steps, element_shape=[None, 1]).unstack(valid > 0)
     kernel_t = tf.transpose(recurrent_kernel)
+    zero = tf.zeros([batch, u], dtype)
 
-    def step(k, dh, dc, d_gates):
+    def step(k, dh, dc, d_kernel, d_peep, d_gates):
         t = steps - 1 - k
         m, mf = ms.read(t), mfs.read(t)
-        sig, g, tanh_c = sig_t.read(t), cand_t.read(t), tanh_t.read(t)
+        sig, g, tanh_c = sigs.read(t), cands.read(t), tanh_cs.read(t)
+        c_before = _previous(cs, t, dtype)
         i, f, o = tf.split(sig, 3, axis=1)
         dh_new = mf * dh + d_outs.read(t)            # zero at padded steps
         d_o = dh_new * tanh_c
@@ -184,60 +194,51 @@ def backward_loop(d_out, valid, recurrent_kernel, peep, hs, cs, sigs, cands, tan
         if use_peepholes:
             d_go = d_o * o * (1.0 - o)
             dc_new += d_go * peep[2]
-            d_gi, d_gf = dc_new * g * i * (1.0 - i), dc_new * c_prevs.read(t) * f * (1.0 - f)
+            d_gi, d_gf = dc_new * g * i * (1.0 - i), dc_new * c_before * f * (1.0 - f)
             d_sig = tf.concat([d_gi, d_gf, d_go], axis=1)
             dc_prev = dc_new * f + d_gi * peep[0] + d_gf * peep[1]
+            # c_t is c_new wherever d_go is not zero (real steps)
+            d_peep += tf.stack([tf.reduce_sum(d_gi * c_before, 0), tf.reduce_sum(d_gf * c_before, 0),
+                                tf.reduce_sum(d_go * cs.read(t), 0)])
         else:
-            d_sig = tf.concat([dc_new * g, dc_new * c_prevs.read(t), d_o], axis=1) * (sig * (1.0 - sig))
+            d_sig = tf.concat([dc_new * g, dc_new * c_before, d_o], axis=1) * (sig * (1.0 - sig))
             dc_prev = dc_new * f
         d_a = tf.concat([d_sig, dc_new * i * (1.0 - g * g)], axis=1)
-        dh_prev = tf.where(m, tf.matmul(d_a, kernel_t), dh)
-        return k + 1, dh_prev, tf.where(m, dc_prev, dc), d_gates.write(t, d_a)
+        d_kernel += tf.matmul(_previous(hs, t, dtype), d_a, transpose_a=True)
+        return (k + 1, tf.where(m, tf.matmul(d_a, kernel_t), dh), tf.where(m, dc_prev, dc),
+                d_kernel, d_peep, d_gates.write(t, d_a))
 
-    _, _, _, d_gates = tf.while_loop(lambda k, *_: k < steps, step,
-                                     (0, zero, zero, *_arrays(steps, d_out.dtype, (4 * u,))),
-                                     maximum_iterations=d_out.shape[0])
-    d_z = d_gates.stack()
-    h_prev = tf.concat([zero[None], hs[:-1]], axis=0)
-    # The kernel's gradient over all steps at once: one large matmul instead of N small ones.
-    d_kernel = tf.einsum("nbu,nbg->ug", h_prev, d_z)
-    if use_peepholes:
-        d_gi, d_gf, d_go, _ = tf.split(d_z, 4, axis=2)
-        d_peep = tf.stack([tf.reduce_sum(d_gi * c_prev, [0, 1]),
-                           tf.reduce_sum(d_gf * c_prev, [0, 1]), tf.reduce_sum(d_go * cs, [0, 1])])
-    else:
-        d_peep = tf.zeros_like(peep)
-    return d_z, d_kernel, d_peep
+    loop = tf.while_loop(lambda k, *_: k < steps, step,
+                         (0, zero, zero, tf.zeros_like(recurrent_kernel), tf.zeros_like(peep),
+                          _array(steps, dtype, 4 * u)),
+                         maximum_iterations=d_out.shape[0])
+    return loop[5].stack(), loop[3], loop[4]
 
 
-def _make_recurrence(use_peepholes: bool, jit: bool):
-    # Traced once for any batch size and sequence length (reduce_retracing), shared by every
-    # model and layer in the process.
-    forward = tf.function(lambda *a: forward_loop(*a, use_peepholes), jit_compile=jit,
-                          autograph=False, reduce_retracing=True)
-    backward = tf.function(lambda *a: backward_loop(*a, use_peepholes), jit_compile=jit,
-                           autograph=False, reduce_retracing=True)
+def _make_recurrence(use_peepholes: bool):
+    # Traced once per input shape and shared by every model in the process. (Not
+    # reduce_retracing: the loops need the static width U of the kernel.)
+    forward = tf.function(lambda *a: forward_loop(*a, use_peepholes), autograph=False)
+    backward = tf.function(lambda *a: backward_loop(*a, use_peepholes), autograph=False)
 
     @tf.custom_gradient
     def run(z, valid, recurrent_kernel, peep):
-        # No tape may look inside the loop (its gradient is `grad`; an XLA loop cannot hand
-        # its internals to one anyway).
-        saved = forward(*(tf.stop_gradient(x) for x in (z, valid, recurrent_kernel, peep)))
+        # No tape may look inside the loop: its gradient is `grad`.
+        h, *flows = forward(*(tf.stop_gradient(x) for x in (z, valid, recurrent_kernel, peep)))
 
         def grad(d_out):
-            d_z, d_kernel, d_peep = backward(d_out, valid, recurrent_kernel, peep, *saved)
+            d_z, d_kernel, d_peep = backward(d_out, valid, recurrent_kernel, peep, *flows)
             return d_z, tf.zeros_like(valid), d_kernel, d_peep
 
-        return valid * saved[0], grad
+        return valid * h, grad
 
     return run
 
 
-RECURRENCES = {(peep, jit): _make_recurrence(peep, jit) for peep in (False, True)
-               for jit in (False, True)}
+RECURRENCES = {peep: _make_recurrence(peep) for peep in (False, True)}
 
 
-def recurrence(z, valid, recurrent_kernel, peep, use_peepholes: bool = False, jit: bool = False):
+def recurrence(z, valid, recurrent_kernel, peep, use_peepholes: bool = False):
     """h [N, B, U] of the loop over z [N, B, 4U] (see forward_loop), with a hand-written gradient."""
-    return RECURRENCES[(use_peepholes, jit)](z, valid, tf.convert_to_tensor(recurrent_kernel),
-                                             tf.convert_to_tensor(peep))
+    return RECURRENCES[use_peepholes](z, valid, tf.convert_to_tensor(recurrent_kernel),
+                                      tf.convert_to_tensor(peep))

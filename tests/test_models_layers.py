@@ -52,9 +52,8 @@ def numpy_gated_lstm(e, p, valid, layer):
     return outputs
 
 
-def lstm_with_random_weights(property_dim, peepholes, jit=False, time_major=False):
-    layer = PropertyGatedLSTM(U, DE, property_dim, peepholes, jit_recurrence=jit,
-                              time_major=time_major)
+def lstm_with_random_weights(property_dim, peepholes, time_major=False):
+    layer = PropertyGatedLSTM(U, DE, property_dim, peepholes, time_major=time_major)
     layer.build()
     rng = np.random.default_rng(property_dim + 2 * peepholes)
     for w in layer.weights:
@@ -62,10 +61,9 @@ def lstm_with_random_weights(property_dim, peepholes, jit=False, time_major=Fals
     return layer
 
 
-@pytest.mark.parametrize("property_dim,peepholes,jit", [
-    (DP, False, False), (DP, True, False), (0, False, False), (0, True, False), (DP, True, True)])
-def test_gated_lstm_matches_numpy_reference(property_dim, peepholes, jit):
-    layer = lstm_with_random_weights(property_dim, peepholes, jit)
+@pytest.mark.parametrize("property_dim,peepholes", [(DP, False), (DP, True), (0, False), (0, True)])
+def test_gated_lstm_matches_numpy_reference(property_dim, peepholes):
+    layer = lstm_with_random_weights(property_dim, peepholes)
     got = layer(E, P if property_dim else None, VALID).numpy()
     want = numpy_gated_lstm(E.astype(np.float64), P.astype(np.float64), VALID, layer)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -91,7 +89,7 @@ def autodiff_reference(layer, e, p, valid):
     return tf.stack(outputs, axis=1)
 
 
-@pytest.mark.parametrize("property_dim,peepholes", [(DP, False), (DP, True), (0, False)])
+@pytest.mark.parametrize("property_dim,peepholes", [(DP, False), (DP, True), (0, False), (0, True)])
 def test_hand_written_gradient_matches_autodiff(property_dim, peepholes):
     layer = lstm_with_random_weights(property_dim, peepholes)
     e, p = tf.constant(E), tf.constant(P)
