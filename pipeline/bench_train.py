@@ -118,8 +118,6 @@ def run(args) -> dict:
     tf.random.set_seed(config.runtime.seed)
 
     dupn, dupn_data = build_dupn(config, contract, batch, config.runtime.seed)
-    if args.jit:
-        dupn.lstm.jit_recurrence = True     # read when the train function is first traced
     width = contract.item_embedding_dim + contract.property_embedding_dim
     n = contract.sequence_length
     stock, stock_data = build_stock_lstm(n, width, m.lstm_units, batch,
@@ -140,9 +138,9 @@ def run(args) -> dict:
         "lstm_achieved_gflops": round(lstm_flops / seconds["lstm"] / 1e9, 1),
         "peak_gflops": round(peak, 1),
         "peak_source": f"best of 5 float32 {args.matmul_size}^3 matmuls in this process",
-        "jit_recurrence": bool(args.jit),
         "allocator": args.allocator if allocator_set else "as already loaded",
         "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "tensorflow": tf.__version__,
     }
 
@@ -156,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     parser.add_argument("--batch", type=int, default=0, help="batch size (default: the config's)")
-    parser.add_argument("--jit", action="store_true", help="XLA-compile the LSTM loops")
     parser.add_argument("--allocator", choices=ALLOCATORS, default="bfc",
                         help="TensorFlow CPU allocator (default: %(default)s)")
     parser.add_argument("--matmul-size", type=int, default=2048)
