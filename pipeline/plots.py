@@ -52,11 +52,12 @@ def bar_panels(table: pd.DataFrame, path, title: str) -> Path:
     return save(fig, path)
 
 
-def panels(curves: dict, path, title: str, xlabel: str, ylabels: dict | None = None) -> Path:
+def panels(curves: dict, path, title: str, xlabel, ylabels: dict | None = None) -> Path:
     """One panel per key of `curves`, each with one line per series.
 
     Args:
       curves: panel name -> series name -> (x values, y values).
+      xlabel: the x-axis label of every panel, or panel name -> label.
       ylabels: panel name -> y-axis label (default: the panel name).
     """
     names = list(curves)
@@ -67,7 +68,7 @@ def panels(curves: dict, path, title: str, xlabel: str, ylabels: dict | None = N
         for series, (xs, ys) in curves[name].items():
             ax.plot(xs, ys, marker="o", markersize=3, label=str(series))
         ax.set_title(name)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel.get(name, "") if isinstance(xlabel, dict) else xlabel)
         ax.set_ylabel((ylabels or {}).get(name, name))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -127,3 +127,29 @@ def test_unknown_variant_is_named(tmp_path, capsys):
     work = ablation_work()
     assert experiment.main(experiment_argv(work, "ablation", "--variants", "wide,dupn-max")) == 1
     assert "unknown variants ['dupn-max']" in capsys.readouterr().err
+
+
+def test_transfer_reads_what_dupn_transfer_wrote_and_runs_the_missing_modes(tmp_path):
+    """rs, ra and ft stand in as already written (their JSON as `dupn transfer` writes it, to keep
+    the test fast); rt is missing, so the experiment runs `dupn transfer --mode rt` for real."""
+    import json
+    import shutil
+
+    from pipeline.publish import publish
+    source = ablation_work()
+    work = tmp_path / "work"
+    shutil.copytree(source / "examples", work / "examples")
+    publish(source / "experiments" / "runs" / "ablation" / "dupn-all", work, "dupn-all", 1)
+    (work / "transfer").mkdir()
+    for i, mode in enumerate(("rs", "ra", "ft")):
+        curve = [{"mode": mode, "epoch": e, "steps": 3 * e, "seconds": 1.5 * e + i, "auc": 0.5 + 0.05 * e}
+                 for e in (1, 2)]
+        (work / "transfer" / f"{mode}.json").write_text(json.dumps(
+            {"mode": mode, "train": [DAYS[0], DAYS[0]], "test_date": DAYS[1], "curve": curve}))
+    assert experiment.main(experiment_argv(work, "transfer")) == 0
+    table = pd.read_csv(work / "experiments" / "transfer.csv")
+    assert table["mode"].tolist() == ["rs", "rs", "ra", "ra", "rt", "rt", "ft", "ft"]   # --small: 2 epochs
+    rt = table[table["mode"] == "rt"]
+    assert (rt["seconds"] > 0).all() and rt["auc"].between(0, 1).all()
+    assert json.loads((work / "transfer" / "rt.json").read_text())["test_date"] == DAYS[1]
+    assert_real_png(work / "experiments" / "transfer.png")
