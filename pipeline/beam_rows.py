@@ -18,6 +18,7 @@ written as strings). Timestamps are Unix seconds and must fall on the row's dt= 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 
 from features.contract import BEHAVIOR_INDEX, GENDER_INDEX, NUM_POWER_LEVELS, SCENE_INDEX
@@ -59,6 +60,7 @@ class RowError(ValueError):
         self.detail = detail
 
 
+@functools.lru_cache(maxsize=4096)
 def day_start(day: str) -> int:
     """Unix seconds of 00:00 UTC of a 'YYYY-MM-DD' day."""
     return int(dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp())
@@ -71,6 +73,8 @@ def _missing(value) -> bool:
 def text(row: dict, name: str, required: bool = True) -> str:
     """A string field; integer ids are accepted and written as strings."""
     value = row.get(name)
+    if type(value) is str and value:          # the common case first: this runs per field and row
+        return value
     if _missing(value):
         if required:
             raise RowError(MISSING_FIELD, f"field '{name}' is missing or empty")
@@ -89,6 +93,8 @@ def text(row: dict, name: str, required: bool = True) -> str:
 def integer(row: dict, name: str, required: bool = True, floor: bool = False):
     """An int field (CSV strings parsed); fractional values only when `floor` (timestamps)."""
     value = row.get(name)
+    if type(value) is int:
+        return value
     if _missing(value):
         if required:
             raise RowError(MISSING_FIELD, f"field '{name}' is missing or empty")

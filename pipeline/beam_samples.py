@@ -159,32 +159,35 @@ def _item_values(item: tuple) -> dict:
 
 
 def task_values(sample: tuple, user: str, spec: SampleSpec):
-    """Yields (task, target and label values) of one sample tuple (one or more examples)."""
-    kind = sample[1]
+    """Yields (task, target, label, weight) of one sample tuple (one or more examples).
+
+    target: the sample's features besides the sequence, profile and label (ts, target item,
+    query...); the ctr and l2r examples of an impression share one target dict.
+    """
+    ts, kind = sample[0], sample[1]
     if kind == "imp":
         _, _, request_id, item, terms, features, click, buy = sample
         target = {**_item_values(item), "query": terms, "rank_features": features,
-                  "request_id": request_id}
-        yield "ctr", {**target, "label": float(click), "weight": 1.0}
+                  "request_id": request_id, "ts": ts}
+        yield "ctr", target, float(click), 1.0
         weight = (spec.l2r_weight_buy if buy else spec.l2r_weight_click if click
                   else spec.l2r_weight_none)
-        yield "l2r", {**target, "label": float(click or buy), "weight": weight}
+        yield "l2r", target, float(click or buy), weight
     elif kind == "talent":
         _, _, talent_id, talent_type, tags, followed = sample
         yield "talent", {"talent_id": talent_id, "talent_type": talent_type, "talent_tags": tags,
-                         "label": float(followed), "weight": 1.0}
+                         "ts": ts}, float(followed), 1.0
     elif kind == "shop":
         _, _, shop_id, label = sample
-        yield "shop", {"shop_id": shop_id, "label": float(label), "weight": 1.0}
+        yield "shop", {"shop_id": shop_id, "ts": ts}, float(label), 1.0
     elif kind == "power":
-        yield "power", {"label": float(sample[2] - 1), "weight": 1.0}
+        yield "power", {"ts": ts}, float(sample[2] - 1), 1.0
     elif kind == "bctr":
-        ts, _, item, negatives = sample
+        _, _, item, negatives = sample
         request_id = f"{user}@{ts}"
-        yield "ctr", {**_item_values(item), "request_id": request_id, "label": 1.0, "weight": 1.0}
+        yield "ctr", {**_item_values(item), "request_id": request_id, "ts": ts}, 1.0, 1.0
         for negative in negatives:
-            yield "ctr", {**_item_values(negative), "request_id": request_id, "label": 0.0,
-                          "weight": 1.0}
+            yield "ctr", {**_item_values(negative), "request_id": request_id, "ts": ts}, 0.0, 1.0
     else:
         raise ValueError(f"unknown sample kind {kind!r}")
 
@@ -200,10 +203,11 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
       profile: (age, gender_index, power_level) from the day's users row, or None.
       pool: the day's item features to draw behaviour-CTR negatives from.
     Yields:
-      (task, key, sequence length, context, values) with a unique, deterministic key; the
-      example's features are context | values. `context` (sequence and profile) is one shared
-      dict for the consecutive examples that see the same history at the same second (the
-      items of one request, both tasks), so the writer can encode it once.
+      (task, key, sequence length, parts) with a unique, deterministic key; the example's
+      features are the union of parts = (context, target, label). `context` (sequence and
+      profile) is one dict shared by consecutive examples that see the same history at the
+      same second (the items of a request, both tasks), `target` one dict shared by the ctr
+      and l2r examples of an impression, so the writer encodes each once.
     """
     n = spec.sequence_length
     history = list(itertools.chain.from_iterable(tail for _, tail in sorted(tails)))
@@ -228,9 +232,10 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
         if cached_for != (version, ts):      # samples of one request share their sequence
             context = {**sequence_values(list(window), ts), **profile_values}
             cached_for = (version, ts)
-        for j, (task, values) in enumerate(task_values(sample, user, spec)):
+        for j, (task, target, label, weight) in enumerate(task_values(sample, user, spec)):
             key = f"{user}\t{ts:012d}\t{index:06d}\t{j:03d}\t{task}"
-            yield task, key, len(window), context, {"ts": ts, "task": TASK_INDEX[task], **values}
+            yield task, key, len(window), (context, target, {"task": TASK_INDEX[task],
+                                                             "label": label, "weight": weight})
 
 
 def sequence_length_bin(length: int, n: int) -> str:
@@ -245,10 +250,13 @@ def sequence_length_bin(length: int, n: int) -> str:
 # Tagged outputs defeat Beam's type inference of the main output: declare it.
 @beam.typehints.with_output_types(typing.Any)
 class BuildExamplesFn(beam.DoFn):
-    """((user, day), tagged values) -> ((task, day, shard), (key, serialized example)).
+    """((user, day), tagged values) -> ((task, day, shard), [(key, serialized example), ...]).
 
+    Records leave in small batches per shard (at most FLUSH_RECORDS held at once), since a
+    shuffle costs per element: one element per batch instead of one per example.
     STATS output: (day, {"tasks": {task: {samples, positives | levels, seq_len}}, ...}) per bundle.
     """
+    FLUSH_RECORDS = 2000
 
     def __init__(self, spec: SampleSpec, contract):
         self.spec = spec
@@ -261,6 +269,12 @@ class BuildExamplesFn(beam.DoFn):
 
     def start_bundle(self):
         self.stats = {}
+        self.pending, self.pending_count = {}, 0
+
+    def _flush(self):
+        batches = sorted((k, v) for k, v in self.pending.items() if v)
+        self.pending, self.pending_count = {}, 0
+        return batches
 
     def process(self, element, pool=None):
         (user, day), values = element
@@ -276,19 +290,23 @@ class BuildExamplesFn(beam.DoFn):
                 profile = value
         day_pool = pool.get(day, ()) if pool else ()
         stats = self.stats.setdefault(day, {"tasks": {}, "examples_without_profile": 0})
-        written, encoded_for, encoded = 0, None, b""
-        for task, key, length, context, values in user_day_examples(
+        written, encoded_for, encoded = 0, [None, None], [b"", b""]
+        for task, key, length, (context, target, label) in user_day_examples(
                 user, day, behaviors, tails, samples, profile and profile[1], self.spec, day_pool):
-            if context is not encoded_for:
-                encoded, encoded_for = self.encode(context, self.contract), context
-            # Serialized protobuf messages concatenate into their merge: the shared sequence is
-            # encoded once per request and each example appends its own target and label.
-            record = encoded + self.encode(values, self.contract)
+            # Serialized protobuf messages concatenate into their merge: a part shared with the
+            # previous example (the request's sequence, the impression's target) is encoded once.
+            for i, part in enumerate((context, target)):
+                if part is not encoded_for[i]:
+                    encoded[i], encoded_for[i] = self.encode(part, self.contract), part
+            record = encoded[0] + encoded[1] + self.encode(label, self.contract)
             shard = stable_hash(key) % self.spec.shards
-            yield (task, day, shard), (key, record)
+            self.pending.setdefault((task, day, shard), []).append((key, record))
+            self.pending_count += 1
             written += 1
-            self._count(stats, task, values["label"], length, profile is None)
+            self._count(stats, task, label["label"], length, profile is None)
         self.examples_counter.inc(written)
+        if self.pending_count >= self.FLUSH_RECORDS:
+            yield from self._flush()
 
     def _count(self, stats, task, label, length, no_profile):
         task_stats = stats["tasks"].setdefault(task, {"samples": 0, "seq_len": {}})
@@ -304,6 +322,8 @@ class BuildExamplesFn(beam.DoFn):
         stats["examples_without_profile"] += no_profile
 
     def finish_bundle(self):
+        for batch in self._flush():
+            yield GlobalWindows.windowed_value(batch)
         for day, stats in sorted(self.stats.items()):
             yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value((day, stats)))
 
@@ -316,7 +336,8 @@ class BuildSamples(beam.PTransform):
       impressions  ((user, day), impression sample) for days [start, end]
       follows, shop_prefs   (day, row)            users (day, order, row)
       pool         (day, [item features]) when spec.ctr_from_behaviors
-    Returns a DoOutputsTuple: [EXAMPLES] ((task, day, shard), (key, record)), [STATS] (day, dict).
+    Returns a DoOutputsTuple: [EXAMPLES] ((task, day, shard), [(key, record), ...]),
+    [STATS] (day, dict).
     """
 
     def __init__(self, spec: SampleSpec, contract):

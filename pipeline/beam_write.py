@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import itertools
 import json
+import operator
 import os
 import posixpath
 import shutil
@@ -40,15 +42,20 @@ def _create(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def write_tfrecords(path: str, records) -> int:
+def write_tfrecords(path: str, records, chunk_bytes: int = 1 << 20) -> int:
     """Writes records as one gzipped TFRecord file (no timestamp in the gzip header); returns count."""
-    count = 0
+    count, size, chunk = 0, 0, []
     with _create(path) as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
                                               compresslevel=6, mtime=0) as out:
         for record in records:
             header = struct.pack("<Q", len(record))
-            out.write(b"".join((header, _masked_crc(header), record, _masked_crc(record))))
+            chunk += (header, _masked_crc(header), record, _masked_crc(record))
             count += 1
+            size += len(record) + 16
+            if size >= chunk_bytes:            # fewer, larger writes: gzip's per-call cost adds up
+                out.write(b"".join(chunk))
+                size, chunk = 0, []
+        out.write(b"".join(chunk))
     return count
 
 
@@ -57,21 +64,25 @@ def shard_path(root: str, task: str, day: str, shard: int, shards: int) -> str:
 
 
 class WriteShardFn(beam.DoFn):
-    """((task, day, shard), [(key, record)]) -> one sorted TFRecord file; yields (task, day, count)."""
+    """((task, day, shard), batches of (key, record)) -> one TFRecord file sorted by key.
+
+    Yields (task, day, count).
+    """
 
     def __init__(self, root: str, shards: int):
         self.root = root
         self.shards = shards
 
     def process(self, element):
-        (task, day, shard), keyed = element
-        # sorting (key, record) orders by key; equal keys cannot happen (keys carry an index)
-        records = [record for _, record in sorted(keyed)]
+        (task, day, shard), batches = element
+        # keys are unique (they carry the sample's index in its user's day): sort by key alone
+        keyed = sorted(itertools.chain.from_iterable(batches), key=operator.itemgetter(0))
+        records = [record for _, record in keyed]
         yield task, day, write_tfrecords(shard_path(self.root, task, day, shard, self.shards), records)
 
 
 class WriteExamples(beam.PTransform):
-    """((task, day, shard), (key, record)) -> ROOT/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz."""
+    """((task, day, shard), [(key, record)]) -> ROOT/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz."""
 
     def __init__(self, root: str, shards: int):
         super().__init__()

@@ -81,9 +81,9 @@ def test_last_n_keeps_the_latest_behaviours_oldest_first():
 # ---- samples -------------------------------------------------------------------------------------
 
 def examples_of(*args, **kw):
-    """user_day_examples with each example's context and values merged: (task, key, length, dict)."""
-    return [(task, key, length, {**context, **values})
-            for task, key, length, context, values in user_day_examples(*args, **kw)]
+    """user_day_examples with each example's parts merged: (task, key, length, dict)."""
+    return [(task, key, length, {k: v for part in parts for k, v in part.items()})
+            for task, key, length, parts in user_day_examples(*args, **kw)]
 
 
 def test_a_behaviour_at_or_after_the_sample_time_is_not_in_its_sequence():
@@ -171,7 +171,8 @@ def test_build_samples_in_memory_pipeline():
             "users": p | "U" >> beam.Create(users),
         }
         built = inputs | BuildSamples(s, contract())
-        decoded = built[EXAMPLES] | beam.MapTuple(lambda key, kv: (key[0], key[2], decode(kv[1])))
+        decoded = built[EXAMPLES] | beam.FlatMapTuple(
+            lambda key, batch: [(key[0], key[2], decode(record)) for _, record in batch])
         summary = decoded | beam.MapTuple(lambda task, shard, ex: (
             task, ex["task"][0], ex["label"][0], tuple(ex["seq_item_id"]), ex["age_bucket"][0],
             shard in (0, 1)))
@@ -187,7 +188,7 @@ def test_build_samples_in_memory_pipeline():
                     label="stats")
 
 
-def test_a_request_shares_one_context_and_its_split_encoding_parses_as_the_whole():
+def test_a_request_shares_its_parts_and_their_split_encoding_parses_as_the_whole():
     import tensorflow as tf
     from features.tfrecord import encode_example, parse_batch
     item = ("i1", "s", "b", "c", ("red", "", "", "price:2"))
@@ -196,11 +197,14 @@ def test_a_request_shares_one_context_and_its_split_encoding_parses_as_the_whole
                (S3 + 90, "shop", "s1", 1)]
     out = list(user_day_examples("u1", D3, [beh(S3 + 10, "x"), beh(S3 + 60, "y")], [], samples,
                                  (30, 1, 4), spec()))
-    contexts = [context for _, _, _, context, _ in out]
+    contexts = [parts[0] for _, _, _, parts in out]
+    targets = [parts[1] for _, _, _, parts in out]
     assert len(out) == 6 and all(c is contexts[0] for c in contexts[:4]) and contexts[4] is not contexts[0]
+    assert targets[0] is targets[1] and targets[2] is targets[3] and targets[1] is not targets[2]
     c = contract()
-    split = [encode_example(context, c) + encode_example(values, c) for _, _, _, context, values in out]
-    whole = [encode_example({**context, **values}, c) for _, _, _, context, values in out]
+    split = [b"".join(encode_example(part, c) for part in parts) for _, _, _, parts in out]
+    whole = [encode_example({k: v for part in parts for k, v in part.items()}, c)
+             for _, _, _, parts in out]
     got, want = parse_batch(tf.constant(split), c), parse_batch(tf.constant(whole), c)
     for name in c.features:
         assert (got[name].numpy() == want[name].numpy()).all(), name
