@@ -5,7 +5,8 @@
 With parameter servers in TF_CONFIG the chief (the process that runs `dupn train`) coordinates
 a tf.distribute.ParameterServerStrategy: variables live on the ps tasks, embedding tables split
 across them, and the workers run the training steps the chief schedules. Without TF_CONFIG
-training runs in one process.
+training runs in one process. TensorFlow is imported only where needed, so a LocalCluster can be
+managed from a process that never loads it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-import tensorflow as tf
 
 # Variables of at least this many bytes are split across the parameter servers (at most one
 # shard per server): the embedding tables, not the dense layers.
@@ -62,6 +62,7 @@ def server_config(num_workers: int) -> tf.compat.v1.ConfigProto:
     A server whose inter-op pool is smaller than the number of workers can deadlock when the
     coordinator's closures wait on each other (TF's own in-process clusters guard the same way).
     """
+    import tensorflow as tf
     config = tf.compat.v1.ConfigProto()
     config.inter_op_parallelism_threads = max(num_workers + 1, os.cpu_count() or 1)
     return config
@@ -69,6 +70,7 @@ def server_config(num_workers: int) -> tf.compat.v1.ConfigProto:
 
 def parameter_server_strategy(resolver) -> tf.distribute.ParameterServerStrategy:
     """A ParameterServerStrategy whose large variables are sharded, one shard per ps at most."""
+    import tensorflow as tf
     num_ps = resolver.cluster_spec().num_tasks("ps")
     partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
         min_shard_bytes=MIN_SHARD_BYTES, max_shards=num_ps)
@@ -77,6 +79,7 @@ def parameter_server_strategy(resolver) -> tf.distribute.ParameterServerStrategy
 
 def make_strategy(tf_config: dict | None = None) -> tf.distribute.Strategy:
     """The strategy for this process: parameter servers when TF_CONFIG names some, else one process."""
+    import tensorflow as tf
     tf_config = read_tf_config() if tf_config is None else tf_config
     if not uses_parameter_servers(tf_config):
         return tf.distribute.get_strategy()
@@ -91,6 +94,7 @@ def make_strategy(tf_config: dict | None = None) -> tf.distribute.Strategy:
 
 def serve(tf_config: dict) -> None:
     """Runs this process's worker or ps server until it is killed."""
+    import tensorflow as tf
     kind, index = task_of(tf_config)
     if kind not in SERVER_JOBS:
         raise ValueError(f"TF_CONFIG task type is '{kind}'; only {' and '.join(SERVER_JOBS)} serve")
@@ -156,6 +160,7 @@ class LocalCluster:
         self.log_dir = Path(log_dir) if log_dir else None
         self.start_timeout = start_timeout
         self.processes: list[tuple[str, int, subprocess.Popen]] = []
+        self.started_pids: list[int] = []   # every child ever started, kept after stop()
         self.cluster: dict[str, list[str]] = {}
         self._saved_tf_config = None
 
@@ -173,6 +178,9 @@ class LocalCluster:
                 for index in range(self.shape[kind]):
                     self._start(kind, index)
             self._wait_until_serving()
+            if self.log_dir:   # so an operator (or a test) can check that none outlives the run
+                (self.log_dir / "pids.json").write_text(json.dumps(
+                    {f"{kind}-{index}": p.pid for kind, index, p in self.processes}))
         except BaseException:
             self.stop()
             raise
@@ -197,6 +205,7 @@ class LocalCluster:
             if out is not subprocess.DEVNULL:
                 out.close()
         self.processes.append((kind, index, process))
+        self.started_pids.append(process.pid)
 
     def _wait_until_serving(self) -> None:
         deadline = time.monotonic() + self.start_timeout

@@ -133,6 +133,32 @@ def target_steps(samples: int, trainer, steps_multiple: int = 1) -> int:
     return max(steps_multiple, math.ceil(steps / steps_multiple) * steps_multiple)
 
 
+def sharded_tables(model) -> dict[str, int]:
+    """name -> shard count of the model's embedding tables that are split across parameter servers."""
+    out = {}
+    for layer in model.submodules:
+        table = getattr(layer, "embeddings", None)
+        if isinstance(table, tf.__internal__.distribute.ShardedVariable):
+            out[layer.name] = len(table.variables)
+    return out
+
+
+def checkpoint_interval(target: int, trainer) -> tuple[int, int]:
+    """(interval, target) of a parameter-server run: fit epochs of `interval` steps, each a whole
+    number of executions and at most checkpoint_every_steps long (rounded to executions), as even as
+    the target allows; the target grows by less than one execution per interval so they divide it.
+
+    Batch-level callbacks are not allowed under ParameterServerStrategy, so an epoch is the only
+    place to checkpoint; and a partial execution would change steps_per_execution while earlier
+    steps are still queued.
+    """
+    spe = trainer.steps_per_execution
+    every = max(spe, trainer.checkpoint_every_steps // spe * spe)
+    intervals = math.ceil(target / every)
+    interval = math.ceil(math.ceil(target / intervals) / spe) * spe
+    return interval, interval * intervals
+
+
 def _floats(logs) -> dict:
     return {k: float(v) for k, v in (logs or {}).items()}
 
@@ -220,9 +246,10 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         log(f"resuming {model_dir} from {Path(resumed_from).name}: {checkpoints.steps_done} steps done")
         target = run["target_steps"]
     else:
-        # Under parameter servers a partial last execution would change steps_per_execution
-        # while earlier steps are still queued: keep every interval a whole number of executions.
-        target = target_steps(data.samples, trainer, spe if parameter_servers else 1)
+        target = target_steps(data.samples, trainer)
+        interval = None
+        if parameter_servers:
+            interval, target = checkpoint_interval(target, trainer)
         if warm_start:
             try:
                 source = checkpoints.warm_start(warm_start, allow_new_layers)
@@ -234,11 +261,12 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
             checkpoints.start_fresh()
         run = {"target_steps": target, "samples": data.samples, "samples_by_task": data.samples_by_task,
                "files": len(data.files), "data": data.describe,
-               "warm_start": str(source) if warm_start else None,
+               "warm_start": str(source) if warm_start else None, "checkpoint_interval": interval,
                "initial_global_step": checkpoints.global_step,
                "initial_digest": {"model": sum(variables_digest(model.trainable_variables).values()),
                                   "optimizer": sum(variables_digest(optimizer.variables).values())},
-               "strategy": type(strategy).__name__, "finished": False}
+               "strategy": type(strategy).__name__, "sharded_tables": sharded_tables(model),
+               "finished": False}
         write_json(model_dir / RUN_FILE, run)
 
     done_before = checkpoints.steps_done
@@ -247,8 +275,14 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     if remaining <= 0:
         log(f"{model_dir}: all {target} steps already trained")
     elif parameter_servers:
+        interval = run.get("checkpoint_interval")
+        if not interval or remaining % interval:   # a run begun in one process, resumed here
+            interval, padded = checkpoint_interval(remaining, trainer)
+            target += padded - remaining
+            remaining = padded
+            run.update(target_steps=target, checkpoint_interval=interval)
         logs = _fit_with_parameter_servers(model, checkpoints, data, contract, config, remaining,
-                                           history, log, target)
+                                           history, log, target, interval)
     else:
         logs = _fit_one_process(model, checkpoints, data, contract, config, remaining, history, log,
                                 target)
@@ -265,12 +299,20 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     return run
 
 
+def training_stream(data: TrainingData, contract: Contract, config: Config, skip: int = 0) -> tf.data.Dataset:
+    """The one-process run's endless stream of (inputs, labels) batches, after `skip` batches.
+
+    Seeded shuffles make the stream the same on every start, so a resumed run skips exactly the
+    batches its checkpoint has seen and goes on with the ones it has not.
+    """
+    trainer = config.trainer
+    return read_dataset(data.files, contract, trainer.batch_size, trainer.shuffle_buffer,
+                        repeat=True, seed=config.runtime.seed).skip(skip)
+
+
 def _fit_one_process(model, checkpoints, data, contract, config, remaining, history, log, target):
     trainer = config.trainer
-    # Seeded shuffles make the stream the same on every start, so a resumed run skips exactly the
-    # batches its checkpoint has seen and goes on with the ones it has not.
-    dataset = read_dataset(data.files, contract, trainer.batch_size, trainer.shuffle_buffer,
-                           repeat=True, seed=config.runtime.seed).skip(checkpoints.steps_done)
+    dataset = training_stream(data, contract, config, skip=checkpoints.steps_done)
     callback = _SaveEvery(checkpoints, trainer.checkpoint_every_steps, history, log, target)
     fitted = model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=[callback], verbose=0)
     return _last(fitted)
@@ -282,10 +324,8 @@ def _last(fitted) -> dict:
 
 
 def _fit_with_parameter_servers(model, checkpoints, data, contract, config, remaining, history, log,
-                                target):
+                                target, interval):
     trainer = config.trainer
-    spe = trainer.steps_per_execution
-    every = max(spe, trainer.checkpoint_every_steps // spe * spe)
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         # Under ParameterServerStrategy every worker is its own input pipeline (the context says
@@ -295,15 +335,10 @@ def _fit_with_parameter_servers(model, checkpoints, data, contract, config, rema
 
     creator = keras.utils.experimental.DatasetCreator(dataset_fn)
     callback = _SaveAtEpochEnd(checkpoints, history, log, target)
-    full, rest = divmod(remaining, every)
-    logs = {}
-    if full:
-        logs = _last(model.fit(creator, epochs=full, steps_per_epoch=every, callbacks=[callback],
-                               verbose=0))
-    if rest:
-        logs = _last(model.fit(creator, epochs=1, steps_per_epoch=rest, callbacks=[callback],
-                               verbose=0))
-    return logs
+    # One fit: a second one would build every worker's dataset and functions again.
+    fitted = model.fit(creator, epochs=remaining // interval, steps_per_epoch=interval,
+                       callbacks=[callback], verbose=0)
+    return _last(fitted)
 
 
 def parse_args(argv):

@@ -1,0 +1,113 @@
+"""Distributed training: an in-process ParameterServerStrategy cluster shards the embedding tables, and a
+real cluster of chief, worker and ps processes (TF_CONFIG, --local-cluster) trains and leaves no process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipeline import cluster
+from train_helpers import REPO, TESTS, alive, config_args, run_python, tiny_examples
+
+DAY = "2026-11-01"
+
+IN_PROCESS = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    import features
+    import tensorflow as tf
+    from pipeline import cluster, train
+    from train_helpers import tiny_config, tiny_examples
+
+    examples = tiny_examples({root!r}, [{day!r}])
+    config = tiny_config("trainer.checkpoint_every_steps=10")
+    ports = iter(cluster.free_ports(4))
+    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}" for _ in range(2)],
+                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
+    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
+                                    config=cluster.server_config(2), start=True)
+               for job in ("worker", "ps") for i in range(2)]
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
+    strategy = cluster.parameter_server_strategy(resolver)
+    with strategy.scope():
+        model = train.new_model(config, train.Contract.from_config(config))
+    table = model.embeddings.tables["item_id"].embeddings
+    placement = [v.device for v in table.variables]
+    data = train.range_data(examples, {day!r}, {day!r}, train.head_tasks(config))
+    run = train.train(config, data, {root!r} + "/run", strategy=strategy)
+    print("RESULT " + json.dumps({{"run": run, "shards": len(table.variables), "placement": placement,
+                                   "table": type(table).__name__}}))
+""")
+
+
+def test_in_process_parameter_server_cluster_shards_tables_and_trains(tmp_path):
+    script = IN_PROCESS.format(tests=str(TESTS), root=str(tmp_path), day=DAY)
+    done = run_python(["-c", script], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    # item_id: 20011 x 16 floats = 1.3 MB, above the 256 KB shard minimum: one shard per ps.
+    assert result["table"] == "ShardedVariable" and result["shards"] == 2
+    assert {p.split("/task:")[0] for p in result["placement"]} == {"/job:ps/replica:0"}
+    assert len(set(result["placement"])) == 2
+    run = result["run"]
+    assert run["strategy"] == "ParameterServerStrategyV2"
+    assert run["sharded_tables"]["item_id"] == 2 and "gender" not in run["sharded_tables"]
+    # 600 samples in batches of 32: 19 steps, as two fit epochs of 5 executions of 2 steps (a
+    # checkpoint at the end of each): 20 steps.
+    assert run["checkpoint_interval"] == 10
+    assert run["target_steps"] == 20 and run["steps"] == 20 and run["global_step"] == 20
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index"))
+    assert checkpoints == ["ckpt-10.index", "ckpt-20.index"]
+    # A checkpoint of sharded tables restores into one process, whole.
+    from pipeline.checkpoints import load_model
+    _, model = load_model(tmp_path / "run")
+    assert tuple(model.embeddings.tables["item_id"].embeddings.shape) == (20011, 16)
+
+
+def test_real_chief_worker_and_ps_processes_train_and_exit(tmp_path):
+    examples = tiny_examples(tmp_path, [DAY])
+    model_dir = tmp_path / "model"
+    done = run_python(["-m", "pipeline.cli", "train", "--examples", str(examples), "--start", DAY,
+                       "--model-dir", str(model_dir), "--local-cluster", "workers=2,ps=1",
+                       *config_args("trainer.checkpoint_every_steps=10")], timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "local cluster: 2 workers, 1 ps" in done.stdout
+    run = json.loads((model_dir / "run.json").read_text())
+    assert run["strategy"] == "ParameterServerStrategyV2"
+    assert run["finished"] and run["steps"] == run["target_steps"] == 20
+    pids = json.loads((model_dir / "cluster-logs" / "pids.json").read_text())
+    assert sorted(pids) == ["ps-0", "worker-0", "worker-1"]
+    assert not [name for name, pid in pids.items() if alive(pid)]
+    for name in pids:   # every server said where it served (TF_CONFIG read)
+        assert "serving at localhost:" in (model_dir / "cluster-logs" / f"{name}.log").read_text()
+
+
+def test_local_cluster_stops_its_processes_on_error_and_when_the_chief_is_killed(tmp_path):
+    before = os.environ.get("TF_CONFIG")
+    local = cluster.LocalCluster(workers=2, ps=1, start_timeout=0.01)
+    with pytest.raises(TimeoutError, match="not serving after"):
+        with local:
+            pass
+    assert len(local.started_pids) == 3 and not [p for p in local.started_pids if alive(p)]
+    assert os.environ.get("TF_CONFIG") == before
+    # A chief killed outright cannot clean up: its children die with it (PR_SET_PDEATHSIG).
+    script = ("import json, sys, time\nfrom pipeline.cluster import LocalCluster\n"
+              f"with LocalCluster(1, 1, log_dir={str(tmp_path)!r}) as c:\n"
+              "    print(json.dumps(c.pids), flush=True)\n    time.sleep(300)\n")
+    chief = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        children = json.loads(chief.stdout.readline())
+        assert len(children) == 2 and all(alive(p) for p in children)
+        chief.send_signal(signal.SIGKILL)
+        chief.wait(30)
+        deadline = time.monotonic() + 30
+        while any(alive(p) for p in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in children if alive(p)]
+    finally:
+        chief.kill()
+        chief.wait()

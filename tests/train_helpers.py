@@ -1,0 +1,97 @@
+"""Helpers of the training-job tests: tiny settings, subprocess runs with time-outs, and one backfilled
+work directory (synthetic raw logs -> Beam -> training -> publish) shared by the test modules."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+# configs/small.yaml at widths that trace and train in seconds; ctr and l2r (the exported
+# scores) and power (a multi-class head) cover every kind of head.
+TINY = ["data.sequence_length=6", "model.lstm_units=8", "model.attention_units=8",
+        "model.shared_dim=16",
+        "model.heads=[{name: ctr, weight: 1.0, hidden_units: [8]}, "
+        "{name: l2r, weight: 1.0, hidden_units: [8]}, {name: power, weight: 1.0, hidden_units: [8]}]",
+        "trainer.batch_size=32", "trainer.steps_per_execution=2", "trainer.checkpoint_every_steps=4",
+        "trainer.shuffle_buffer=256", "runtime.direct_num_workers=1"]
+FIRST_DAY = "2026-11-01"
+DAYS = ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04")
+
+
+def config_args(*extra) -> list[str]:
+    return ["--config", "small", *[a for o in (*TINY, *extra) for a in ("--set", o)]]
+
+
+def tiny_config(*extra):
+    from configs.loader import load_config
+    return load_config("small", [*TINY, *extra])
+
+
+def run_python(args, timeout: float, env=None, cwd=REPO) -> subprocess.CompletedProcess:
+    """Runs `python args` to the end (a hang fails the test at `timeout` seconds)."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def tiny_examples(root, days, seed: int = 0) -> Path:
+    """EXAMPLES with every task on `days`, written directly (no Beam): tests/tiny_work.py."""
+    from features.contract import Contract
+    from tiny_work import write_day
+    contract = Contract.from_config(tiny_config())
+    for i, date in enumerate(days):
+        write_day(Path(root) / "examples", Path(root) / "raw", date, contract, seed=seed + i)
+    return Path(root) / "examples"
+
+
+_SHARED: dict = {}
+
+
+def backfilled_work() -> tuple[Path, Path]:
+    """(work, raw): synthetic raw logs of DAYS, then `dupn backfill --end DAYS[1] --days 2`, once per
+    test process. Callers copy the work dir before changing it (copy_work)."""
+    if "work" not in _SHARED:
+        import atexit
+        root = Path(tempfile.mkdtemp(prefix="dupn-train-"))
+        atexit.register(shutil.rmtree, root, True)
+        from pipeline import backfill, synth
+        raw, work = root / "raw", root / "work"
+        assert synth.main(["--out", str(raw), "--start", FIRST_DAY, "--days", str(len(DAYS)),
+                           "--users", "40", "--seed", "3"]) == 0
+        code = backfill.main(["--raw", str(raw), "--work", str(work), "--end", DAYS[1], "--days", "2",
+                              *config_args()])
+        assert code == 0, "the backfill of the shared work dir failed"
+        _SHARED["work"], _SHARED["raw"] = work, raw
+    return _SHARED["work"], _SHARED["raw"]
+
+
+def copy_work(destination) -> tuple[Path, Path]:
+    work, raw = backfilled_work()
+    target = Path(destination) / "work"
+    shutil.copytree(work, target)
+    return target, raw
+
+
+@pytest.fixture(scope="session")
+def shared_work():
+    return backfilled_work()
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
