@@ -266,6 +266,7 @@ class BuildExamplesFn(beam.DoFn):
     def setup(self):
         from features.tfrecord import encode_example   # loads TensorFlow once per worker
         self.encode = encode_example
+        self.labels = {}       # (task, label, weight) -> its encoded part
 
     def start_bundle(self):
         self.stats = {}
@@ -298,7 +299,11 @@ class BuildExamplesFn(beam.DoFn):
             for i, part in enumerate((context, target)):
                 if part is not encoded_for[i]:
                     encoded[i], encoded_for[i] = self.encode(part, self.contract), part
-            record = encoded[0] + encoded[1] + self.encode(label, self.contract)
+            label_key = (label["task"], label["label"], label["weight"])   # a handful of values
+            label_bytes = self.labels.get(label_key)
+            if label_bytes is None:
+                label_bytes = self.labels[label_key] = self.encode(label, self.contract)
+            record = encoded[0] + encoded[1] + label_bytes
             shard = stable_hash(key) % self.spec.shards
             self.pending.setdefault((task, day, shard), []).append((key, record))
             self.pending_count += 1
