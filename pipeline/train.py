@@ -194,10 +194,13 @@ class _SaveAtEpochEnd(keras.callbacks.Callback):
 
 
 def _record(checkpoints, history, logs, started, log, target) -> None:
-    path = checkpoints.save()
+    """Appends the step and metrics to history.json, then saves the checkpoint. A crash between the
+    two leaves an entry without its checkpoint, which a resume drops (see train)."""
     entry = {"step": checkpoints.steps_done, "global_step": checkpoints.global_step,
              "seconds": round(time.monotonic() - started, 3), **_floats(logs)}
     history.append(entry)
+    write_json(Path(checkpoints.manager.directory).parent / HISTORY_FILE, history)
+    path = checkpoints.save()
     log(f"step {entry['step']}/{target} (global {entry['global_step']}): loss "
         f"{entry.get('loss', float('nan')):.4f}, {entry['seconds']:.1f} s -> {Path(path).name}")
 
@@ -245,6 +248,7 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     if resumed_from:
         log(f"resuming {model_dir} from {Path(resumed_from).name}: {checkpoints.steps_done} steps done")
         target = run["target_steps"]
+        history = [entry for entry in history if entry["step"] <= checkpoints.steps_done]
     else:
         target = target_steps(data.samples, trainer)
         interval = None
@@ -288,7 +292,6 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
                                 target)
     if not history or history[-1]["global_step"] != checkpoints.global_step:
         _record(checkpoints, history, logs, started, log, target)
-    write_json(model_dir / HISTORY_FILE, history)
     run.update({"finished": True, "steps": checkpoints.steps_done, "global_step": checkpoints.global_step,
                 "resumed_from": str(resumed_from) if resumed_from else None,
                 "steps_this_call": checkpoints.steps_done - done_before,
