@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from features.contract import TASKS
 from pipeline.beam_read import join
 from pipeline.beam_rows import REASONS, TABLES
+from pipeline.beam_samples import unpack_batch
 
 STATS_DIR, REJECTED_DIR, RUN_FILE = "_stats", "_rejected", "_run.json"
 
@@ -64,7 +65,7 @@ def shard_path(root: str, task: str, day: str, shard: int, shards: int) -> str:
 
 
 class WriteShardFn(beam.DoFn):
-    """((task, day, shard), batches of (key, record)) -> one TFRecord file sorted by key.
+    """((task, day, shard), packed batches of (key, record)) -> one TFRecord file sorted by key.
 
     Yields (task, day, count).
     """
@@ -76,13 +77,14 @@ class WriteShardFn(beam.DoFn):
     def process(self, element):
         (task, day, shard), batches = element
         # keys are unique (they carry the sample's index in its user's day): sort by key alone
-        keyed = sorted(itertools.chain.from_iterable(batches), key=operator.itemgetter(0))
+        keyed = sorted(itertools.chain.from_iterable(unpack_batch(b) for b in batches),
+                       key=operator.itemgetter(0))
         records = [record for _, record in keyed]
         yield task, day, write_tfrecords(shard_path(self.root, task, day, shard, self.shards), records)
 
 
 class WriteExamples(beam.PTransform):
-    """((task, day, shard), [(key, record)]) -> ROOT/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz."""
+    """((task, day, shard), packed batch) -> ROOT/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz."""
 
     def __init__(self, root: str, shards: int):
         super().__init__()

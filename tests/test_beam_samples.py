@@ -8,7 +8,7 @@ from features.contract import TASK_INDEX, item_tag_slots, time_bucket
 from pipeline.beam_join import BEHAVIORS, IMPRESSIONS, MISSING, JoinItems, item_features
 from pipeline.beam_rows import day_start
 from pipeline.beam_samples import EXAMPLES, STATS, BuildSamples, LastN, SampleSpec, draw_negatives, \
-    user_day_examples
+    unpack_batch, user_day_examples
 from test_beam_fixtures import contract
 
 D1, D2, D3 = "2026-11-01", "2026-11-02", "2026-11-03"
@@ -172,7 +172,7 @@ def test_build_samples_in_memory_pipeline():
         }
         built = inputs | BuildSamples(s, contract())
         decoded = built[EXAMPLES] | beam.FlatMapTuple(
-            lambda key, batch: [(key[0], key[2], decode(record)) for _, record in batch])
+            lambda key, batch: [(key[0], key[2], decode(record)) for _, record in unpack_batch(batch)])
         summary = decoded | beam.MapTuple(lambda task, shard, ex: (
             task, ex["task"][0], ex["label"][0], tuple(ex["seq_item_id"]), ex["age_bucket"][0],
             shard in (0, 1)))
