@@ -10,6 +10,7 @@ Exit codes of both jobs (docs/OPERATIONS.md):
 """
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from pathlib import Path
@@ -57,12 +58,19 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
     try:
         run = train(config, data, run_dir, warm_start=warm_start, log=log)
         record.update({"steps": run["steps"], "global_step": run["global_step"],
-                       "resumed_from": run["resumed_from"]})
+                       "resumed_from": run["resumed_from"], "training": run["final"]})
+        # The last training metrics count too: a NaN loss means NaN weights.
+        reasons = [f"training {k} is {v}" for k, v in run["final"].items()
+                   if isinstance(v, float) and not math.isfinite(v)]
         oracle = read_oracle(raw, eval_info["date"]) if raw else None
         batch = config.trainer.batch_size
         _, model = load_model(run_dir)
-        new = evaluate_model(model, Contract.from_config(config), evaluation, batch, oracle)
-        record["metrics"] = new
+        try:
+            new = evaluate_model(model, Contract.from_config(config), evaluation, batch, oracle)
+            record["metrics"] = new
+        except ValueError as err:   # e.g. NaN scores, which no metric can rank
+            new = None
+            reasons.append(f"evaluation of the new model failed: {err}")
         previous = None
         if compare_with:
             old_config, old_model = load_model(compare_with)
@@ -71,7 +79,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
                                       {t: f for t, f in evaluation.items() if t in heads}, batch, oracle)
             record["previous_metrics"] = previous
             record["previous_model"] = str(compare_with)
-        reasons = pub.gate(new, previous, config.trainer.publish_margin)
+        if new is not None:
+            reasons += pub.gate(new, previous, config.trainer.publish_margin)
     except Exception as err:   # recorded, so the manifest says what happened to the date
         record.update({"reason": f"{type(err).__name__}: {err}",
                        "seconds": round(time.monotonic() - started, 1)})
