@@ -3,8 +3,9 @@
 Every configured head exists in every baseline, so the same multi-task data trains them:
   wide       one logistic regression per head over hashed ids and hashed crosses
   wide-deep  wide + a deep network over the mean behaviour embedding, query and profile
-  dssm       a user tower (mean behaviour, query, profile) and, for heads with a candidate (ctr, talent, shop), a candidate tower
-             scored by scaled cosine; l2r and power read the user tower alone
+  dssm       a user tower (mean behaviour, query, profile) and, for heads with a candidate
+             (ctr, talent, shop), a candidate tower scored by scaled cosine; l2r and power read
+             the user tower alone
   cnn-max    1-D convolutions over the behaviour embeddings, max-pooled over real steps
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ WIDE_FEATURES = (
 
 
 def wide_ids(inputs: dict, buckets: int) -> tf.SparseTensor:
-    """Hashed ids of every WIDE_FEATURES entry present in a row: SparseTensor [B, ?] in [0, buckets).
+    """Hashed ids of every WIDE_FEATURES entry in a row: SparseTensor [B, ?] in [0, buckets).
 
     Padding (0) never produces an id, so a cross exists only when all its parts are present.
     """
@@ -207,7 +208,8 @@ class TowerHead(TaskHead):
                                             name=f"{task}_tower_out")
         self.user_projection = keras.layers.Dense(self.hidden_units[-1], kernel_regularizer=reg,
                                                   name=f"{task}_user")
-        self.scale = self.add_weight(f"{task}_scale", [], initializer=keras.initializers.Constant(5.0))
+        self.scale = self.add_weight(f"{task}_scale", [],
+                                     initializer=keras.initializers.Constant(5.0))
         self.bias = self.add_weight(f"{task}_bias", [], initializer="zeros")
 
     def call(self, representation, candidate=None, training=None):
@@ -224,7 +226,8 @@ class TowerHead(TaskHead):
 
 @keras.saving.register_keras_serializable(package="dupn")
 class DSSM(RepresentationModel):
-    """User tower (pooled_user_features, two layers) against candidate towers (TowerHead) where heads have one."""
+    """User tower (pooled_user_features, two layers) against candidate towers (TowerHead) for
+    the heads that score a candidate."""
 
     def __init__(self, contract: dict, heads: list[dict], shared_dim: int = 256,
                  dropout: float = 0.0, l2: float = 0.0, **kwargs):

@@ -81,8 +81,9 @@ class DUPN(RepresentationModel):
             time_major=True, name="gated_lstm")
         self.attention = AttentionPooling(attention_units, self.attention_property, l2,
                                           time_major=True, name="attention")
+        reg = keras.regularizers.L2(l2) if l2 else None
         self.shared = keras.layers.Dense(shared_dim, activation="relu", name="shared",
-                                         kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)
+                                         kernel_regularizer=reg)
         self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:

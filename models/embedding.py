@@ -14,7 +14,7 @@ PROFILE = (("age", "age_bucket"), ("gender", "gender"))                    # u, 
 
 
 def contract_config(contract: Contract) -> dict:
-    """A JSON-able description of a contract, enough to rebuild it (models keep it in get_config)."""
+    """A JSON-able description of a contract, enough to rebuild it (kept in models' get_config)."""
     return {"sequence_length": contract.sequence_length, "tag_slots": contract.tag_slots,
             "query_terms": contract.query_terms, "rank_features": contract.rank_features,
             "tables": {k: list(v) for k, v in contract.tables.items()},
@@ -47,7 +47,7 @@ def masked_mean(embedded: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="dupn")
 class FeatureEmbeddings(keras.layers.Layer):
-    """Every embedding table of the contract; an id is embedded by the same table wherever it appears.
+    """Every embedding table of the contract; an id goes through the same table wherever it is.
 
     The item tables serve the behaviour sequence, the CTR target item and the shop task's shop;
     the tags table also embeds a talent's tags. Looked-up rows carry an L2 penalty (on the rows a
@@ -74,7 +74,8 @@ class FeatureEmbeddings(keras.layers.Layer):
                 buckets, dim, activity_regularizer=None if frozen else reg, trainable=not frozen,
                 embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05), name=name)
         self.tables = tables
-        vocabs = {"type": spec.features["seq_type"].vocab, "scene": spec.features["seq_scene"].vocab,
+        vocabs = {"type": spec.features["seq_type"].vocab,
+                  "scene": spec.features["seq_scene"].vocab,
                   "time_bucket": spec.features["seq_time_bucket"].vocab,
                   "age": spec.features["age_bucket"].vocab, "gender": spec.features["gender"].vocab}
         self.properties = {name: keras.layers.Embedding(vocabs[name], spec.property_dims[name],
@@ -93,10 +94,12 @@ class FeatureEmbeddings(keras.layers.Layer):
         return masked_mean(self.tables[table](ids), ids)
 
     def item(self, item_id, shop_id, brand_id, category_id, tags) -> tf.Tensor:
-        """Item embedding: ids [...], tags [..., T] -> [..., item_dim] (item, shop, brand, category, tags)."""
-        return tf.concat([self.tables["item_id"](item_id), self.tables["shop_id"](shop_id),
-                          self.tables["brand_id"](brand_id), self.tables["category_id"](category_id),
-                          self.pooled("tags", tags)], axis=-1)
+        """Item embedding: ids [...], tags [..., T] -> [..., item_dim].
+
+        Concatenated in ITEM_TABLES order: item, shop, brand, category, mean of the tag slots."""
+        ids = (item_id, shop_id, brand_id, category_id)
+        return tf.concat([self.tables[t](i) for t, i in zip(ITEM_TABLES, ids)]
+                         + [self.pooled("tags", tags)], axis=-1)
 
     def behaviour(self, inputs: dict) -> tuple[tf.Tensor, tf.Tensor]:
         """(e [B, N, item_dim], valid [B, N] float 0/1) of the behaviour sequence."""
@@ -133,7 +136,7 @@ class FeatureEmbeddings(keras.layers.Layer):
         return tf.concat([self.properties[name](inputs[key]) for name, key in PROFILE], axis=-1)
 
     def candidate(self, kind: str | None, inputs: dict) -> tf.Tensor | None:
-        """What a head scores besides the user: 'item', 'talent', 'shop', 'rank_features' or None."""
+        """What a head scores besides the user: 'item', 'talent', 'shop', 'rank_features', None."""
         if kind is None:
             return None
         if kind == "rank_features":
@@ -148,8 +151,8 @@ class FeatureEmbeddings(keras.layers.Layer):
         """Loads a pre-trained item_id table [buckets, dim] (dupn-w2v), checking its shape."""
         buckets, dim = self.contract["tables"]["item_id"]
         if tuple(table.shape) != (buckets, dim):
-            raise ValueError(f"pre-trained item table has shape {tuple(table.shape)}, the contract's "
-                             f"item_id table is ({buckets}, {dim})")
+            raise ValueError(f"pre-trained item table has shape {tuple(table.shape)}, the "
+                             f"contract's item_id table is ({buckets}, {dim})")
         layer = self.tables["item_id"]
         if not layer.built:
             layer(tf.zeros([1], tf.int64))

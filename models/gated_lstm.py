@@ -7,7 +7,8 @@
     c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t,   h_t = o_t ⊙ tanh(c_t)
 
 Every input-side term (e_t and p_t, all steps) is one matmul before the recurrence; the loop only
-multiplies h_{t-1}. A padded step (valid 0) leaves h and c unchanged and outputs zeros, so the
+multiplies h_{t-1}, and its gradient is written by hand (backward_loop, checked against TensorFlow's
+autodiff in tests/test_models_layers.py). A padded step (valid 0) leaves h and c unchanged and outputs zeros, so the
 attention over the outputs sees nothing there and the final state is the last real step's.
 """
 from __future__ import annotations
@@ -198,7 +199,8 @@ def backward_loop(d_out, valid, recurrent_kernel, peep, h_flow, c_flow, sig_flow
             d_sig = tf.concat([d_gi, d_gf, d_go], axis=1)
             dc_prev = dc_new * f + d_gi * peep[0] + d_gf * peep[1]
             # c_t is c_new wherever d_go is not zero (real steps)
-            d_peep += tf.stack([tf.reduce_sum(d_gi * c_before, 0), tf.reduce_sum(d_gf * c_before, 0),
+            d_peep += tf.stack([tf.reduce_sum(d_gi * c_before, 0),
+                                tf.reduce_sum(d_gf * c_before, 0),
                                 tf.reduce_sum(d_go * cs.read(t), 0)])
         else:
             d_sig = tf.concat([dc_new * g, dc_new * c_before, d_o], axis=1) * (sig * (1.0 - sig))
@@ -239,6 +241,6 @@ RECURRENCES = {peep: _make_recurrence(peep) for peep in (False, True)}
 
 
 def recurrence(z, valid, recurrent_kernel, peep, use_peepholes: bool = False):
-    """h [N, B, U] of the loop over z [N, B, 4U] (see forward_loop), with a hand-written gradient."""
+    """h [N, B, U] of the loop over z [N, B, 4U] (forward_loop), with a hand-written gradient."""
     return RECURRENCES[use_peepholes](z, valid, tf.convert_to_tensor(recurrent_kernel),
                                       tf.convert_to_tensor(peep))

@@ -3,7 +3,8 @@
 In one process: dupn-all (configs/dupn.yaml: sequence 100, LSTM 128, the paper's embedding
 widths, every head, AdaGrad) and a stock tf_keras.layers.LSTM(128) over inputs of the same width
 (e_t and p_t, 172 floats a step) with one dense head, trained step by step in turns so both see
-the same machine load; then a large matmul for the machine's FLOP/s. Figures: docs/BENCHMARKS.md.
+the same machine load; the same stock LSTM once more over DUPN's own (trainable) behaviour
+embeddings; then a large matmul for the machine's FLOP/s. Figures: docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -87,6 +88,32 @@ def build_stock_lstm(n: int, width: int, units: int, batch: int, learning_rate: 
     return model, (x, y)
 
 
+def build_embedded_lstm(contract, units: int, learning_rate: float):
+    """The stock LSTM reading the same trainable behaviour embeddings as DUPN (so its input
+    projection, like DUPN's, also back-propagates into the tables), with one dense head."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from models.embedding import FeatureEmbeddings, contract_config
+
+    class EmbeddedLSTM(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = FeatureEmbeddings(contract_config(contract))
+            self.lstm = keras.layers.LSTM(units)
+            self.head = keras.layers.Dense(1)
+
+        def call(self, inputs):
+            e, _ = self.embeddings.behaviour(inputs)
+            x = tf.concat([e, self.embeddings.behaviour_properties(inputs)], axis=-1)
+            return self.head(self.lstm(x))
+
+    model = EmbeddedLSTM()
+    model.compile(optimizer=keras.optimizers.Adagrad(learning_rate),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    return model
+
+
 def time_steps(runs: dict, steps: int, warmup: int) -> dict:
     """Median seconds per step of each model, stepping the models in turns."""
     import numpy as np
@@ -122,7 +149,10 @@ def run(args) -> dict:
     n = contract.sequence_length
     stock, stock_data = build_stock_lstm(n, width, m.lstm_units, batch,
                                          config.trainer.learning_rate, config.runtime.seed)
-    seconds = time_steps({"dupn": (dupn, dupn_data), "lstm": (stock, stock_data)},
+    embedded = build_embedded_lstm(contract, m.lstm_units, config.trainer.learning_rate)
+    embedded_data = (dupn_data[0], dupn_data[1]["label"][:, None])
+    seconds = time_steps({"dupn": (dupn, dupn_data), "lstm": (stock, stock_data),
+                          "lstm_on_embeddings": (embedded, embedded_data)},
                          args.steps, args.warmup)
     peak = matmul_gflops(args.matmul_size)
     dupn_flops = dupn_step_flops(contract, m, batch)
@@ -134,6 +164,9 @@ def run(args) -> dict:
         "dupn_samples_per_s": round(batch / seconds["dupn"], 1),
         "lstm_samples_per_s": round(batch / seconds["lstm"], 1),
         "ratio": round(seconds["lstm"] / seconds["dupn"], 3),
+        "lstm_on_embeddings_step_s": round(seconds["lstm_on_embeddings"], 4),
+        "lstm_on_embeddings_samples_per_s": round(batch / seconds["lstm_on_embeddings"], 1),
+        "ratio_vs_lstm_on_embeddings": round(seconds["lstm_on_embeddings"] / seconds["dupn"], 3),
         "achieved_gflops": round(dupn_flops / seconds["dupn"] / 1e9, 3),
         "lstm_achieved_gflops": round(lstm_flops / seconds["lstm"] / 1e9, 3),
         "peak_gflops": round(peak, 1),
@@ -169,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({result['dupn_step_s']:.3f} s/step, ~{result['achieved_gflops']:.0f} GFLOP/s)")
         print(f"stock LSTM({result['lstm_units']}): {result['lstm_samples_per_s']:.0f} samples/s "
               f"({result['lstm_step_s']:.3f} s/step, ~{result['lstm_achieved_gflops']:.0f} GFLOP/s)")
-        print(f"ratio dupn/lstm: {result['ratio']:.2f}   matmul peak: {result['peak_gflops']:.0f} "
-              f"GFLOP/s on {result['cpu_count']} cores")
+        print(f"stock LSTM on DUPN's embeddings: {result['lstm_on_embeddings_samples_per_s']:.0f} "
+              f"samples/s")
+        print(f"ratio dupn/lstm: {result['ratio']:.2f} (against the LSTM on embeddings: "
+              f"{result['ratio_vs_lstm_on_embeddings']:.2f})   matmul peak: "
+              f"{result['peak_gflops']:.0f} GFLOP/s on {result['cpu_count']} cores")
     return 0
 
 
