@@ -94,7 +94,9 @@ def export(model, contract: Contract, out, source: str = "") -> dict:
         target = out / name
         if target.exists():
             shutil.rmtree(target)
-        tf.saved_model.save(part, str(target), signatures={"serving_default": part.serve})
+        # Serving needs no gradients: the LSTM's hand-written backward pass stays out.
+        tf.saved_model.save(part, str(target), signatures={"serving_default": part.serve},
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     info = {"source": source, "heads": scored_heads(model),
             "inputs": {"user": list(USER_FEATURES), "item": [REPRESENTATION, *ITEM_FEATURES],
                        "whole": list(USER_FEATURES + ITEM_FEATURES)},

@@ -1,0 +1,99 @@
+"""`dupn export` and `dupn score`: the user and item SavedModels together score exactly as the whole one
+and as the Keras model, from raw string ids; requests in JSON Lines and Parquet score the same."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from features.contract import Contract
+from features.tfrecord import parse_batch
+from pipeline import export, score
+from pipeline.checkpoints import load_model
+from train_helpers import DAYS, shared_work  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def exported(shared_work, tmp_path_factory):  # noqa: F811
+    work, _ = shared_work
+    out = tmp_path_factory.mktemp("export")
+    assert export.main(["--work", str(work), "--out", str(out)]) == 0
+    model_dir = work / "published" / (work / "published" / "LATEST").read_text().strip()
+    config, model = load_model(model_dir)
+    contract = Contract.from_config(config)
+    files = sorted((work / "examples" / "ctr" / f"dt={DAYS[2]}").glob("part-*.tfrecord.gz"))
+    serialized = next(iter(tf.data.TFRecordDataset([str(f) for f in files], "GZIP").batch(60)))
+    return out, model, contract, serialized
+
+
+def test_split_scores_equal_whole_and_the_keras_model(exported):
+    out, model, contract, serialized = exported
+    info = json.loads((out / "export.json").read_text())
+    assert info["heads"] == ["ctr", "l2r"] and info["inputs"]["item"][0] == "user_representation"
+    raw = parse_batch(serialized, contract, hash_ids=False)
+    assert raw["item_id"].dtype == tf.string   # signatures take the raw ids
+    user, item, whole = (export.load_part(out, p) for p in export.PARTS)
+    representation = user(**{k: raw[k] for k in export.USER_FEATURES})["user_representation"]
+    assert representation.shape == (60, 16)
+    split = item(user_representation=representation, **{k: raw[k] for k in export.ITEM_FEATURES})
+    entire = whole(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
+    keras_scores = model(parse_batch(serialized, contract), training=False)
+    for head in ("ctr", "l2r"):
+        np.testing.assert_allclose(split[head], entire[head], atol=1e-5)
+        np.testing.assert_allclose(entire[head], keras_scores[head], atol=1e-5)
+    # One user's representation [1, D] scores all of that user's candidates.
+    one = item(user_representation=representation[:1], **{k: raw[k] for k in export.ITEM_FEATURES})
+    tiled = item(user_representation=tf.repeat(representation[:1], 60, axis=0),
+                 **{k: raw[k] for k in export.ITEM_FEATURES})
+    np.testing.assert_allclose(one["ctr"], tiled["ctr"], atol=1e-6)
+
+
+def request_rows(raw, names) -> list[dict]:
+    """The parsed examples as request rows: raw strings, lists and plain numbers."""
+    def plain(value):
+        if isinstance(value, bytes):
+            return value.decode()
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value]
+        return value.item() if isinstance(value, np.generic) else value
+    return [{name: plain(raw[name][i].numpy()) for name in names} for i in range(raw["item_id"].shape[0])]
+
+
+def flat(row: dict) -> dict:
+    """A Parquet row: every list a ';'-separated string, a behaviour's tags joined by '|'."""
+    out = {}
+    for k, v in row.items():
+        if k == "seq_tags":
+            v = ";".join("|".join(tags) for tags in v)
+        elif isinstance(v, list):
+            v = ";".join(str(x) for x in v)
+        out[k] = v
+    return out
+
+
+def test_score_jsonl_and_parquet_requests_match_the_whole_model(exported, tmp_path):
+    out, _, contract, serialized = exported
+    raw = parse_batch(serialized, contract, hash_ids=False)
+    names = ("request_id", *export.USER_FEATURES, *export.ITEM_FEATURES)
+    rows = request_rows(raw, names)
+    assert len({r["request_id"] for r in rows}) < len(rows)   # several candidates per request
+    (tmp_path / "req.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame([flat(r) for r in rows]).to_parquet(tmp_path / "req.parquet")
+    for name in ("req.jsonl", "req.parquet"):
+        assert score.main(["--model", str(out), "--request", str(tmp_path / name),
+                           "--out", str(tmp_path / f"{name}.out")]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "req.jsonl.out").read_text().splitlines()]
+    assert scored == [json.loads(line) for line in (tmp_path / "req.parquet.out").read_text().splitlines()]
+    whole = export.load_part(out, "whole")(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
+    assert [s["item_id"] for s in scored] == [r["item_id"] for r in rows]
+    for head in ("ctr", "l2r"):
+        np.testing.assert_allclose([s[head] for s in scored], whole[head], atol=1e-5)
+
+
+def test_bad_request_row_is_named(exported, tmp_path, capsys):
+    out = exported[0]
+    (tmp_path / "bad.jsonl").write_text('{"request_id": "r1", "item_id": "a"}\n'
+                                        '{"request_id": "r1", "item_id": "b", "rank_features": [1,2,3,4,5,6,7,8,9]}\n')
+    assert score.main(["--model", str(out), "--request", str(tmp_path / "bad.jsonl")]) == 1
+    assert "bad.jsonl row 2: field rank_features: 9 values, the contract has 8" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""`dupn transfer`: the shop task learnt four ways (rs, ra, rt, ft) on the backfilled tiny work dir;
+AUC against training seconds recorded for each; ft warm-starts from the published model."""
+import csv
+import json
+
+import tensorflow as tf
+
+from pipeline import transfer
+from train_helpers import DAYS, copy_work, read_json
+
+
+def test_all_four_modes_record_auc_against_training_time(tmp_path):
+    work, _ = copy_work(tmp_path)
+    published = work / "published" / (work / "published" / "LATEST").read_text().strip()
+    assert transfer.main(["--mode", "all", "--work", str(work), "--epochs", "2"]) == 0
+    with (work / "transfer" / "transfer.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["mode"], r["epoch"]) for r in rows] == [
+        (m, e) for m in ("rs", "ra", "rt", "ft") for e in ("1", "2")]
+    for mode in ("rs", "ra", "rt", "ft"):
+        curve = [r for r in rows if r["mode"] == mode]
+        assert 0 < float(curve[0]["seconds"]) < float(curve[1]["seconds"])
+        assert all(0.0 <= float(r["auc"]) <= 1.0 for r in curve)   # the test day has both labels
+        summary = read_json(work / "transfer" / f"{mode}.json")
+        assert summary["test_date"] == DAYS[2] and summary["train"] == [DAYS[0], DAYS[1]]
+        assert summary["final_auc"] == float(curve[-1]["auc"])
+    stats = [read_json(work / "examples" / "_stats" / f"dt={d}.json")["tasks"] for d in DAYS[:2]]
+    shop = sum(s["shop"]["samples"] for s in stats)
+    assert read_json(work / "transfer" / "rt.json")["samples"] == shop
+    assert read_json(work / "transfer" / "rs.json")["samples"] == shop
+    assert read_json(work / "transfer" / "ra.json")["samples"] == sum(
+        s[t]["samples"] for s in stats for t in ("ctr", "l2r", "power", "shop"))
+    # rs learns shop alone, ra all tasks and shop, ft the published tasks plus a new shop head.
+    heads = {m: [h["name"] for h in _config(work / "transfer" / m)["model"]["heads"]]
+             for m in ("rs", "ra", "ft")}
+    assert heads == {"rs": ["shop"], "ra": ["ctr", "l2r", "power", "shop"],
+                     "ft": ["ctr", "l2r", "power", "shop"]}
+    # ft went on from the published model's global step.
+    start = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(published / "checkpoints")))
+    end = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(work / "transfer" / "ft" / "checkpoints")))
+    steps = int(rows[7]["steps"])
+    assert end.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == \
+        start.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") + steps
+    assert read_json(work / "transfer" / "ft.json")["source"] == str(published)
+
+
+def test_unknown_mode_is_named(tmp_path, capsys):
+    assert transfer.main(["--mode", "rs,xx", "--work", str(tmp_path)]) == 1
+    assert "unknown xx" in capsys.readouterr().err
+
+
+def _config(model_dir):
+    import yaml
+    return yaml.safe_load((model_dir / "config.yaml").read_text())
