@@ -117,7 +117,7 @@ class RuntimeConfig:
     runner: str = "DirectRunner"              # Beam runner; Dataflow/Flink/Spark by flag
     direct_num_workers: int = _int(2, lo=0)   # local runner processes (0: one per core)
     # Local Beam runner: one process, threads or processes. On 2 cores one process is faster:
-    # multi_processing moves every element through gRPC (~1.7x the CPU; docs/BENCHMARKS.md).
+    # multi_processing moves every element through gRPC (~1.9x the CPU; docs/BENCHMARKS.md).
     direct_running_mode: str = _choice(
         "in_memory", ("in_memory", "multi_threading", "multi_processing"))
     seed: int = _int(1, lo=0)
