@@ -6,8 +6,8 @@
     c̃_t = tanh(W_ce e_t + W_ch h_{t-1} + b_c)
     c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t,   h_t = o_t ⊙ tanh(c_t)
 
-Every input-side term (e_t and p_t, all steps) is one matmul before the recurrence; the loop only
-multiplies h_{t-1}, and its gradient is written by hand (backward_loop, checked against TensorFlow's
+Every input-side term (e_t and p_t, all steps) is computed before the recurrence (a matmul per
+step block, see input_projection); the loop only multiplies h_{t-1}, and its gradient is written by hand (backward_loop, checked against TensorFlow's
 autodiff in tests/test_models_layers.py). A padded step (valid 0) leaves h and c unchanged and outputs zeros, so the
 attention over the outputs sees nothing there and the final state is the last real step's.
 """
@@ -69,8 +69,20 @@ class PropertyGatedLSTM(keras.layers.Layer):
                                                     initializer="glorot_uniform")
         self.built = True
 
-    def input_projection(self, inputs, properties=None) -> tf.Tensor:
-        """All input-side terms of all steps in one matmul: [..., 4U] (bias included)."""
+    def input_projection(self, inputs, properties=None) -> list:
+        """All input-side terms of all steps, before the recurrence: N tensors [B, 4U].
+
+        Args:
+          inputs: e [N, B, De] and properties: p [N, B, Dp], time-major, N static.
+        Returns:
+          [e_t p_t] @ [[W_e], [W_p 0]] + b for each step t (bias included; the property's
+          block for the candidate is zero).
+
+        One matmul per step, not one over all N·B rows: on the CPUs measured the large product
+        (and its gradients) ran about 30% slower than the same FLOPs in [B, D] blocks, which
+        keep their output in cache; and the per-step results go straight into the loop's
+        TensorList without a [N, B, 4U] copy either way (see docs/BENCHMARKS.md).
+        """
         u = self.units
         if self.property_dim:
             if properties is None:
@@ -81,8 +93,9 @@ class PropertyGatedLSTM(keras.layers.Layer):
             x = tf.concat([inputs, tf.cast(properties, inputs.dtype)], axis=-1)
         else:
             kernel, x = self.input_kernel, inputs
-        flat = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + self.bias
-        return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [4 * u]], axis=0))
+        if x.shape[0] is None:
+            raise ValueError(f"{self.name}: the sequence length must be static, got {x.shape}")
+        return [tf.nn.bias_add(tf.matmul(x_t, kernel), self.bias) for x_t in tf.unstack(x)]
 
     def call(self, inputs, properties=None, valid=None):
         if not self.time_major:
@@ -90,9 +103,10 @@ class PropertyGatedLSTM(keras.layers.Layer):
             inputs = tf.transpose(inputs, [1, 0, 2])
             properties = None if properties is None else tf.transpose(properties, [1, 0, 2])
             valid = None if valid is None else tf.transpose(valid)
-        z = self.input_projection(inputs, properties)                   # [N, B, 4U]
-        valid = tf.ones(tf.shape(z)[:2], z.dtype) if valid is None else tf.cast(valid, z.dtype)
-        peep = self.peephole_weights if self.peepholes else tf.zeros([3, self.units], z.dtype)
+        z = self.input_projection(inputs, properties)                   # N x [B, 4U]
+        dtype = z[0].dtype
+        valid = tf.ones(tf.shape(inputs)[:2], dtype) if valid is None else tf.cast(valid, dtype)
+        peep = self.peephole_weights if self.peepholes else tf.zeros([3, self.units], dtype)
         h = recurrence(z, valid[:, :, None], self.recurrent_kernel, peep, self.peepholes)
         return h if self.time_major else tf.transpose(h, [1, 0, 2])
 
@@ -117,7 +131,8 @@ def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
     """The LSTM loop over precomputed input terms, keeping what the backward pass needs.
 
     Args:
-      z: [N, B, 4U] input-side terms (bias included), time-major, gate blocks in GATES order.
+      z: N tensors [B, 4U], the input-side terms of each step (bias included), gate blocks in
+        GATES order.
       valid: [N, B, 1] float, 1 for real steps, 0 for padding.
       recurrent_kernel: [U, 4U]; peep: [3, U] peephole weights (input, forget, output gates).
     Returns:
@@ -127,12 +142,14 @@ def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
       saves copying about 7 [N, B, U] tensors a step.
     """
     u = recurrent_kernel.shape[0]
-    steps, batch = tf.shape(z)[0], tf.shape(z)[1]
-    # TensorArrays, not z[t]: slicing a tensor inside a loop makes its gradient a full-size
-    # tensor per step, and reads from a TensorArray copy nothing.
-    zs = _array(steps, z.dtype, 4 * u).unstack(z)
+    steps, batch, dtype = len(z), tf.shape(z[0])[0], z[0].dtype
+    # TensorArrays: writing and reading their elements copies nothing (slicing a tensor in the
+    # loop would, and its gradient would be a full-size tensor per step).
+    zs = _array(steps, dtype, 4 * u)
+    for t, z_t in enumerate(z):
+        zs = zs.write(t, z_t)
     ms = tf.TensorArray(tf.bool, size=steps, element_shape=[None, 1]).unstack(valid > 0)
-    zero = tf.zeros([batch, u], z.dtype)
+    zero = tf.zeros([batch, u], dtype)
 
     def step(t, h, c, hs, cs, sigs, cands, tanh_cs):
         gates = zs.read(t) + tf.matmul(h, recurrent_kernel)
@@ -156,9 +173,9 @@ def forward_loop(z, valid, recurrent_kernel, peep, use_peepholes: bool):
         return (t + 1, h_next, c_next, hs.write(t, h_next), cs.write(t, c_next),
                 sigs.write(t, sig), cands.write(t, g), tanh_cs.write(t, tanh_c))
 
-    arrays = [_array(steps, z.dtype, w) for w in (u, u, 3 * u, u, u)]
+    arrays = [_array(steps, dtype, w) for w in (u, u, 3 * u, u, u)]
     loop = tf.while_loop(lambda t, *_: t < steps, step, (0, zero, zero, *arrays),
-                         maximum_iterations=z.shape[0])
+                         maximum_iterations=steps)
     return (loop[3].stack(), *(a.flow for a in loop[3:]))
 
 
@@ -170,10 +187,11 @@ def backward_loop(d_out, valid, recurrent_kernel, peep, h_flow, c_flow, sig_flow
     they run beside the chain of dependent work instead of after it.
 
     Returns:
-      gradients of z [N, B, 4U], of the recurrent kernel [U, 4U] and of the peepholes [3, U].
+      gradients of z (N tensors [B, 4U]), of the recurrent kernel [U, 4U] and of the
+      peepholes [3, U].
     """
     u = recurrent_kernel.shape[0]
-    steps, batch = tf.shape(d_out)[0], tf.shape(d_out)[1]
+    steps, batch = d_out.shape[0], tf.shape(d_out)[1]
     dtype = d_out.dtype
     hs, cs, sigs, cands, tanh_cs = (_array(steps, dtype, None, flow) for flow in
                                     (h_flow, c_flow, sig_flow, cand_flow, tanh_flow))
@@ -213,8 +231,8 @@ def backward_loop(d_out, valid, recurrent_kernel, peep, h_flow, c_flow, sig_flow
     loop = tf.while_loop(lambda k, *_: k < steps, step,
                          (0, zero, zero, tf.zeros_like(recurrent_kernel), tf.zeros_like(peep),
                           _array(steps, dtype, 4 * u)),
-                         maximum_iterations=d_out.shape[0])
-    return loop[5].stack(), loop[3], loop[4]
+                         maximum_iterations=steps)
+    return [loop[5].read(t) for t in range(steps)], loop[3], loop[4]
 
 
 def _make_recurrence(use_peepholes: bool):
@@ -224,13 +242,14 @@ def _make_recurrence(use_peepholes: bool):
     backward = tf.function(lambda *a: backward_loop(*a, use_peepholes), autograph=False)
 
     @tf.custom_gradient
-    def run(z, valid, recurrent_kernel, peep):
+    def run(valid, recurrent_kernel, peep, *z):
         # No tape may look inside the loop: its gradient is `grad`.
-        h, *flows = forward(*(tf.stop_gradient(x) for x in (z, valid, recurrent_kernel, peep)))
+        h, *flows = forward([tf.stop_gradient(z_t) for z_t in z],
+                            *(tf.stop_gradient(x) for x in (valid, recurrent_kernel, peep)))
 
         def grad(d_out):
             d_z, d_kernel, d_peep = backward(d_out, valid, recurrent_kernel, peep, *flows)
-            return d_z, tf.zeros_like(valid), d_kernel, d_peep
+            return (tf.zeros_like(valid), d_kernel, d_peep, *d_z)
 
         return valid * h, grad
 
@@ -241,6 +260,7 @@ RECURRENCES = {peep: _make_recurrence(peep) for peep in (False, True)}
 
 
 def recurrence(z, valid, recurrent_kernel, peep, use_peepholes: bool = False):
-    """h [N, B, U] of the loop over z [N, B, 4U] (forward_loop), with a hand-written gradient."""
-    return RECURRENCES[use_peepholes](z, valid, tf.convert_to_tensor(recurrent_kernel),
-                                      tf.convert_to_tensor(peep))
+    """h [N, B, U] of the loop over z (N tensors [B, 4U], see forward_loop), with a
+    hand-written gradient."""
+    return RECURRENCES[use_peepholes](valid, tf.convert_to_tensor(recurrent_kernel),
+                                      tf.convert_to_tensor(peep), *z)
