@@ -55,10 +55,10 @@ def median_ms(function, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def run(model, contract: Contract, candidates: int, repeats: int) -> dict:
+def run(model, contract: Contract, candidates: int, repeats: int, xla: bool = True) -> dict:
     user_features, item_features = request(contract, candidates)
     with tempfile.TemporaryDirectory(prefix="dupn-bench-serve-") as folder:
-        export(model, contract, folder)
+        export(model, contract, folder, xla=xla)
         user, item, whole = (load_part(folder, p) for p in ("user", "item", "whole"))
         tiled = {k: tf.constant(np.repeat(v, candidates, axis=0)) for k, v in user_features.items()}
         user_in = {k: tf.constant(v) for k, v in user_features.items()}
@@ -80,7 +80,8 @@ def run(model, contract: Contract, candidates: int, repeats: int) -> dict:
     return {"candidates": candidates, "sequence_length": contract.sequence_length,
             "whole_ms": round(whole_ms, 3), "split_ms": round(split_ms, 3),
             "user_ms": round(user_ms, 3), "speedup": round(whole_ms / split_ms, 2),
-            "max_score_gap": gap, "repeats": repeats, "cpus": os.cpu_count()}
+            "max_score_gap": gap, "user_part_xla": xla, "repeats": repeats, "cpus": os.cpu_count(),
+            "load_average": round(os.getloadavg()[0], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-xla", action="store_true", help="export the user part without XLA")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     from configs.loader import ConfigError, load_config
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"dupn bench serve: {err}", file=sys.stderr)
         return 1
-    result = {"model": source, **run(model, Contract.from_config(config), args.candidates, args.repeats)}
+    result = {"model": source, **run(model, Contract.from_config(config), args.candidates, args.repeats,
+                                          xla=not args.no_xla)}
     if args.json:
         print(json.dumps(result))
     else:

@@ -52,17 +52,26 @@ def scored_heads(model) -> list[str]:
     return [h.task for h in model.heads if h.task in ("ctr", "l2r")]
 
 
-def make_parts(model, contract: Contract) -> dict[str, ServingPart]:
-    """The user, item and whole serving parts of a representation model."""
+def make_parts(model, contract: Contract, xla: bool = True) -> dict[str, ServingPart]:
+    """The user, item and whole serving parts of a representation model.
+
+    Args:
+      xla: compile the user representation's network with XLA (not the id hashing, which XLA
+        lacks), in the user part and the whole model alike: it fuses the LSTM's per-step work,
+        several times faster for one user; the item scoring, a few matrix products over many
+        rows, is left as it is (XLA made it slower).
+    """
     if not hasattr(model, "user_representation") or not hasattr(model, "score_items"):
         raise ValueError(f"{type(model).__name__} has no user representation to split on "
                          "(only DUPN variants and representation baselines export)")
     if not scored_heads(model):
         raise ValueError("the model has neither a ctr nor an l2r head to score items with")
 
+    represent = tf.function(lambda hashed: model.user_representation(hashed, training=False),
+                            jit_compile=xla)
+
     def user(inputs):
-        return {REPRESENTATION: model.user_representation(hash_features(inputs, contract),
-                                                          training=False)}
+        return {REPRESENTATION: represent(hash_features(inputs, contract))}
 
     def item(inputs):
         candidates = hash_features({k: inputs[k] for k in ITEM_FEATURES}, contract)
@@ -73,7 +82,7 @@ def make_parts(model, contract: Contract) -> dict[str, ServingPart]:
 
     def whole(inputs):
         hashed = hash_features(inputs, contract)
-        return model.score_items(model.user_representation(hashed, training=False), hashed)
+        return model.score_items(represent(hashed), hashed)
 
     width = model.user_representation(
         hash_features({k: tf.zeros([1, *s.shape[1:]], s.dtype) for k, s in
@@ -85,11 +94,11 @@ def make_parts(model, contract: Contract) -> dict[str, ServingPart]:
             "whole": ServingPart(whole, input_specs(contract, USER_FEATURES + ITEM_FEATURES))}
 
 
-def export(model, contract: Contract, out, source: str = "") -> dict:
+def export(model, contract: Contract, out, source: str = "", xla: bool = True) -> dict:
     """Writes OUT/user, OUT/item, OUT/whole and OUT/export.json; returns export.json's content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = make_parts(model, contract)
+    parts = make_parts(model, contract, xla)
     for name, part in parts.items():
         target = out / name
         if target.exists():
@@ -97,7 +106,7 @@ def export(model, contract: Contract, out, source: str = "") -> dict:
         # Serving needs no gradients: the LSTM's hand-written backward pass stays out.
         tf.saved_model.save(part, str(target), signatures={"serving_default": part.serve},
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-    info = {"source": source, "heads": scored_heads(model),
+    info = {"source": source, "heads": scored_heads(model), "user_part_xla": xla,
             "inputs": {"user": list(USER_FEATURES), "item": [REPRESENTATION, *ITEM_FEATURES],
                        "whole": list(USER_FEATURES + ITEM_FEATURES)},
             "outputs": {"user": [REPRESENTATION], "item": scored_heads(model),
@@ -120,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="work directory (its published model is exported)")
     parser.add_argument("--model", help="model dir to export (default: WORK/published/LATEST)")
     parser.add_argument("--out", required=True, help="folder for user/, item/, whole/")
+    parser.add_argument("--no-xla", action="store_true",
+                        help="do not XLA-compile the user part (for servers built without XLA)")
     args = parser.parse_args(argv)
     from pipeline.checkpoints import load_model
     from pipeline.eval_paths import published_model_dir
@@ -128,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("give --work or --model")
         model_dir = Path(args.model) if args.model else published_model_dir(args.work)
         config, model = load_model(model_dir)
-        info = export(model, Contract.from_config(config), args.out, source=str(model_dir))
+        info = export(model, Contract.from_config(config), args.out, source=str(model_dir),
+                      xla=not args.no_xla)
     except (FileNotFoundError, ValueError) as err:
         print(f"dupn export: {err}", file=sys.stderr)
         return 1
