@@ -114,20 +114,24 @@ def build_embedded_lstm(contract, units: int, learning_rate: float):
     return model
 
 
-def time_steps(runs: dict, steps: int, warmup: int) -> dict:
-    """Median seconds per step of each model, stepping the models in turns."""
+def time_steps(runs: dict, steps: int, warmup: int) -> tuple[dict, dict]:
+    """Median wall and CPU seconds per step of each model, stepping the models in turns (CPU
+    seconds, both cores summed, vary less than wall time when the machine is shared)."""
     import numpy as np
 
     for _ in range(warmup):
         for model, (x, y) in runs.values():
             model.train_on_batch(x, y)
-    seconds = {name: [] for name in runs}
+    wall = {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
     for _ in range(steps):
         for name, (model, (x, y)) in runs.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             model.train_on_batch(x, y)
-            seconds[name].append(time.perf_counter() - started)
-    return {name: float(np.median(s)) for name, s in seconds.items()}
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    median = lambda d: {name: float(np.median(v)) for name, v in d.items()}
+    return median(wall), median(cpu)
 
 
 def run(args) -> dict:
@@ -151,9 +155,9 @@ def run(args) -> dict:
                                          config.trainer.learning_rate, config.runtime.seed)
     embedded = build_embedded_lstm(contract, m.lstm_units, config.trainer.learning_rate)
     embedded_data = (dupn_data[0], dupn_data[1]["label"][:, None])
-    seconds = time_steps({"dupn": (dupn, dupn_data), "lstm": (stock, stock_data),
-                          "lstm_on_embeddings": (embedded, embedded_data)},
-                         args.steps, args.warmup)
+    seconds, cpu = time_steps({"dupn": (dupn, dupn_data), "lstm": (stock, stock_data),
+                               "lstm_on_embeddings": (embedded, embedded_data)},
+                              args.steps, args.warmup)
     peak = matmul_gflops(args.matmul_size)
     dupn_flops = dupn_step_flops(contract, m, batch)
     lstm_flops = lstm_step_flops(n, width, m.lstm_units, batch)
@@ -164,6 +168,8 @@ def run(args) -> dict:
         "dupn_samples_per_s": round(batch / seconds["dupn"], 1),
         "lstm_samples_per_s": round(batch / seconds["lstm"], 1),
         "ratio": round(seconds["lstm"] / seconds["dupn"], 3),
+        "dupn_cpu_s_per_step": round(cpu["dupn"], 4), "lstm_cpu_s_per_step": round(cpu["lstm"], 4),
+        "lstm_on_embeddings_cpu_s_per_step": round(cpu["lstm_on_embeddings"], 4),
         "lstm_on_embeddings_step_s": round(seconds["lstm_on_embeddings"], 4),
         "lstm_on_embeddings_samples_per_s": round(batch / seconds["lstm_on_embeddings"], 1),
         "ratio_vs_lstm_on_embeddings": round(seconds["lstm_on_embeddings"] / seconds["dupn"], 3),
