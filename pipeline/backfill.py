@@ -30,6 +30,9 @@ def parse_args(argv):
     parser.add_argument("--work", required=True, help="work directory")
     parser.add_argument("--end", required=True, help="last day of the window, YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=10, help="days in the window (default: %(default)s)")
+    parser.add_argument("--eval", choices=("auto", "next-day", "holdout"), default="auto",
+                        help="evaluate on the next day, on held-out users of the last day, or "
+                             "(auto) the next day when its raw logs exist (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo a window already done")
     add_config_args(parser)
     return parser.parse_args(argv)
@@ -69,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         config_path = dump_config(config, run_dir) if not (run_dir / "config.yaml").exists() \
             else run_dir / "config.yaml"
         following = next_day(end)
-        ensure_examples(raw, examples, window + ([following] if raw_has_day(raw, following) else []),
-                        config_path, log)
+        use_next = args.eval != "holdout" and raw_has_day(raw, following)
+        ensure_examples(raw, examples, window + ([following] if use_next else []), config_path, log)
         data, evaluation, eval_info = training_and_evaluation(
             raw, examples, end, head_tasks(config), config.data.holdout_share, split_dir,
-            first_day=window[0])
+            first_day=window[0], evaluation=args.eval)
     except (FileNotFoundError, RuntimeError) as err:
         print(f"dupn backfill: {err}", file=sys.stderr)
         return jobrun.EXIT_ERROR

@@ -6,8 +6,9 @@ Builds day D's examples (the Beam job, unless WORK/examples already holds the da
 a new run WORK/runs/<D>-daily from the published model (weights, optimizer slots, global step),
 trains one pass over D, and evaluates it and the model in service on the same examples: day
 D+1 when the raw logs have it, else the held-out share of D's users (data.holdout_share; those
-users are then left out of training). Publishes only if every metric is finite and no task's
-AUC (accuracy for power) falls more than trainer.publish_margin below the previous model's.
+users are then left out of training); --eval chooses. Publishes only if every metric is finite
+and no task's AUC (accuracy for power) falls more than trainer.publish_margin below the previous
+model's.
 A date already done is a no-op. Exit codes: see pipeline/jobrun.py and docs/OPERATIONS.md.
 """
 from __future__ import annotations
@@ -31,6 +32,9 @@ def parse_args(argv):
     parser.add_argument("--raw", required=True, help="raw-log root (RAW/<table>/dt=D/)")
     parser.add_argument("--work", required=True, help="work directory (examples/, runs/, published/)")
     parser.add_argument("--date", required=True, help="the new day, YYYY-MM-DD")
+    parser.add_argument("--eval", choices=("auto", "next-day", "holdout"), default="auto",
+                        help="evaluate on the next day, on held-out users of the last day, or "
+                             "(auto) the next day when its raw logs exist (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="redo a date already done")
     add_config_args(parser, default=None)
     parser.epilog += "\n\n--config defaults to the published model's own configuration."
@@ -81,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config_path = dump_config(config, run_dir) if not (run_dir / "config.yaml").exists() \
             else run_dir / "config.yaml"
-        wanted = [date] + ([next_day(date)] if raw_has_day(raw, next_day(date)) else [])
+        use_next = args.eval != "holdout" and raw_has_day(raw, next_day(date))
+        wanted = [date] + ([next_day(date)] if use_next else [])
         ensure_examples(raw, examples, wanted, config_path, log)
         data, evaluation, eval_info = training_and_evaluation(
-            raw, examples, date, tasks, config.data.holdout_share, split_dir)
+            raw, examples, date, tasks, config.data.holdout_share, split_dir, evaluation=args.eval)
     except (FileNotFoundError, RuntimeError) as err:
         print(f"dupn daily: {err}", file=sys.stderr)
         return jobrun.EXIT_ERROR

@@ -123,19 +123,24 @@ def _split_files(files, share: float, train_path: Path, holdout_path: Path) -> t
 
 
 def training_and_evaluation(raw, examples, date: str, tasks, share: float, split_dir,
-                            first_day: str | None = None) -> tuple[TrainingData, dict, dict]:
+                            first_day: str | None = None, evaluation: str = "auto"
+                            ) -> tuple[TrainingData, dict, dict]:
     """What a job ending on `date` trains and evaluates on.
 
-    With examples of the next day: trains on [first_day, date], evaluates on date + 1. Without:
-    the held-out users of `date` are split off; trains on the rest (and on the days before
-    `date` from first_day), evaluates on them.
+    With examples of the next day (evaluation 'auto' or 'next-day'): trains on [first_day, date],
+    evaluates on date + 1. Without them, or with evaluation 'holdout': the held-out users of
+    `date` are split off; trains on the rest (and on the days before `date` from first_day),
+    evaluates on them.
 
     Returns:
       (training data, {task: evaluation files}, description of the evaluation data).
     """
     first_day = first_day or date
     following = next_day(date)
-    if day_stats(examples, following) is not None:
+    if evaluation == "next-day" and day_stats(examples, following) is None:
+        raise FileNotFoundError(f"{examples}: no examples of {following} to evaluate on "
+                                "(its raw logs are missing)")
+    if evaluation != "holdout" and day_stats(examples, following) is not None:
         data = range_data(examples, first_day, date, tasks)
         evaluation = day_files(examples, following, tasks)
         return data, evaluation, {"data": "next day", "date": following}
