@@ -94,12 +94,18 @@ def make_strategy(tf_config: dict | None = None) -> tf.distribute.Strategy:
 
 def serve(tf_config: dict) -> None:
     """Runs this process's worker or ps server until it is killed."""
-    import tensorflow as tf
     kind, index = task_of(tf_config)
     if kind not in SERVER_JOBS:
         raise ValueError(f"TF_CONFIG task type is '{kind}'; only {' and '.join(SERVER_JOBS)} serve")
-    # Workers report a lost parameter server to the chief at once instead of retrying forever.
+    # Workers report a lost parameter server to the chief at once instead of retrying forever
+    # (read when gRPC starts, so before TensorFlow loads).
     os.environ["GRPC_FAIL_FAST"] = "use_caller"
+    import tensorflow as tf
+    try:   # workers read the examples: S3 and HDFS paths need tensorflow-io's file systems here too
+        import tensorflow_io  # noqa: F401
+    except ImportError as err:
+        print(f"pipeline.cluster: tensorflow-io not loaded ({err}); s3:// and hdfs:// unavailable",
+              file=sys.stderr)
     cluster = tf.train.ClusterSpec(tf_config["cluster"])
     server = tf.distribute.Server(cluster, job_name=kind, task_index=index, protocol="grpc",
                                   config=server_config(cluster.num_tasks("worker")), start=True)

@@ -205,3 +205,54 @@ def test_request_values_are_padded_cut_and_named_when_wrong():
         value([1, 2, 3], "rank_features", contract, "req.jsonl row 3")
     with pytest.raises(score.RequestError, match=r"field age_bucket"):
         value("old", "age_bucket", contract, "req.jsonl row 1")
+
+
+# ---- the daily job's decision, with training and evaluation scripted -----------------------------
+
+def scripted_job(monkeypatch, work, new_metrics, old_metrics, final_loss=0.5):
+    """Runs jobrun.train_evaluate_publish on fake model dirs; training and evaluation return
+    the given results, so only the job's decision is exercised."""
+    from pipeline import checkpoints, evaluate, jobrun
+    from pipeline import train as training
+    previous = publish.publish(fake_run(work, "2026-11-01-backfill"), work, "2026-11-01-backfill", keep=3)
+    run_dir = fake_run(work, "2026-11-02-daily", steps=(30,))
+    config = tiny_config()
+    monkeypatch.setattr(training, "train", lambda *a, **k: {
+        "steps": 10, "global_step": 30, "resumed_from": None, "final": {"loss": final_loss}})
+    monkeypatch.setattr(checkpoints, "load_model", lambda path: (config, "old" if path == previous else "new"))
+    monkeypatch.setattr(evaluate, "evaluate_model",
+                        lambda model, *a, **k: new_metrics if model == "new" else old_metrics)
+    code = jobrun.train_evaluate_publish(
+        work=work, date="2026-11-02", kind="daily", config=config, run_dir=run_dir,
+        data=train.TrainingData([], 100, {"ctr": 100}, {}), evaluation={"ctr": ["f"]},
+        eval_info={"data": "next day", "date": "2026-11-03"}, raw=None, warm_start=previous,
+        compare_with=previous, log=lambda m: None)
+    return code, publish.read_manifest(work)["dates"]["2026-11-02"]
+
+
+def test_daily_decision_keeps_the_old_model_when_the_new_one_is_worse(monkeypatch, tmp_path):
+    from pipeline import jobrun
+    work = tmp_path / "work"
+    code, entry = scripted_job(monkeypatch, work, {"ctr": binary(0.60)}, {"ctr": binary(0.70)})
+    assert code == jobrun.EXIT_REFUSED
+    assert entry["status"] == "refused" and entry["published"] is False
+    assert entry["reason"] == "ctr auc 0.6000 is more than 0.01 below the previous model's 0.7000"
+    assert (work / "published" / "LATEST").read_text().strip() == "2026-11-01-backfill"
+    # The evaluation file describes the model in service: the old one.
+    assert json.loads((work / "eval" / "2026-11-03.json").read_text()) == {"ctr": binary(0.70)}
+
+
+def test_daily_decision_publishes_a_model_within_the_margin(monkeypatch, tmp_path):
+    from pipeline import jobrun
+    work = tmp_path / "work"
+    code, entry = scripted_job(monkeypatch, work, {"ctr": binary(0.695)}, {"ctr": binary(0.70)})
+    assert code == jobrun.EXIT_OK and entry["status"] == "published"
+    assert (work / "published" / "LATEST").read_text().strip() == "2026-11-02-daily"
+    assert json.loads((work / "eval" / "2026-11-03.json").read_text()) == {"ctr": binary(0.695)}
+
+
+def test_daily_decision_refuses_a_nan_training_loss(monkeypatch, tmp_path):
+    from pipeline import jobrun
+    code, entry = scripted_job(monkeypatch, tmp_path / "work", {"ctr": binary(0.8)}, {"ctr": binary(0.7)},
+                               final_loss=float("nan"))
+    assert code == jobrun.EXIT_REFUSED and entry["reason"] == "training loss is nan"
