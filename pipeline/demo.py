@@ -54,7 +54,7 @@ def run_stage(label: str, module: str, argv: list[str]) -> tuple[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dupn demo", description=__doc__)
     parser.add_argument("--out", default="demo", help="folder for raw logs and the work directory")
-    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--config", default="small")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
