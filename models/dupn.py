@@ -119,14 +119,17 @@ def head_configs(config) -> list[dict]:
             for h in config.model.heads]
 
 
-def build_model(config, contract: Contract | None = None, pretrained_item_table=None):
+def build_model(config, contract: Contract | None = None, pretrained_item_table=None,
+                restore_item_table: bool = False):
     """The model of config.model.variant, built (its variables exist).
 
     Args:
       config: a configs.schema.Config.
       contract: the feature contract (default: Contract.from_config(config)).
       pretrained_item_table: [item buckets, item dim] array, required by dupn-w2v (see
-        models.w2v.train_item_embeddings), refused by every other variant.
+        models.w2v.item_table_from_files), refused by every other variant.
+      restore_item_table: dupn-w2v only: build without the table because the caller restores
+        the model, frozen table included, from a checkpoint right away.
     """
     from models.baselines import BASELINES   # baselines import this module's helpers
 
@@ -143,10 +146,11 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
         raise ValueError(f"unknown model.variant '{m.variant}'")
     model(dummy_inputs(contract_from_config(common["contract"])), training=False)
     if m.variant == "dupn-w2v":
-        if pretrained_item_table is None:
+        if pretrained_item_table is not None:
+            model.embeddings.set_item_table(np.asarray(pretrained_item_table, np.float32))
+        elif not restore_item_table:
             raise ValueError("dupn-w2v needs the pre-trained item table "
-                             "(models.w2v.train_item_embeddings)")
-        model.embeddings.set_item_table(np.asarray(pretrained_item_table, np.float32))
+                             "(models.w2v.item_table_from_files) or restore_item_table=True")
     elif pretrained_item_table is not None:
         raise ValueError(f"{m.variant} does not take a pre-trained item table (only dupn-w2v)")
     return model

@@ -92,3 +92,18 @@ def train_item_embeddings(dataset, buckets: int, dim: int, window: int = 3, nega
     table = model.target.numpy()
     table[0] = 0.0
     return table, losses
+
+
+def item_table_from_files(files, contract, batch_size: int = 256, epochs: int = 1,
+                          seed: int = 0, **options) -> np.ndarray:
+    """The dupn-w2v item table [buckets, dim] learnt from the behaviour sequences of example
+    files (TFRecords or glob patterns, read by features.tfrecord.read_dataset).
+
+    Pass it to models.dupn.build_model(config, contract, pretrained_item_table=table).
+    """
+    from features.tfrecord import read_dataset
+
+    dataset = read_dataset(files, contract, batch_size)
+    table, _ = train_item_embeddings(dataset, *contract.tables["item_id"], epochs=epochs,
+                                     seed=seed, **options)
+    return table

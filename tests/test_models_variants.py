@@ -88,6 +88,11 @@ def test_w2v_item_table_is_loaded_and_frozen(contract, item_table):
         build_model(tiny_config("model.variant=dupn-w2v"), contract, item_table[:, :3])
     with pytest.raises(ValueError, match="only dupn-w2v"):
         build_model(tiny_config("model.variant=dupn-all"), contract, item_table)
+    # a model about to be restored from a checkpoint needs no table
+    restored = build_model(tiny_config("model.variant=dupn-w2v"), contract,
+                           restore_item_table=True)
+    restored.set_weights(model.get_weights())
+    np.testing.assert_array_equal(restored.embeddings.tables["item_id"].embeddings, item_table)
 
 
 def test_variants_differ_in_where_properties_go(contract):

@@ -3,7 +3,9 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 
-from models.w2v import skipgram_pairs, train_item_embeddings
+from features.contract import Contract
+from models.w2v import item_table_from_files, skipgram_pairs, train_item_embeddings
+from models_batches import tiny_config, write_examples
 
 
 def test_skipgram_pairs_by_hand():
@@ -36,3 +38,11 @@ def test_items_that_co_occur_end_up_close():
     np.fill_diagonal(similarity, -1.0)
     nearest = label[similarity.argmax(axis=1)]
     assert np.mean(nearest == label) > 0.95     # an item's nearest item is of its own cluster
+
+
+def test_item_table_from_example_files(tmp_path):
+    contract = Contract.from_config(tiny_config())
+    write_examples(tmp_path / "part-0.tfrecord.gz", contract, 64, seed=2)
+    table = item_table_from_files(str(tmp_path / "*.tfrecord.gz"), contract, batch_size=32)
+    assert table.shape == tuple(contract.tables["item_id"])
+    assert np.all(table[0] == 0.0) and np.any(table[1:] != 0.0)
