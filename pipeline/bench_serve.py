@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="benchmark the published model of this work directory")
     parser.add_argument("--model", help="benchmark this model dir")
     parser.add_argument("--config", default="dupn",
-                        help="without --work/--model: a fresh model of this configuration (default: %(default)s)")
+                        help="without --work/--model: a fresh model of this configuration "
+                             "(default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)

@@ -97,7 +97,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         target = pub.publish(run_dir, work, run_dir.name, config.trainer.keep_published)
         record.update({"status": "published", "published": True, "model": str(target),
                        "reason": "first model" if previous is None else
-                       f"no headline metric more than {config.trainer.publish_margin} below the previous model's"})
+                       f"no headline metric more than {config.trainer.publish_margin} below "
+                       "the previous model's"})
         in_service = new
         code = EXIT_OK
         log(f"{date}: published {target}")

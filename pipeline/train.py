@@ -249,6 +249,8 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         log(f"resuming {model_dir} from {Path(resumed_from).name}: {checkpoints.steps_done} steps done")
         target = run["target_steps"]
         history = [entry for entry in history if entry["step"] <= checkpoints.steps_done]
+        if warm_start:
+            log(f"--warm-start {warm_start} ignored: this run began from {run.get('warm_start')}")
     else:
         target = target_steps(data.samples, trainer)
         interval = None

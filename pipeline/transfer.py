@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", required=True, help="rs, ra, rt, ft, a comma list or all")
     parser.add_argument("--work", required=True, help="work directory (examples/, published/)")
     parser.add_argument("--model", help="model dir for rt and ft (default: the published one)")
-    parser.add_argument("--test-date", help="day the AUC is measured on (default: the last with shop examples)")
+    parser.add_argument("--test-date",
+                        help="day the AUC is measured on (default: the last with shop examples)")
     parser.add_argument("--start", help="first training day (default: the first with shop examples)")
     parser.add_argument("--end", help="last training day (default: the day before the test day)")
-    parser.add_argument("--epochs", type=int, default=5, help="passes over the training days (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="passes over the training days (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the published model's configuration (trainer.*)")
     args = parser.parse_args(argv)
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         unknown = [m for m in modes if m not in MODES]
         if unknown:
-            raise ValueError(f"--mode {args.mode}: unknown {', '.join(unknown)} (modes: {', '.join(MODES)}, all)")
+            raise ValueError(f"--mode {args.mode}: unknown {', '.join(unknown)} "
+                             f"(modes: {', '.join(MODES)}, all)")
         published = Path(args.model) if args.model else published_model_dir(work)
         config = load_config(published / "config.yaml", args.overrides)
         available = shop_days(examples)

@@ -1,7 +1,6 @@
 """Backfill and daily jobs on synthetic raw logs: backfill publishes; the daily run warm-starts from the
 published model (weights, optimizer slots, step) and moves it; a rerun of a done date is a no-op; the
 publish gate keeps the old model when the new one is NaN."""
-import json
 
 import numpy as np
 import pytest

@@ -93,7 +93,8 @@ def test_score_jsonl_and_parquet_requests_match_the_whole_model(exported, tmp_pa
 
 def test_bad_request_row_is_named(exported, tmp_path, capsys):
     out = exported[0]
-    (tmp_path / "bad.jsonl").write_text('{"request_id": "r1", "item_id": "a"}\n'
-                                        '{"request_id": "r1", "item_id": "b", "rank_features": [1,2,3,4,5,6,7,8,9]}\n')
+    rows = [{"request_id": "r1", "item_id": "a"},
+            {"request_id": "r1", "item_id": "b", "rank_features": list(range(9))}]
+    (tmp_path / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert score.main(["--model", str(out), "--request", str(tmp_path / "bad.jsonl")]) == 1
     assert "bad.jsonl row 2: field rank_features: 9 values, the contract has 8" in capsys.readouterr().err

@@ -27,7 +27,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     try:
         deadline = time.monotonic() + 300
         while not (model_dir / "checkpoints" / "checkpoint").exists():
-            assert first.poll() is None, f"the run ended before its first checkpoint: {first.stderr.read()[-2000:]}"
+            assert first.poll() is None, \
+                f"the run ended before its first checkpoint: {first.stderr.read()[-2000:]}"
             assert time.monotonic() < deadline, "no checkpoint after 300 s"
             time.sleep(0.02)
         first.send_signal(signal.SIGKILL)

@@ -1,7 +1,6 @@
 """`dupn transfer`: the shop task learnt four ways (rs, ra, rt, ft) on the backfilled tiny work dir;
 AUC against training seconds recorded for each; ft warm-starts from the published model."""
 import csv
-import json
 
 import tensorflow as tf
 

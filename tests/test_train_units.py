@@ -119,7 +119,8 @@ def test_prune_never_removes_the_model_in_service(tmp_path):
 
 
 def test_manifest_records_dates_in_order_with_nan_as_null(tmp_path):
-    publish.record_date(tmp_path, "2026-11-03", {"status": "refused", "metrics": {"ctr": {"auc": float("nan")}}})
+    publish.record_date(tmp_path, "2026-11-03",
+                        {"status": "refused", "metrics": {"ctr": {"auc": float("nan")}}})
     publish.record_date(tmp_path, "2026-11-01", {"status": "published"})
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert list(manifest["dates"]) == ["2026-11-01", "2026-11-03"]
@@ -219,7 +220,8 @@ def scripted_job(monkeypatch, work, new_metrics, old_metrics, final_loss=0.5):
     config = tiny_config()
     monkeypatch.setattr(training, "train", lambda *a, **k: {
         "steps": 10, "global_step": 30, "resumed_from": None, "final": {"loss": final_loss}})
-    monkeypatch.setattr(checkpoints, "load_model", lambda path: (config, "old" if path == previous else "new"))
+    monkeypatch.setattr(checkpoints, "load_model",
+                        lambda path: (config, "old" if path == previous else "new"))
     monkeypatch.setattr(evaluate, "evaluate_model",
                         lambda model, *a, **k: new_metrics if model == "new" else old_metrics)
     code = jobrun.train_evaluate_publish(
