@@ -29,10 +29,20 @@ CONFIG_FILE = "config.yaml"
 KEEP_CHECKPOINTS = 3
 
 
-def new_model(config, contract: Contract):
-    """A freshly built model of the configuration (its variables exist)."""
+def new_model(config, contract: Contract, pretrain_files=None):
+    """A freshly built model of the configuration (its variables exist).
+
+    dupn-w2v freezes an item table pre-trained by skip-gram: learnt here from `pretrain_files`
+    (a new run's training examples), or, without them, left for a checkpoint restore to fill.
+    """
     from models.dupn import build_model
-    return build_model(config, contract)
+    if config.model.variant != "dupn-w2v":
+        return build_model(config, contract)
+    if pretrain_files is None:
+        return build_model(config, contract, restore_item_table=True)
+    from models.w2v import item_table_from_files
+    table = item_table_from_files(pretrain_files, contract, seed=config.runtime.seed)
+    return build_model(config, contract, pretrained_item_table=table)
 
 
 def make_optimizer(trainer, model) -> keras.optimizers.Optimizer:

@@ -34,7 +34,7 @@ from configs.schema import Config
 from features.contract import TASKS, Contract
 from features.tfrecord import list_files, read_dataset
 from pipeline import cluster
-from pipeline.checkpoints import (CONFIG_FILE, RunCheckpoints, make_optimizer, new_model,
+from pipeline.checkpoints import (CONFIG_FILE, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
                                   read_json, variables_digest, write_json)
 
 RUN_FILE = "run.json"
@@ -239,8 +239,11 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     run = read_json(model_dir / RUN_FILE, {})
     history = read_json(model_dir / HISTORY_FILE, [])
 
+    # A new run of dupn-w2v pre-trains its item table on its own data; a resumed or warm-started
+    # one restores it from the checkpoint.
+    fresh = latest_checkpoint(model_dir) is None and not warm_start
     with strategy.scope():
-        model = new_model(config, contract)
+        model = new_model(config, contract, pretrain_files=data.files if fresh else None)
         optimizer = make_optimizer(trainer, model)
         model.compile(optimizer=optimizer, steps_per_execution=spe)
         checkpoints = RunCheckpoints(model, optimizer, model_dir)
