@@ -147,3 +147,24 @@ def test_main_fails_clearly_without_published_model(tmp_path, capsys):
 def test_nan_metrics_become_null_in_json(tmp_path):
     evaluate.write_json({"ctr": {"auc": float("nan"), "n": 0}}, tmp_path / "e.json")
     assert json.loads((tmp_path / "e.json").read_text()) == {"ctr": {"auc": None, "n": 0}}
+
+
+def test_json_shape_of_a_tiny_trained_model(capsys):
+    """The real path: a dupn-all run trained by pipeline.train on the tiny work dir, loaded from
+    its model dir; the raw root (and so the oracle) found through the manifest."""
+    from tiny_work import DAYS, ablation_work
+    work = ablation_work()
+    model_dir = work / "experiments" / "runs" / "ablation" / "dupn-all"
+    capsys.readouterr()
+    assert evaluate.main(["--work", str(work), "--model", str(model_dir), "--date", DAYS[1], "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == ["ctr", "l2r", "talent", "power"]      # the run's heads, in task order
+    for task in ("ctr", "l2r", "talent"):
+        assert 0.0 <= printed[task]["auc"] <= 1.0 and printed[task]["n"] > 0
+    assert printed["ctr"]["n"] == printed["ctr"]["oracle_n"] == 24 * 3 * 4   # every impression joined
+    assert printed["ctr"]["oracle_auc"] > 0.65
+    assert "weighted_auc" in printed["l2r"]                          # buys weigh 5
+    power = printed["power"]
+    assert power["n"] == 24 and 0.0 <= power["accuracy"] <= 1.0
+    assert len(power["precision"]) == len(power["recall"]) == 7
+    assert json.loads((work / "eval" / f"{DAYS[1]}.json").read_text()) == printed
