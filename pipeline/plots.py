@@ -52,13 +52,15 @@ def bar_panels(table: pd.DataFrame, path, title: str) -> Path:
     return save(fig, path)
 
 
-def panels(curves: dict, path, title: str, xlabel, ylabels: dict | None = None) -> Path:
+def panels(curves: dict, path, title: str, xlabel, ylabels: dict | None = None,
+           rotate_x: bool = False) -> Path:
     """One panel per key of `curves`, each with one line per series.
 
     Args:
       curves: panel name -> series name -> (x values, y values).
       xlabel: the x-axis label of every panel, or panel name -> label.
       ylabels: panel name -> y-axis label (default: the panel name).
+      rotate_x: slant the x tick labels (dates, bucket names).
     """
     names = list(curves)
     cols = min(len(names), 3) or 1
@@ -72,6 +74,8 @@ def panels(curves: dict, path, title: str, xlabel, ylabels: dict | None = None) 
         ax.set_ylabel((ylabels or {}).get(name, name))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        if rotate_x:
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     fig.suptitle(title)

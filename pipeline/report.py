@@ -131,7 +131,8 @@ def metrics_over_days(records: dict, png: Path) -> Path | None:
     from pipeline import plots
     by_task = {}
     for date, record in records.items():
-        for task, values in task_metrics_in(record).items():
+        found = record.get("metrics") if isinstance(record, dict) else None
+        for task, values in (found if isinstance(found, dict) else task_metrics_in(record)).items():
             metric = "accuracy" if task == "power" else "auc"
             if isinstance(values.get(metric), (int, float)):
                 by_task.setdefault(f"{task} {metric}", {})[date] = values[metric]
@@ -141,14 +142,53 @@ def metrics_over_days(records: dict, png: Path) -> Path | None:
     return plots.day_lines(by_task, refused, png, "test metric of each day's model")
 
 
-def section_data(work: Path) -> str:
+def section_data(work: Path, plot_dir: Path) -> str:
     stats_dir = work / "examples" / "_stats"
     files = sorted(stats_dir.glob("dt=*.json")) if stats_dir.exists() else []
     if not files:
         return NOT_RUN.format(f"no example statistics in {stats_dir} (run the Beam job: dupn build-examples)")
-    rows = {f.stem.removeprefix("dt="): flatten(json.loads(f.read_text())) for f in files}
-    return (f'<p class="note">From {html.escape(str(stats_dir))}: one column per day.</p>'
-            + html_table(transposed(rows), "statistic"))
+    stats = {f.stem.removeprefix("dt="): json.loads(f.read_text()) for f in files}
+    parts = [f'<p class="note">From {html.escape(str(stats_dir))}, written by the Beam job.</p>']
+    if all(isinstance(s.get("tasks"), dict) for s in stats.values()):
+        parts.append(html_table({d: data_summary(s) for d, s in stats.items()}, "date"))
+        png = data_plot(stats, plot_dir / "data.png")
+        if png:
+            parts.append(image_tag(png, "samples per task and day; sequence lengths"))
+    parts.append(details("every statistic, one column per day",
+                         html_table(transposed({d: flatten(s) for d, s in stats.items()}), "statistic")))
+    return "".join(parts)
+
+
+def data_summary(stats: dict) -> dict:
+    """One day's headline statistics: rows read and rejected, samples and positive rate per task."""
+    row = {"rows read": stats.get("rows_total"), "rejected": stats.get("rejected_total"),
+           "examples": stats.get("examples")}
+    for task, values in stats["tasks"].items():
+        row[f"{task} samples"] = values.get("samples")
+        if "positive_rate" in values:
+            row[f"{task} positive rate"] = values["positive_rate"]
+    return row
+
+
+def data_plot(stats: dict, png: Path) -> Path | None:
+    """Samples per task by day, and the sequence lengths of the last day's samples per task."""
+    from pipeline import plots
+    days = list(stats)
+    tasks = list(dict.fromkeys(t for s in stats.values() for t in s["tasks"]))
+    curves = {"samples per day": {t: (days, [stats[d]["tasks"].get(t, {}).get("samples", 0) for d in days])
+                                  for t in tasks}}
+    last = stats[days[-1]]["tasks"]
+    lengths = {t: v["seq_len"] for t, v in last.items() if isinstance(v.get("seq_len"), dict)}
+    if lengths:
+        curves[f"behaviours in the sequence, {days[-1]}"] = {
+            t: (list(h), list(h.values())) for t, h in lengths.items()}
+    return plots.panels(curves, png, "Examples", xlabel={"samples per day": "day"},
+                        ylabels={name: "samples" for name in curves}, rotate_x=True)
+
+
+def details(summary: str, content: str) -> str:
+    """A folded block (no script needed: the browser opens it on a click)."""
+    return f"<details><summary>{html.escape(summary)}</summary>{content}</details>"
 
 
 def section_daily(work: Path, plot_dir: Path) -> str:
@@ -159,12 +199,42 @@ def section_daily(work: Path, plot_dir: Path) -> str:
     if not records:
         return ('<p class="note">manifest.json holds no per-day records; as written:</p>'
                 f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>")
-    parts = [f'<p class="note">From {html.escape(str(work / "manifest.json"))}: one row per day.</p>']
+    parts = [f'<p class="note">From {html.escape(str(work / "manifest.json"))}: what the backfill '
+             "and daily jobs did on each date; a model is published only if no task's metric falls "
+             "more than the margin below the model in service on the same examples.</p>"]
+    parts.append(html_table({d: daily_summary(r) for d, r in records.items()}, "date"))
     png = metrics_over_days(records, plot_dir / "daily_metrics.png")
     if png:
         parts.append(image_tag(png, "test metrics per day"))
-    parts.append(html_table({d: flatten(r) for d, r in records.items()}, "date"))
+    published = manifest.get("published") if isinstance(manifest, dict) else None
+    if published:
+        parts.append(f'<p>Published models kept, oldest first: {html.escape(", ".join(map(str, published)))}</p>')
+    parts.append(details("every field of every record",
+                         html_table({d: flatten(r) for d, r in records.items()}, "date")))
     return "".join(parts)
+
+
+def daily_summary(record: dict) -> dict:
+    """One date's job: what it was, what it trained on, its metrics beside the model in service's."""
+    if not isinstance(record, dict):
+        return {"record": record}
+    inputs = record.get("inputs") or {}
+    train, evaluated = inputs.get("train") or {}, inputs.get("eval") or {}
+    row = {"job": record.get("kind"), "status": record.get("status"), "published": record.get("published"),
+           "trained on": f"{train['start']}..{train['end']}" if "start" in train else None,
+           "samples": train.get("samples"), "steps": record.get("steps"),
+           "evaluated on": " ".join(str(evaluated[k]) for k in ("date", "data") if k in evaluated) or None}
+    new, old = record.get("metrics") or {}, record.get("previous_metrics") or {}
+    for task in TASKS:
+        if task in new:
+            metric = "accuracy" if task == "power" else "AUC"
+            row[f"{task} {metric}"] = new[task].get(metric.lower())
+            if task in old:
+                row[f"{task} {metric}, in service"] = old[task].get(metric.lower())
+    if isinstance(new.get("ctr"), dict) and "oracle_auc" in new["ctr"]:
+        row["ctr oracle AUC"] = new["ctr"]["oracle_auc"]
+    row.update({"seconds": record.get("seconds"), "reason": record.get("reason")})
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def section_eval(work: Path) -> str:
@@ -194,9 +264,9 @@ def section_experiments(work: Path) -> str:
             parts.append(NOT_RUN.format(f"dupn experiment {name} --work {work}"))
             continue
         table = pd.read_csv(csv)
-        if len(table) > 60:   # long curves: the plot shows them, the table only the last points
-            parts.append(f'<p class="note">Last 60 of {len(table)} rows of {csv.name}.</p>')
-            table = table.tail(60)
+        if len(table) > 60:   # long curves: the plot shows them all, the page the first rows
+            parts.append(f'<p class="note">The first 60 of {len(table)} rows of {html.escape(str(csv))}.</p>')
+            table = table.head(60)
         rows = {str(i): {c: _plain(v) for c, v in row.items()} for i, row in table.iterrows()}
         parts.append(html_table(rows, "#"))
         parts.append(image_tag(png, name) if png.exists() else NOT_RUN.format(f"no {png.name}"))
@@ -226,7 +296,7 @@ def render(work) -> str:
     """The whole page as one HTML string."""
     work = Path(work)
     plot_dir = work / "report_plots"
-    sections = [("data", "Data statistics", section_data(work)),
+    sections = [("data", "Data statistics", section_data(work, plot_dir)),
                 ("daily", "Daily runs", section_daily(work, plot_dir)),
                 ("evaluation", "Evaluation", section_eval(work)),
                 ("experiments", "Experiments", section_experiments(work)),

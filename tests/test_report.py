@@ -35,16 +35,32 @@ def test_empty_work_directory_says_not_run_yet_in_every_section(tmp_path):
 
 
 def fill_work(work):
+    """A work dir in the formats the Beam job (stats) and the backfill/daily jobs (manifest) write."""
     (work / "examples" / "_stats").mkdir(parents=True)
     for day, n in (("2026-11-10", 900), ("2026-11-11", 1100)):
         (work / "examples" / "_stats" / f"dt={day}.json").write_text(json.dumps(
-            {"examples": {"ctr": n, "power": n // 10}, "rejected": {"bad_type": 3}}))
-    (work / "manifest.json").write_text(json.dumps({"days": {
-        "2026-11-10": {"steps": 120, "published": True, "why": "backfill",
-                       "metrics": {"ctr": {"auc": 0.71, "n": 900}, "power": {"accuracy": 0.4, "n": 90}}},
-        "2026-11-11": {"steps": 40, "published": False, "why": "ctr auc fell by 0.02",
-                       "metrics": {"ctr": {"auc": 0.69, "n": 1100}, "power": {"accuracy": 0.42, "n": 110}}},
-    }}))
+            {"date": day, "rows_total": 5 * n, "rejected_total": 3, "rejected": {"bad_type": 3},
+             "examples": n + n // 10,
+             "tasks": {"ctr": {"samples": n, "positives": n // 10, "positive_rate": 0.1,
+                               "seq_len": {"1-2": 10, "3-4": n - 10}},
+                       "power": {"samples": n // 10, "seq_len": {"1-2": 1, "3-4": n // 10 - 1}}}}))
+
+    def record(kind, published, auc, accuracy, reason, previous=None):
+        out = {"date": "", "kind": kind, "status": "published" if published else "refused",
+               "published": published, "steps": 120, "seconds": 61.5, "reason": reason,
+               "inputs": {"raw": "/data/raw", "train": {"start": "2026-11-01", "end": "2026-11-10",
+                                                       "samples": 9000},
+                          "eval": {"data": "next day", "date": "2026-11-11"}},
+               "metrics": {"ctr": {"auc": auc, "oracle_auc": 0.81, "n": 900},
+                           "power": {"accuracy": accuracy, "precision": [0.5], "n": 90}}}
+        if previous:
+            out["previous_metrics"] = previous
+        return out
+    (work / "manifest.json").write_text(json.dumps({"dates": {
+        "2026-11-10": record("backfill", True, 0.71, 0.4, "first model"),
+        "2026-11-11": record("daily", False, 0.69, 0.42, "ctr auc fell by 0.02",
+                             {"ctr": {"auc": 0.7133}, "power": {"accuracy": 0.41}}),
+    }, "published": ["2026-11-10-backfill"]}))
     (work / "eval").mkdir()
     (work / "eval" / "2026-11-12.json").write_text(json.dumps({
         "ctr": {"auc": 0.7123, "oracle_auc": 0.7712, "n": 1000},
@@ -66,10 +82,12 @@ def test_filled_work_directory_shows_everything_offline(tmp_path):
     for title in SECTIONS:
         assert f">{title}</h2>" in page
     assert_self_contained(page)
-    # data: one column per day, flattened keys
-    assert "examples.ctr" in page and "rejected.bad_type" in page and "1100" in page
-    # daily: per-day rows with the reason a model was refused, and the metrics plot
-    assert "ctr auc fell by 0.02" in page and "metrics.ctr.auc" in page
+    # data: the summary per day, and every statistic folded away
+    assert "ctr samples" in page and "ctr positive rate" in page and "1100" in page
+    assert "rejected.bad_type" in page and "<details>" in page
+    # daily: per-day rows with the reason a model was refused, beside the model in service
+    assert "ctr auc fell by 0.02" in page and "ctr AUC, in service" in page and "0.7133" in page
+    assert "2026-11-01..2026-11-10" in page and "2026-11-10-backfill" in page
     # evaluation: the oracle beside the model; the power lists
     assert "0.7712" in page and "0.5000, 0.0000, –" in page
     # experiments: the ablation table and image; the others not run yet
@@ -78,7 +96,7 @@ def test_filled_work_directory_shows_everything_offline(tmp_path):
     # configuration, escaped
     assert "variant: dupn-all &lt;x&gt;" in page
     images = embedded_pngs(page)
-    assert len(images) == 2     # daily metrics, ablation
+    assert len(images) == 3     # data, daily metrics, ablation
     for png in images:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
