@@ -85,7 +85,8 @@ def run(setup: Setup):
         setup.out_dir / "attention.png",
         f"Attention of {config.model.variant} on {setup.eval_date} ({weights.shape[0]} sequences)",
         "mean attention x sequence length (1 = uniform)",
-        f"user {user['user_id']}: attention over its last {len(labels)} behaviours (oldest first), by query")
+        f"user {user['user_id']}: attention over its last {len(labels)} behaviours (oldest first), "
+        f"by query\n(largest change between queries: {np.ptp(user['weights'], axis=0).max():.1e})")
     return table, png
 
 

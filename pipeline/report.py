@@ -17,13 +17,15 @@ from pipeline.eval_paths import published_model_dir, read_manifest
 EXPERIMENTS = ("ablation", "multitask", "transfer", "attention")
 TASKS = ("ctr", "l2r", "talent", "power", "shop")   # features.contract.TASKS, without loading TF
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+LONG_TABLE = 40     # rows above which a table is folded away
 NOT_RUN = '<p class="missing">Not run yet: {}</p>'
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
 h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #aaa; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
-th { background: #eee; } td.text { text-align: left; }
+th { background: #eee; } td.text { text-align: left; max-width: 24em; }
+td:first-child { white-space: nowrap; }
 .missing { color: #a33; font-style: italic; } .note { color: #555; font-size: 0.9em; }
 img { max-width: 100%; border: 1px solid #ddd; } pre { background: #f6f6f6; padding: 1em; }
 .scroll { overflow-x: auto; }
@@ -39,7 +41,8 @@ def flatten(value, prefix: str = "") -> dict:
         return out
     key = prefix.rstrip(".")
     if isinstance(value, list):
-        return {key: ", ".join(format_value(v) for v in value)}
+        # per-class values keep their decimals, so a column of them lines up
+        return {key: ", ".join(f"{v:.4f}" if isinstance(v, float) else format_value(v) for v in value)}
     return {key: value}
 
 
@@ -47,21 +50,28 @@ def format_value(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+        if value.is_integer() and abs(value) < 1e15:   # counts read back from CSV as floats
+            return str(int(value))
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
 
 
-def html_table(rows: dict, row_header: str) -> str:
-    """rows: row name -> {column -> value}; columns in first-seen order."""
-    columns = []
-    for values in rows.values():
-        columns += [c for c in values if c not in columns]
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [row_header, *columns])
+def html_table(rows: dict, row_header: str | None, columns: list | None = None) -> str:
+    """rows: row name -> {column -> value}; columns in first-seen order unless given.
+
+    row_header None leaves the row names out (rows that carry their own first column).
+    """
+    if columns is None:
+        columns = []
+        for values in rows.values():
+            columns += [c for c in values if c not in columns]
+    shown = columns if row_header is None else [row_header, *columns]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown)
     body = []
     for name, values in rows.items():
-        cells = [f'<td class="text">{html.escape(str(name))}</td>']
+        cells = [] if row_header is None else [f'<td class="text">{html.escape(str(name))}</td>']
         for c in columns:
             v = values.get(c)
             cls = "" if isinstance(v, (int, float)) and not isinstance(v, bool) else ' class="text"'
@@ -202,7 +212,9 @@ def section_daily(work: Path, plot_dir: Path) -> str:
     parts = [f'<p class="note">From {html.escape(str(work / "manifest.json"))}: what the backfill '
              "and daily jobs did on each date; a model is published only if no task's metric falls "
              "more than the margin below the model in service on the same examples.</p>"]
-    parts.append(html_table({d: daily_summary(r) for d, r in records.items()}, "date"))
+    summaries = {d: daily_summary(r) for d, r in records.items()}
+    present = {c for row in summaries.values() for c in row}
+    parts.append(html_table(summaries, "date", [c for c in daily_columns() if c in present]))
     png = metrics_over_days(records, plot_dir / "daily_metrics.png")
     if png:
         parts.append(image_tag(png, "test metrics per day"))
@@ -212,6 +224,15 @@ def section_daily(work: Path, plot_dir: Path) -> str:
     parts.append(details("every field of every record",
                          html_table({d: flatten(r) for d, r in records.items()}, "date")))
     return "".join(parts)
+
+
+def daily_columns() -> list[str]:
+    """daily_summary's columns in display order: each task's metric beside the model in service's."""
+    columns = ["job", "status", "published", "trained on", "samples", "steps", "evaluated on"]
+    for task in TASKS:
+        metric = "accuracy" if task == "power" else "AUC"
+        columns += [f"{task} {metric}", f"{task} {metric}, in service"]
+    return columns + ["ctr oracle AUC", "seconds", "reason"]
 
 
 def daily_summary(record: dict) -> dict:
@@ -264,11 +285,12 @@ def section_experiments(work: Path) -> str:
             parts.append(NOT_RUN.format(f"dupn experiment {name} --work {work}"))
             continue
         table = pd.read_csv(csv)
-        if len(table) > 60:   # long curves: the plot shows them all, the page the first rows
-            parts.append(f'<p class="note">The first 60 of {len(table)} rows of {html.escape(str(csv))}.</p>')
-            table = table.head(60)
-        rows = {str(i): {c: _plain(v) for c, v in row.items()} for i, row in table.iterrows()}
-        parts.append(html_table(rows, "#"))
+        rows = {str(i): {c: _plain(v) for c, v in row.items()} for i, row in table.head(LONG_TABLE * 10).iterrows()}
+        shown = html_table(rows, None, list(table.columns))
+        # A long table (curves, per-position weights) is folded: the plot is the summary.
+        parts.append(shown if len(table) <= LONG_TABLE else details(
+            f"the table: {len(table)} rows of {csv}" + (f" (the first {len(rows)} shown)"
+                                                       if len(rows) < len(table) else ""), shown))
         parts.append(image_tag(png, name) if png.exists() else NOT_RUN.format(f"no {png.name}"))
     return "".join(parts)
 
