@@ -25,31 +25,41 @@ COMMANDS = {
 }
 
 
-def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: dupn COMMAND [options]   (dupn COMMAND --help for a command's options)", "",
-             "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+def usage(prog: str = "dupn", table: dict = COMMANDS, placeholder: str = "COMMAND",
+          what: str = "a command's options", heading: str = "commands") -> str:
+    width = max(map(len, table))
+    lines = [f"usage: {prog} {placeholder} [options]   ({prog} {placeholder} --help for {what})", "",
+             f"{heading}:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in table.items()]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def dispatch(argv: list[str], prog: str, table: dict, noun: str, **usage_words) -> int:
+    """Runs `table[argv[0]]`'s module's main(argv[1:]); table maps a name to (module, help).
+
+    Shared by `dupn` and `dupn bench`; a module is imported only when its name is run.
+    """
+    shown = usage(prog, table, **usage_words)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+        print(shown)
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"dupn: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+    if name not in table:
+        print(f"{prog}: unknown {noun} '{name}'\n\n{shown}", file=sys.stderr)
         return 2
+    module_name = table[name][0]
     try:
-        module = importlib.import_module(COMMANDS[name][0])
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name != COMMANDS[name][0]:
+        if err.name != module_name:
             raise
-        print(f"dupn {name}: not built yet", file=sys.stderr)
+        print(f"{prog} {name}: not built yet", file=sys.stderr)
         return 2
     return int(module.main(rest) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(list(sys.argv[1:] if argv is None else argv), "dupn", COMMANDS, "command")
 
 
 if __name__ == "__main__":

@@ -32,3 +32,11 @@ def test_installed_console_script():
     assert result.returncode == 0 and "import-taobao" in result.stdout
     result = subprocess.run([str(dupn), "nonsense"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown command 'nonsense'" in result.stderr
+
+
+def test_bench_shares_the_dispatch_usage_and_unknown_names(capsys):
+    from pipeline import bench
+    assert bench.main([]) == 0
+    assert capsys.readouterr().out.startswith("usage: dupn bench NAME [options]")
+    assert bench.main(["fly"]) == 2
+    assert "dupn bench: unknown benchmark 'fly'" in capsys.readouterr().err
