@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         load = os.getloadavg()[0]
         job = run_job_in_child(str(raw), str(out), args.days, args.config, overrides, args.profile)
-    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), job["seconds"]
+    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), round(job["seconds"], 2)
     result = {
-        "rows": rows, "examples": examples, "seconds": round(seconds, 2),
+        "rows": rows, "examples": examples, "seconds": seconds,
         "rows_per_s": round(rows / seconds), "examples_per_s": round(examples / seconds),
         "cpu_seconds": round(job["cpu_seconds"], 2),
         "rows_per_cpu_s": round(rows / job["cpu_seconds"]) if job["cpu_seconds"] else None,
