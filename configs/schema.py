@@ -89,7 +89,16 @@ class ModelConfig:
     shared_dim: int = _int(256)               # representation joined with the profile
     dropout: float = _float(0.1, hi=0.9)
     l2: float = _float(1e-6)
+    # How heads share the user representation (models/sharing.py): hard (DUPN: all read it),
+    # shared-bottom (one MLP, then towers), mmoe (experts, a softmax gate per task), ple (CGC levels).
     sharing: str = _choice("hard", ("hard", "shared-bottom", "mmoe", "ple"))
+    experts: int = _int(4)                    # mmoe: shared experts; ple: shared experts per level
+    task_experts: int = _int(1)               # ple: task-specific experts per task and level
+    expert_units: list[int] = field(default_factory=lambda: [128])   # an expert's MLP widths
+    ple_levels: int = _int(2)                 # ple: stacked CGC levels
+    # ESMM on the CTR head: pCTCVR = pCTR x pCVR learnt with the impression's buy label over
+    # every impression (Ma et al., SIGIR 2018); the ctr head then also reports cvr/ctcvr AUC.
+    esmm: bool = False
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),
@@ -107,7 +116,11 @@ class TrainerConfig:
     steps_per_execution: int = _int(10)
     checkpoint_every_steps: int = _int(500)
     shuffle_buffer: int = _int(10_000)
+    # How task losses are weighted (models/balance.py): fixed (heads' weights), uncertainty
+    # (Kendall 2018), gradnorm (Chen 2018), dwa (Liu 2019), pcgrad (Yu 2020).
     loss_balance: str = _choice("fixed", ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"))
+    gradnorm_alpha: float = _float(1.5)       # gradnorm: restoring-force strength
+    dwa_temperature: float = _float(2.0, lo=0.01)   # dwa: softmax temperature over loss ratios
     publish_margin: float = _float(0.01, hi=1.0)  # daily job refuses a model this much worse
     keep_published: int = _int(3)
 
