@@ -102,9 +102,10 @@ def with_heads(config: Config, tasks) -> Config:
     return out
 
 
-def train_run(setup: Setup, config: Config, run_dir: Path, tasks=None):
+def train_run(setup: Setup, config: Config, run_dir: Path, tasks=None, **train_options):
     """Trains `config` on the setup's window into run_dir with pipeline.train; returns (run, seconds).
 
+    train_options go to pipeline.train.train (keep_checkpoints).
     A finished run of the same configuration in run_dir is reused; one of another configuration
     (an earlier experiment with other settings) is replaced.
     """
@@ -113,12 +114,12 @@ def train_run(setup: Setup, config: Config, run_dir: Path, tasks=None):
     data = training.range_data(setup.examples, setup.train_start, setup.train_end, tasks)
     started = time.monotonic()
     try:
-        run = training.train(config, data, run_dir, log=lambda m: None)
+        run = training.train(config, data, run_dir, log=lambda m: None, **train_options)
     except ValueError as err:
         if "another configuration" not in str(err):
             raise
         shutil.rmtree(run_dir)
-        run = training.train(config, data, run_dir, log=lambda m: None)
+        run = training.train(config, data, run_dir, log=lambda m: None, **train_options)
     return run, time.monotonic() - started
 
 

@@ -1,7 +1,7 @@
 """The multi-task experiment: each task trained alone against all of them together.
 
 One run per task with only that task's head, and one run with every head, all on the same
-window; each run's checkpoints (about a third, two thirds and all of its steps, plus the untrained
+window; each run's checkpoints (CURVE_POINTS evenly spaced along its steps, plus the untrained
 start) are evaluated on the same day, giving the test metric over training steps, one panel per
 task with the two curves.
 """
@@ -14,7 +14,7 @@ import pandas as pd
 from pipeline import plots
 from pipeline.experiment import Setup, headline, train_run, with_heads
 
-CURVE_POINTS = 3     # checkpoints along a run (pipeline.checkpoints keeps its last 3)
+CURVE_POINTS = 6     # checkpoints along a run, all kept
 METRIC = {"ctr": "AUC", "l2r": "AUC", "talent": "AUC", "power": "accuracy", "shop": "AUC"}
 
 
@@ -33,10 +33,11 @@ def run(setup: Setup):
         samples = training.range_data(setup.examples, setup.train_start, setup.train_end,
                                       run_tasks).samples
         steps = training.target_steps(samples, config.trainer)
-        # Checkpoints at a third, two thirds and the end: the points of the curve.
+        # Evenly spaced checkpoints, every one kept: the points of the curve.
         config.trainer.checkpoint_every_steps = max(1, math.ceil(steps / CURVE_POINTS))
         run_dir = setup.runs_dir("multitask") / name
-        trained, seconds = train_run(setup, config, run_dir, run_tasks)
+        trained, seconds = train_run(setup, config, run_dir, run_tasks,
+                                     keep_checkpoints=CURVE_POINTS + 1)
         points = evaluate_checkpoints(setup, config, run_dir, run_tasks)
         for step, result in points:
             for task in run_tasks:

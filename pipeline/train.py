@@ -34,7 +34,7 @@ from configs.schema import Config
 from features.contract import TASKS, Contract
 from features.tfrecord import list_files, read_dataset
 from pipeline import cluster
-from pipeline.checkpoints import (CONFIG_FILE, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
+from pipeline.checkpoints import (CONFIG_FILE, KEEP_CHECKPOINTS, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
                                   read_json, variables_digest, write_json)
 
 RUN_FILE = "run.json"
@@ -216,13 +216,15 @@ def _check_same_config(model_dir: Path, config: Config) -> None:
 
 def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
           allow_new_layers: bool = False, strategy: tf.distribute.Strategy | None = None,
-          log=print) -> dict:
+          keep_checkpoints: int = KEEP_CHECKPOINTS, log=print) -> dict:
     """Trains (or resumes) the run in `model_dir` on `data`; returns the run's summary.
 
     Args:
       warm_start: model dir of another run to begin from (ignored when resuming this run).
       allow_new_layers: the warm start may leave layers the source lacks (a new head) as built.
       strategy: default: the one TF_CONFIG asks for (cluster.make_strategy).
+      keep_checkpoints: the newest checkpoints kept (the multitask experiment keeps more, as
+        points of its curves).
     Returns:
       run.json's content: target_steps, steps this run trained in total and in this call,
       resumed_from (checkpoint or None), warm_start, global_step, seconds, final metrics.
@@ -246,7 +248,7 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         model = new_model(config, contract, pretrain_files=data.files if fresh else None)
         optimizer = make_optimizer(trainer, model)
         model.compile(optimizer=optimizer, steps_per_execution=spe)
-        checkpoints = RunCheckpoints(model, optimizer, model_dir)
+        checkpoints = RunCheckpoints(model, optimizer, model_dir, keep_checkpoints)
     resumed_from = checkpoints.resume()
     if resumed_from:
         log(f"resuming {model_dir} from {Path(resumed_from).name}: {checkpoints.steps_done} steps done")

@@ -103,6 +103,7 @@ def test_attention_reuses_the_ablation_dupn_and_writes_heatmap_and_user_view():
 def test_multitask_curves_alone_and_together(tmp_path):
     from configs.loader import load_config
     from features.contract import Contract
+    from pipeline.experiment_multitask import CURVE_POINTS
     from tiny_work import OVERRIDES, make_work
     work, _ = make_work(tmp_path, Contract.from_config(load_config("small", OVERRIDES)))
     argv = experiment_argv(work, "multitask", "--tasks", "ctr,power", "--set", "model.variant=wide",
@@ -113,9 +114,11 @@ def test_multitask_curves_alone_and_together(tmp_path):
                                                    ("together", "ctr"), ("together", "power")}
     for (setting, task), curve in table.groupby(["setting", "task"]):
         steps = curve["step"].tolist()
-        # the untrained start, then up to 3 checkpoints (power alone: 24 samples, one step)
+        # the untrained start, then every checkpoint, evenly spaced up to CURVE_POINTS (ctr alone:
+        # 9 steps, every 2 -> 2, 4, 6, 8, 9; power alone: 24 samples, one step)
+        every = math.ceil(steps[-1] / CURVE_POINTS)
         assert steps[0] == 0 and steps == sorted(steps), (setting, task, steps)
-        assert len(steps) == 1 + min(3, steps[-1]), (setting, task, steps)
+        assert steps[1:] == sorted({*range(every, steps[-1], every), steps[-1]}), (setting, task, steps)
         assert curve["metric"].iloc[0] == ("accuracy" if task == "power" else "AUC")
     # the together run trains on both tasks' samples (288 + 24), so it runs more steps than ctr alone
     last = table.groupby(["setting", "task"])["step"].max()
