@@ -5,11 +5,13 @@ WORK/experiments/NAME.csv and NAME.png.
     multitask  each task trained alone against all together: test metric over steps, a panel per task
     transfer   shop-preference AUC against training time for RS, RA, RT, FT (from `dupn transfer`)
     attention  mean attention by behaviour type x time bucket; one user's attention under several queries
+    sharing    hard, shared-bottom, mmoe and ple against each task alone; the experts' gate weights
+    balance    fixed, uncertainty, gradnorm, dwa and pcgrad against each task alone; weights over training
 
 The evaluation day is the last day with examples (--eval-date to choose); the models train on the
-days before it (--train-days). --small keeps it quick for the demo and tests: one training day,
-the `small` configuration unless --config is given, and at most SMALL_EVAL_EXAMPLES examples per
-task in evaluation. Training goes through pipeline.train; runs land in WORK/experiments/runs/NAME/
+days before it (--train-days). --small keeps it quick for the demo and tests: SMALL_TRAIN_DAYS
+training days, the `small` configuration unless --config is given, and at most SMALL_EVAL_EXAMPLES
+examples per task in evaluation. Training goes through pipeline.train; runs land in WORK/experiments/runs/NAME/
 and a finished run is reused when the experiment is run again with the same configuration.
 """
 from __future__ import annotations
@@ -25,13 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import pandas as pd
 
 from configs.loader import ConfigError, load_config
 from configs.schema import Config, HeadConfig
 
-EXPERIMENTS = ("ablation", "multitask", "transfer", "attention")
+EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
 SMALL_EVAL_EXAMPLES = 5000
 DEFAULT_TRAIN_DAYS = 10      # the paper's window
+# --small: enough days that the models learn who likes what (one day left the sequence models
+# little to learn from and put wide ahead), few enough for nine models in minutes.
+SMALL_TRAIN_DAYS = 4
 
 
 @dataclass
@@ -136,6 +142,52 @@ def evaluate_run(setup: Setup, run_dir: Path, tasks=None) -> dict:
                                    max_examples=setup.max_eval_examples)
 
 
+def versus_alone(setup: Setup, settings: dict, runs_name: str):
+    """Each configuration of `settings` (name -> Config, every configured head) trained and evaluated
+    on the setup's window and day, beside each task trained alone (hard sharing, fixed weights).
+
+    Returns (table, run dirs): table rows of setting, task, metric (the paper's), value, alone (the
+    task's value alone), gain (value - alone), steps, train seconds; run dirs: setting -> its run.
+    The alone runs (WORK/experiments/runs/alone/TASK) are shared by every experiment that asks.
+    """
+    from pipeline import train as training
+    base = next(iter(settings.values()))
+    tasks = training.head_tasks(base)
+    alone = {}
+    for task in tasks:
+        config = with_heads(base, [task])
+        config.model.sharing, config.model.esmm, config.trainer.loss_balance = "hard", False, "fixed"
+        run_dir = setup.runs_dir("alone") / task
+        train_run(setup, config, run_dir, [task])
+        alone[task] = headline(task, evaluate_run(setup, run_dir, [task])[task])
+        setup.log(f"{task} alone: {alone[task]:.4f}")
+    rows, run_dirs = [], {}
+    for name, config in settings.items():
+        run_dir = run_dirs[name] = setup.runs_dir(runs_name) / name
+        trained, seconds = train_run(setup, config, run_dir)
+        result = evaluate_run(setup, run_dir)
+        for task in tasks:
+            value = headline(task, result[task])
+            rows.append({"setting": name, "task": task,
+                         "metric": "accuracy" if task == "power" else "AUC", "value": value,
+                         "alone": alone[task], "gain": value - alone[task],
+                         "steps": trained["steps"], "train seconds": round(seconds, 1)})
+        setup.log(f"{name}: {trained['steps']} steps in {seconds:.0f} s; " + ", ".join(
+            f"{r['task']} {r['value']:.4f} ({r['gain']:+.4f})" for r in rows if r["setting"] == name))
+    return pd.DataFrame(rows), run_dirs
+
+
+def metric_chart(table) -> "pd.DataFrame":
+    """versus_alone's table as a chart for plots.bar_panels: a row per setting plus `alone`, a
+    column per task's metric."""
+    chart = table.pivot(index="setting", columns="task", values="value")
+    chart = chart.loc[list(dict.fromkeys(table["setting"]))]
+    alone = table.drop_duplicates("task").set_index("task")["alone"]
+    chart.loc["alone"] = alone
+    metric = table.drop_duplicates("task").set_index("task")["metric"]
+    return chart.rename(columns=lambda t: f"{t} {metric[t]}")
+
+
 def oracle(setup: Setup):
     """The generator's click probabilities on the evaluation day, if the raw root is known."""
     from pipeline.eval_paths import find_raw
@@ -155,11 +207,11 @@ def parse_args(argv):
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     parser.add_argument("name", choices=EXPERIMENTS)
     parser.add_argument("--work", required=True, help="work directory (examples/ from dupn backfill)")
-    parser.add_argument("--small", action="store_true", help="tiny sizes: one training day, few "
-                        "evaluation examples, the small configuration")
+    parser.add_argument("--small", action="store_true", help=f"tiny sizes: {SMALL_TRAIN_DAYS} training "
+                        "days, few evaluation examples, the small configuration")
     parser.add_argument("--eval-date", help="evaluation day (default: the last day with examples)")
     parser.add_argument("--train-days", type=int, help=f"training days before the evaluation day "
-                        f"(default: {DEFAULT_TRAIN_DAYS}, 1 with --small)")
+                        f"(default: {DEFAULT_TRAIN_DAYS}, {SMALL_TRAIN_DAYS} with --small)")
     parser.add_argument("--raw", help="raw-log root with _oracle/ (default: from WORK/manifest.json)")
     parser.add_argument("--variants", help="ablation: comma-separated models (default: all nine)")
     parser.add_argument("--tasks", help="multitask: comma-separated tasks (default: the configured heads)")
@@ -177,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     try:
         config = load_config(args.config or ("small" if args.small else "dupn"), args.overrides)
-        train_days = args.train_days or (1 if args.small else DEFAULT_TRAIN_DAYS)
+        train_days = args.train_days or (SMALL_TRAIN_DAYS if args.small else DEFAULT_TRAIN_DAYS)
         eval_date, start, end = choose_window(example_days(work / "examples"), args.eval_date, train_days)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dupn experiment {args.name}: {err}", file=sys.stderr)

@@ -92,15 +92,7 @@ def heatmap_and_lines(matrix: np.ndarray, row_labels, col_labels, lines: dict, l
       line_xlabels: tick labels of the right panel's x axis.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1, 1.3]})
-    shown = np.ma.masked_invalid(np.asarray(matrix, dtype=np.float64))
-    image = left.imshow(shown, aspect="auto", cmap="viridis")
-    left.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=8)
-    left.set_yticks(range(len(row_labels)), row_labels)
-    for (i, j), value in np.ndenumerate(np.asarray(matrix, dtype=np.float64)):
-        if np.isfinite(value):
-            left.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=left, fraction=0.046)
-    left.set_title(heat_title)
+    _heatmap(fig, left, matrix, row_labels, col_labels, heat_title)
     x = np.arange(len(line_xlabels))
     for series, ys in lines.items():
         right.plot(x, ys, marker="o", markersize=3, label=str(series))
@@ -110,6 +102,35 @@ def heatmap_and_lines(matrix: np.ndarray, row_labels, col_labels, lines: dict, l
     right.set_title(line_title)
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def _heatmap(fig, ax, matrix, row_labels, col_labels, title: str) -> None:
+    """A heatmap with its values written in (NaN cells left blank) and a colour bar."""
+    values = np.asarray(matrix, dtype=np.float64)
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title)
+
+
+def heatmaps(panels: dict, path, title: str) -> Path:
+    """One heatmap per panel, side by side.
+
+    Args:
+      panels: panel title -> (matrix [rows, cols], row labels, column labels); NaN cells blank.
+    """
+    widths = [max(3.0, 0.55 * len(cols) + 2.0) for _, _, cols in panels.values()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1, 4.6), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (name, (matrix, rows, cols)) in zip(axes[0], panels.items()):
+        _heatmap(fig, ax, matrix, rows, cols, name)
     fig.suptitle(title)
     fig.tight_layout()
     return save(fig, path)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline.eval_paths import published_model_dir, read_manifest
 
-EXPERIMENTS = ("ablation", "multitask", "transfer", "attention")
+EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
 TASKS = ("ctr", "l2r", "talent", "power", "shop")   # features.contract.TASKS, without loading TF
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 LONG_TABLE = 40     # rows above which a table is folded away
@@ -292,6 +292,8 @@ def section_experiments(work: Path) -> str:
             f"the table: {len(table)} rows of {csv}" + (f" (the first {len(rows)} shown)"
                                                        if len(rows) < len(table) else ""), shown))
         parts.append(image_tag(png, name) if png.exists() else NOT_RUN.format(f"no {png.name}"))
+        # Second figures of an experiment: NAME_<view>.png (sharing_gates, balance_weights).
+        parts.extend(image_tag(extra, extra.stem) for extra in sorted(folder.glob(f"{name}_*.png")))
     return "".join(parts)
 
 
