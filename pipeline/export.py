@@ -73,12 +73,14 @@ def make_parts(model, contract: Contract, xla: bool = True) -> dict[str, Serving
     def user(inputs):
         return {REPRESENTATION: represent(hash_features(inputs, contract))}
 
+    # The sharing structure (mmoe, ple: experts and gates over the representation) runs in the
+    # item part, inside score_items: so the item part takes the one shared representation
+    # whatever the structure (the user part's output stays the universal representation that
+    # transfer and analysis read), and score_items mixes a [1, D] user's experts once before
+    # repeating them for the candidates.
     def item(inputs):
         candidates = hash_features({k: inputs[k] for k in ITEM_FEATURES}, contract)
-        rows = tf.shape(candidates["item_id"])[0]
-        representation = inputs[REPRESENTATION]
-        representation = tf.broadcast_to(representation, [rows, tf.shape(representation)[1]])
-        return model.score_items(representation, candidates)
+        return model.score_items(inputs[REPRESENTATION], candidates)
 
     def whole(inputs):
         hashed = hash_features(inputs, contract)
