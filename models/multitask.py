@@ -40,7 +40,7 @@ class MultiTaskModel(keras.Model):
         raise NotImplementedError
 
     def task_variables(self, task: str) -> list:
-        """The trainable variables only `task` uses (those a model with a new task adds)."""
+        """The trainable variables that belong to `task` alone (those a new task adds)."""
         return [v for h in self.heads if h.task == task for v in h.trainable_variables]
 
     def compile(self, optimizer="adagrad", **kwargs):

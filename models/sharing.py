@@ -122,7 +122,8 @@ class Sharing(keras.layers.Layer):
         self.tasks = list(tasks)
 
     def task_variables(self, task: str) -> list:
-        """The trainable variables only `task` has (a new task adds only such variables)."""
+        """The trainable variables that belong to `task` alone (a new task adds only these;
+        other tasks' losses may still reach them, see PLE)."""
         return []
 
     def gate_experts(self) -> dict:
