@@ -4,7 +4,7 @@
 
   DIR/user   behaviour sequence, query and profile -> user_representation [B, shared_dim]
   DIR/item   user_representation ([B, D], or [1, D] for one user's candidates) + the candidates'
-             item and ranking features -> ctr, l2r [B]
+             item and ranking features -> ctr, l2r [B] (model.sharing's experts and gates run here)
   DIR/whole  every feature of each candidate row -> ctr, l2r [B] (the user part recomputed per row)
 Every signature ("serving_default") takes the contract's raw values under the contract's names:
 string ids are hashed inside (features.tfrecord.hash_features), so clients never see hash tables.
