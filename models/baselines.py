@@ -99,8 +99,8 @@ class WideHead(TaskHead):
 
 def hard_sharing_only(model_config) -> None:
     if model_config.sharing != "hard":
-        raise ValueError(f"model.variant {model_config.variant} has no user representation to share: "
-                         f"model.sharing must be hard, not {model_config.sharing}")
+        raise ValueError(f"model.variant {model_config.variant} has no user representation to "
+                         f"share: model.sharing must be hard, not {model_config.sharing}")
 
 
 def _wide_buckets(contract: dict) -> int:

@@ -42,7 +42,8 @@ def make_sharing(config: dict | None, tasks, dropout: float = 0.0, l2: float = 0
     if structure == "ple":
         return PLE(tasks, config["experts"], config["task_experts"], config["expert_units"],
                    config["ple_levels"], dropout, l2, name="sharing")
-    raise ValueError(f"unknown sharing structure '{structure}' (structures: {', '.join(STRUCTURES)})")
+    raise ValueError(f"unknown sharing structure '{structure}' "
+                     f"(structures: {', '.join(STRUCTURES)})")
 
 
 def mix(weights: tf.Tensor, experts: tf.Tensor) -> tf.Tensor:
@@ -144,7 +145,7 @@ class HardSharing(Sharing):
 
 @keras.saving.register_keras_serializable(package="dupn")
 class SharedBottom(Sharing):
-    """One shared MLP (`units` wide, relu) over the representation; each head is its task's tower."""
+    """One shared MLP (`units` wide, relu) over the representation; each head is its tower."""
 
     def __init__(self, tasks, units, dropout: float = 0.0, l2: float = 0.0, **kwargs):
         super().__init__(tasks, **kwargs)
