@@ -7,6 +7,8 @@ Every configured head exists in every baseline, so the same multi-task data trai
              (ctr, talent, shop), a candidate tower scored by scaled cosine; l2r and power read
              the user tower alone
   cnn-max    1-D convolutions over the behaviour embeddings, max-pooled over real steps
+dssm and cnn-max put model.sharing between their representation and heads as DUPN does; wide and
+wide-deep have no single representation to share, so they take hard sharing only.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import tf_keras as keras
 from models.embedding import FeatureEmbeddings, masked_mean
 from models.heads import CANDIDATES, TaskHead, make_head, mlp
 from models.multitask import MultiTaskModel, RepresentationModel
+from models.sharing import sharing_config
 
 # Wide features: single ids and crosses of ids (feature names of the contract). A row's
 # candidate fields are empty (0) unless its task uses them, so one list serves every head.
@@ -94,6 +97,12 @@ class WideHead(TaskHead):
         return {**super().get_config(), "buckets": self.buckets, "l2": self.l2}
 
 
+def hard_sharing_only(model_config) -> None:
+    if model_config.sharing != "hard":
+        raise ValueError(f"model.variant {model_config.variant} has no user representation to "
+                         f"share: model.sharing must be hard, not {model_config.sharing}")
+
+
 def _wide_buckets(contract: dict) -> int:
     # As many weights as the item table has rows: crosses then collide about as often as items.
     return contract["tables"]["item_id"][0]
@@ -115,6 +124,7 @@ class Wide(MultiTaskModel):
 
     @classmethod
     def from_model_config(cls, model_config, **common):
+        hard_sharing_only(model_config)
         return cls(**common)
 
     def head_logits(self, inputs, training=False):
@@ -170,6 +180,7 @@ class WideDeep(MultiTaskModel):
 
     @classmethod
     def from_model_config(cls, model_config, **common):
+        hard_sharing_only(model_config)
         return cls(shared_dim=model_config.shared_dim, **common)
 
     def head_logits(self, inputs, training=False):
@@ -230,13 +241,13 @@ class DSSM(RepresentationModel):
     the heads that score a candidate."""
 
     def __init__(self, contract: dict, heads: list[dict], shared_dim: int = 256,
-                 dropout: float = 0.0, l2: float = 0.0, **kwargs):
+                 dropout: float = 0.0, l2: float = 0.0, sharing: dict | None = None, **kwargs):
         towers = ("item", "talent", "shop")
         super().__init__(contract, [
             TowerHead(h["name"], h["weight"], h["hidden_units"], dropout, l2)
             if CANDIDATES[h["name"]] in towers else make_head(h, contract["rank_features"],
                                                               dropout, l2)
-            for h in heads], **kwargs)
+            for h in heads], sharing, dropout, l2, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.shared_dim = shared_dim
         self.dropout = dropout
@@ -246,7 +257,8 @@ class DSSM(RepresentationModel):
 
     @classmethod
     def from_model_config(cls, model_config, **common):
-        return cls(shared_dim=model_config.shared_dim, **common)
+        return cls(shared_dim=model_config.shared_dim, sharing=sharing_config(model_config),
+                   **common)
 
     def user_representation(self, inputs, training=False):
         return apply(self.user_tower, pooled_user_features(self.embeddings, inputs), training)
@@ -262,9 +274,10 @@ class CNNMax(RepresentationModel):
     real steps, joined with query and profile into the shared representation."""
 
     def __init__(self, contract: dict, heads: list[dict], filters: int = 128, kernel_size: int = 3,
-                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0, **kwargs):
+                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
+                 sharing: dict | None = None, **kwargs):
         super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2)
-                                    for h in heads], **kwargs)
+                                    for h in heads], sharing, dropout, l2, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.filters = filters
         self.kernel_size = kernel_size
@@ -281,7 +294,8 @@ class CNNMax(RepresentationModel):
 
     @classmethod
     def from_model_config(cls, model_config, **common):
-        return cls(filters=model_config.lstm_units, shared_dim=model_config.shared_dim, **common)
+        return cls(filters=model_config.lstm_units, shared_dim=model_config.shared_dim,
+                   sharing=sharing_config(model_config), **common)
 
     def user_representation(self, inputs, training=False):
         e, valid = self.embeddings.behaviour(inputs)

@@ -2,7 +2,8 @@
 
 Behaviour sequence -> embeddings e_t (item) and p_t (property) -> property-gated LSTM ->
 attention pooling (query, profile and properties aware) -> joined with the profile -> the shared
-user representation (shared_dim) -> one head per configured task.
+user representation (shared_dim) -> the sharing structure (model.sharing, models/sharing.py;
+hard: none) -> one head per configured task.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from models.embedding import FeatureEmbeddings, contract_config, contract_from_c
 from models.gated_lstm import PropertyGatedLSTM
 from models.heads import make_head
 from models.multitask import RepresentationModel, dummy_inputs
+from models.sharing import sharing_config
 
 # variant -> (properties in the LSTM gates, properties in the attention)
 VARIANT_PROPERTIES = {
@@ -52,18 +54,20 @@ class DUPN(RepresentationModel):
       peepholes: peephole connections in the LSTM.
       attention_units: width of the attention's scoring layer.
       shared_dim: width of the shared user representation (pooled + profile, one dense layer).
-      dropout: on the shared representation and the heads' hidden layers.
+      dropout: on the shared representation, the experts' and the heads' hidden layers.
       l2: on every kernel and on looked-up embedding rows.
+      sharing: models.sharing.sharing_config (None: hard, every head reads the representation).
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
                  lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
-                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0, **kwargs):
+                 shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
+                 sharing: dict | None = None, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
         super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2)
-                                    for h in heads], **kwargs)
+                                    for h in heads], sharing, dropout, l2, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.variant = variant
         self.lstm_units = lstm_units
@@ -139,7 +143,8 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
               "dropout": m.dropout, "l2": m.l2}
     if m.variant in VARIANT_PROPERTIES:
         model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
-                     attention_units=m.attention_units, shared_dim=m.shared_dim, **common)
+                     attention_units=m.attention_units, shared_dim=m.shared_dim,
+                     sharing=sharing_config(m), **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)
     else:

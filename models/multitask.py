@@ -13,6 +13,7 @@ import tf_keras as keras
 from features.contract import Contract
 from models.embedding import contract_from_config
 from models.heads import CANDIDATES, TaskHead
+from models.sharing import make_sharing
 
 SCORED_ITEM_HEADS = ("ctr", "l2r")   # heads a serving item scorer computes from a representation
 
@@ -37,6 +38,10 @@ class MultiTaskModel(keras.Model):
 
     def head_logits(self, inputs: dict, training=False) -> dict:
         raise NotImplementedError
+
+    def task_variables(self, task: str) -> list:
+        """The trainable variables that belong to `task` alone (those a new task adds)."""
+        return [v for h in self.heads if h.task == task for v in h.trainable_variables]
 
     def compile(self, optimizer="adagrad", **kwargs):
         """Keras compile (no loss argument: the heads own theirs). The optimizer's slots are
@@ -111,36 +116,74 @@ class RepresentationModel(MultiTaskModel):
     """A model whose heads all read one user representation, so it splits for serving:
     user_representation(inputs) once per request, score_items(rep, inputs) per candidate.
 
+    Between the representation and the heads sits the sharing structure (models/sharing.py):
+    each head reads its task's output of it (hard sharing: the representation itself).
     Subclasses set self.embeddings (FeatureEmbeddings) and implement user_representation.
+
+    Args:
+      contract, heads: as MultiTaskModel.
+      sharing: models.sharing.sharing_config (None: hard).
+      dropout, l2: of the sharing structure's layers.
     """
+
+    def __init__(self, contract: dict, heads: list[TaskHead], sharing: dict | None = None,
+                 dropout: float = 0.0, l2: float = 0.0, **kwargs):
+        super().__init__(contract, heads, **kwargs)
+        self.sharing_config = dict(sharing) if sharing else {"structure": "hard"}
+        self.sharing = make_sharing(self.sharing_config, [h.task for h in self.heads], dropout, l2)
 
     def user_representation(self, inputs: dict, training=False) -> tf.Tensor:
         """[B, shared_dim] from the behaviour sequence, query and profile only."""
         raise NotImplementedError
 
-    def logits_from_representation(self, representation, inputs: dict, training=False,
-                                   tasks=None) -> dict:
+    def task_logits(self, task_representations: dict, inputs: dict, training=False,
+                    tasks=None) -> dict:
+        """{head: logits} of the heads (those in `tasks`), each reading its task's input."""
         out = {}
         for h in self.heads:
             if tasks is None or h.task in tasks:
                 candidate = self.embeddings.candidate(CANDIDATES[h.task], inputs)
-                out[h.task] = h(representation, candidate, training=training)
+                out[h.task] = h(task_representations[h.task], candidate, training=training)
         return out
+
+    def logits_from_representation(self, representation, inputs: dict, training=False,
+                                   tasks=None) -> dict:
+        task_representations, _ = self.sharing(representation, training=training)
+        return self.task_logits(task_representations, inputs, training, tasks)
 
     def head_logits(self, inputs, training=False):
         return self.logits_from_representation(self.user_representation(inputs, training),
                                                inputs, training)
 
+    def task_variables(self, task):
+        return self.sharing.task_variables(task) + super().task_variables(task)
+
     def score_items(self, representation, inputs: dict) -> dict:
         """{ctr, l2r (those configured): probabilities [B]} of candidates for given representations.
 
+        The sharing structure runs here, on the representation's rows, before they are repeated
+        for the candidates: one user's [1, D] is mixed by its experts once, not once per item.
+
         Args:
-          representation: [B, shared_dim] from user_representation (one row per candidate).
+          representation: [B, shared_dim] from user_representation, one row per candidate, or
+            [1, shared_dim]: one user's, for all B candidates.
           inputs: the candidates' item_id, shop_id, brand_id, category_id, tags, rank_features.
         """
-        logits = self.logits_from_representation(representation, inputs, training=False,
-                                                  tasks=SCORED_ITEM_HEADS)
+        task_representations, _ = self.sharing(representation, training=False)
+        rows = tf.shape(inputs["item_id"])[0]
+        task_representations = {t: tf.broadcast_to(r, [rows, tf.shape(r)[1]])
+                                for t, r in task_representations.items()}
+        logits = self.task_logits(task_representations, inputs, training=False,
+                                  tasks=SCORED_ITEM_HEADS)
         return {h.task: h.probabilities(logits[h.task]) for h in self.heads if h.task in logits}
+
+    def gate_weights(self, inputs: dict) -> dict:
+        """{gate: [B, experts]} expert weights of each task's gate (mmoe, ple; {} otherwise), for
+        analysis: rows sum to 1; columns named by self.sharing.gate_experts()."""
+        return self.sharing(self.user_representation(inputs, training=False), training=False)[1]
+
+    def get_config(self):
+        return {**super().get_config(), "sharing": self.sharing_config}
 
 
 def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:

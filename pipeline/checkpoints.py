@@ -56,13 +56,14 @@ def make_optimizer(trainer, model) -> keras.optimizers.Optimizer:
 
 
 def optimizer_order(model) -> list:
-    """The model's trainable variables with the heads' last, head by head.
+    """The model's trainable variables with each task's own last, task by task (its head's and
+    its gates and experts in the sharing structure: model.task_variables).
 
-    The optimizer saves its slots as a list in the order it was built with; with the heads last,
+    The optimizer saves its slots as a list in the order it was built with; with the tasks' last,
     a model that adds a head (a fine-tune with a new task) still finds every old slot at its index.
     """
     variables = list(model.trainable_variables)
-    heads = [list(h.trainable_variables) for h in getattr(model, "heads", [])]
+    heads = [list(model.task_variables(h.task)) for h in getattr(model, "heads", [])]
     in_heads = {id(v) for head in heads for v in head}
     return [v for v in variables if id(v) not in in_heads] + [v for head in heads for v in head]
 

@@ -4,7 +4,7 @@
 
   DIR/user   behaviour sequence, query and profile -> user_representation [B, shared_dim]
   DIR/item   user_representation ([B, D], or [1, D] for one user's candidates) + the candidates'
-             item and ranking features -> ctr, l2r [B]
+             item and ranking features -> ctr, l2r [B] (model.sharing's experts and gates run here)
   DIR/whole  every feature of each candidate row -> ctr, l2r [B] (the user part recomputed per row)
 Every signature ("serving_default") takes the contract's raw values under the contract's names:
 string ids are hashed inside (features.tfrecord.hash_features), so clients never see hash tables.
@@ -73,12 +73,14 @@ def make_parts(model, contract: Contract, xla: bool = True) -> dict[str, Serving
     def user(inputs):
         return {REPRESENTATION: represent(hash_features(inputs, contract))}
 
+    # The sharing structure (mmoe, ple: experts and gates over the representation) runs in the
+    # item part, inside score_items: so the item part takes the one shared representation
+    # whatever the structure (the user part's output stays the universal representation that
+    # transfer and analysis read), and score_items mixes a [1, D] user's experts once before
+    # repeating them for the candidates.
     def item(inputs):
         candidates = hash_features({k: inputs[k] for k in ITEM_FEATURES}, contract)
-        rows = tf.shape(candidates["item_id"])[0]
-        representation = inputs[REPRESENTATION]
-        representation = tf.broadcast_to(representation, [rows, tf.shape(representation)[1]])
-        return model.score_items(representation, candidates)
+        return model.score_items(inputs[REPRESENTATION], candidates)
 
     def whole(inputs):
         hashed = hash_features(inputs, contract)

@@ -10,8 +10,10 @@ import tensorflow as tf
 from features.contract import Contract
 from features.tfrecord import parse_batch
 from pipeline import export, score
+from models.dupn import build_model
+from models_batches import write_examples
 from pipeline.checkpoints import load_model
-from train_helpers import DAYS, shared_work  # noqa: F401
+from train_helpers import DAYS, shared_work, tiny_config  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +29,13 @@ def exported(shared_work, tmp_path_factory):  # noqa: F811
     return out, model, contract, serialized
 
 
-def test_split_scores_equal_whole_and_the_keras_model(exported):
-    out, model, contract, serialized = exported
-    info = json.loads((out / "export.json").read_text())
-    assert info["heads"] == ["ctr", "l2r"] and info["inputs"]["item"][0] == "user_representation"
+def assert_split_equals_whole(out, model, contract, serialized, rows: int) -> None:
+    """The exported user + item parts score the examples as the whole part and the Keras model."""
     raw = parse_batch(serialized, contract, hash_ids=False)
     assert raw["item_id"].dtype == tf.string   # signatures take the raw ids
     user, item, whole = (export.load_part(out, p) for p in export.PARTS)
     representation = user(**{k: raw[k] for k in export.USER_FEATURES})["user_representation"]
-    assert representation.shape == (60, 16)
+    assert representation.shape == (rows, 16)
     split = item(user_representation=representation, **{k: raw[k] for k in export.ITEM_FEATURES})
     entire = whole(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
     keras_scores = model(parse_batch(serialized, contract), training=False)
@@ -44,9 +44,32 @@ def test_split_scores_equal_whole_and_the_keras_model(exported):
         np.testing.assert_allclose(entire[head], keras_scores[head], atol=1e-5)
     # One user's representation [1, D] scores all of that user's candidates.
     one = item(user_representation=representation[:1], **{k: raw[k] for k in export.ITEM_FEATURES})
-    tiled = item(user_representation=tf.repeat(representation[:1], 60, axis=0),
+    tiled = item(user_representation=tf.repeat(representation[:1], rows, axis=0),
                  **{k: raw[k] for k in export.ITEM_FEATURES})
     np.testing.assert_allclose(one["ctr"], tiled["ctr"], atol=1e-6)
+
+
+def test_split_scores_equal_whole_and_the_keras_model(exported):
+    out, model, contract, serialized = exported
+    info = json.loads((out / "export.json").read_text())
+    assert info["heads"] == ["ctr", "l2r"] and info["inputs"]["item"][0] == "user_representation"
+    assert_split_equals_whole(out, model, contract, serialized, 60)
+
+
+def test_split_with_ple_sharing_equals_the_whole_model(tmp_path):
+    """PLE's experts and gates run in the item part, on the user representation: the split still
+    scores as the whole model (and per-user [1, D] requests as repeated rows)."""
+    config = tiny_config("model.sharing=ple", "model.ple_levels=2", "model.expert_units=[8]")
+    contract = Contract.from_config(config)
+    model = build_model(config, contract)
+    write_examples(tmp_path / "part-0.tfrecord.gz", contract, 24, seed=9)
+    serialized = next(iter(tf.data.TFRecordDataset([str(tmp_path / "part-0.tfrecord.gz")],
+                                                   "GZIP").batch(24)))
+    export.export(model, contract, tmp_path / "export")
+    assert_split_equals_whole(tmp_path / "export", model, contract, serialized, 24)
+    # level 1's shared gate mixes 4 shared experts and one of each of the 3 tasks (defaults).
+    gates = model.gate_weights(parse_batch(serialized, contract))
+    assert gates["level1/shared"].shape == (24, 4 + 3 * 1)
 
 
 def request_rows(raw, names) -> list[dict]:
