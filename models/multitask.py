@@ -49,6 +49,11 @@ class MultiTaskModel(keras.Model):
         logits = self.head_logits(inputs, training=training)
         return {h.task: h.probabilities(logits[h.task]) for h in self.heads}
 
+    def scores(self, inputs, training=False) -> dict:
+        """model(inputs) and the heads' further scores (the ESMM ctr head's cvr and ctcvr)."""
+        logits = self.head_logits(inputs, training=training)
+        return {k: v for h in self.heads for k, v in h.scores(logits[h.task]).items()}
+
     def task_losses(self, labels: dict, logits: dict) -> tuple[tf.Tensor, dict]:
         """(Σ weight × loss over heads, {head: (loss, rows)})."""
         per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
@@ -132,7 +137,8 @@ class RepresentationModel(MultiTaskModel):
                                                inputs, training)
 
     def score_items(self, representation, inputs: dict) -> dict:
-        """{ctr, l2r (those configured): probabilities [B]} of candidates for given representations.
+        """{ctr, l2r (those configured): probabilities [B]} of candidates for given representations,
+        and cvr, ctcvr when the ctr head is ESMM's.
 
         Args:
           representation: [B, shared_dim] from user_representation (one row per candidate).
@@ -140,7 +146,8 @@ class RepresentationModel(MultiTaskModel):
         """
         logits = self.logits_from_representation(representation, inputs, training=False,
                                                   tasks=SCORED_ITEM_HEADS)
-        return {h.task: h.probabilities(logits[h.task]) for h in self.heads if h.task in logits}
+        return {k: v for h in self.heads if h.task in logits
+                for k, v in h.scores(logits[h.task]).items()}
 
 
 def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:
