@@ -64,20 +64,21 @@ def _decode(values: np.ndarray) -> np.ndarray:
 
 
 def predictor(model):
-    """model(inputs, training=False) as a function; a Keras model is traced once, for any batch size,
-    and gives model.scores (its heads' probabilities and the ESMM head's cvr and ctcvr).
+    """model.scores(inputs, training=False) as a function (model(...) when it has no scores): the
+    heads' probabilities and an ESMM ctr head's cvr and ctcvr. A Keras model is traced once, for
+    any batch size.
 
     The input signature (batch axis unknown) is taken from the first batch, so the short last
     batch of every file set does not trigger another trace.
     """
+    scores = getattr(model, "scores", model)
     if not isinstance(model, keras.Model):
-        return lambda inputs: model(inputs, training=False)
+        return lambda inputs: scores(inputs, training=False)
     traced = []
 
     def predict(inputs):
         if not traced:
             spec = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in inputs.items()}
-            scores = getattr(model, "scores", model)   # MultiTaskModel.scores: call + ESMM's
             traced.append(tf.function(lambda x: scores(x, training=False), input_signature=[spec]))
         return traced[0](inputs)
     return predict
