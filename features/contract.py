@@ -16,6 +16,7 @@ Layout of one example (N = sequence length, T = tag slots, Q = query terms, R = 
   talent: talent_id, talent_type (), talent_tags (T,)          string
   query (Q,) string; profile: age_bucket, gender ()            int64
   task (), label (), weight ()                                 int64, float32, float32
+  label_buy ()  the impression's buy, CTR examples only        float32 (0 elsewhere and in older examples)
   meta, never a model input: user_id, request_id (), ts ()     string, string, int64
 """
 from __future__ import annotations
@@ -99,7 +100,7 @@ class Feature:
         return {"string": b"", "int64": 0, "float32": 0.0}[self.dtype]
 
 
-LABELS = ("task", "label", "weight")
+LABELS = ("task", "label", "weight", "label_buy")
 META = ("user_id", "request_id", "ts")
 
 
@@ -139,6 +140,8 @@ class Contract:
             Feature("task", "int64", (), vocab=len(TASKS), model_input=False),
             Feature("label", "float32", (), model_input=False),
             Feature("weight", "float32", (), model_input=False),
+            # The ESMM ctr head's conversion label; examples written before it parse as 0.
+            Feature("label_buy", "float32", (), model_input=False),
             Feature("user_id", "string", (), model_input=False),
             Feature("request_id", "string", (), model_input=False),
             Feature("ts", "int64", (), model_input=False),

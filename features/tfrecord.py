@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
-from features.contract import Contract
+from features.contract import LABELS, Contract
 
 PAD_ID = 0
 
@@ -117,8 +117,8 @@ def hash_features(values: dict, contract: Contract) -> dict:
 
 
 def split_labels(batch: dict) -> tuple[dict, dict]:
-    """(model inputs, {task, label, weight}); meta features stay with the inputs for analysis."""
-    labels = {k: batch[k] for k in ("task", "label", "weight")}
+    """(model inputs, {task, label, weight, label_buy}); meta features stay with the inputs."""
+    labels = {k: batch[k] for k in LABELS}
     inputs = {k: v for k, v in batch.items() if k not in labels}
     return inputs, labels
 

@@ -9,6 +9,9 @@ Every configured head exists in every baseline, so the same multi-task data trai
   cnn-max    1-D convolutions over the behaviour embeddings, max-pooled over real steps
 dssm and cnn-max put model.sharing between their representation and heads as DUPN does; wide and
 wide-deep have no single representation to share, so they take hard sharing only.
+With model.esmm the ctr head is ESMM's (models/esmm.py) in each: wide regresses the click and
+the conversion logit on the same features, wide-deep adds a wide part to both of ESMMHead's
+logits, dssm scores both by a cosine of their own towers, cnn-max uses ESMMHead.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.embedding import FeatureEmbeddings, masked_mean
+from models.esmm import EntireSpaceHead
 from models.heads import CANDIDATES, TaskHead, make_head, mlp
 from models.multitask import MultiTaskModel, RepresentationModel
 from models.sharing import sharing_config
@@ -87,11 +91,11 @@ class WideHead(TaskHead):
         super().__init__(task, weight, **kwargs)
         self.buckets = buckets
         self.l2 = l2
-        self.linear = WideLinear(self.classes, buckets, l2, name=f"{task}_linear")
+        self.linear = WideLinear(self.output_width, buckets, l2, name=f"{task}_linear")
 
     def call(self, ids, rank_features):
         logits = self.linear(ids, rank_features)
-        return logits[:, 0] if self.classes == 1 else logits
+        return logits[:, 0] if self.output_width == 1 else logits
 
     def get_config(self):
         return {**super().get_config(), "buckets": self.buckets, "l2": self.l2}
@@ -101,6 +105,11 @@ def hard_sharing_only(model_config) -> None:
     if model_config.sharing != "hard":
         raise ValueError(f"model.variant {model_config.variant} has no user representation to "
                          f"share: model.sharing must be hard, not {model_config.sharing}")
+
+
+@keras.saving.register_keras_serializable(package="dupn")
+class WideESMMHead(EntireSpaceHead, WideHead):
+    """ESMM's ctr head as two logistic regressions (click, conversion) over the wide features."""
 
 
 def _wide_buckets(contract: dict) -> int:
@@ -115,8 +124,8 @@ class Wide(MultiTaskModel):
     def __init__(self, contract: dict, heads: list[dict], l2: float = 0.0, dropout: float = 0.0,
                  **kwargs):
         buckets = _wide_buckets(contract)
-        super().__init__(contract, [WideHead(h["name"], h["weight"], buckets, l2)
-                                    for h in heads], **kwargs)
+        super().__init__(contract, [(WideESMMHead if h.get("esmm") else WideHead)(
+            h["name"], h["weight"], buckets=buckets, l2=l2) for h in heads], **kwargs)
         self.buckets = buckets
         self.head_configs = [dict(h) for h in heads]
         self.l2 = l2
@@ -175,7 +184,7 @@ class WideDeep(MultiTaskModel):
         self.buckets = _wide_buckets(contract)
         self.embeddings = FeatureEmbeddings(contract, l2, name="embeddings")
         self.deep = user_tower(shared_dim, dropout, l2, "deep")
-        self.wide = [WideLinear(h.classes, self.buckets, l2, name=f"{h.task}_wide")
+        self.wide = [WideLinear(h.output_width, self.buckets, l2, name=f"{h.task}_wide")
                      for h in self.heads]
 
     @classmethod
@@ -192,12 +201,34 @@ class WideDeep(MultiTaskModel):
             candidate = self.embeddings.candidate(CANDIDATES[head.task], inputs)
             wide_logits = wide(ids, rank)
             out[head.task] = head(representation, candidate, training=training) + (
-                wide_logits[:, 0] if head.classes == 1 else wide_logits)
+                wide_logits[:, 0] if head.output_width == 1 else wide_logits)
         return out
 
     def get_config(self):
         return {**super().get_config(), "heads": self.head_configs, "shared_dim": self.shared_dim,
                 "dropout": self.dropout, "l2": self.l2}
+
+
+def cosine_towers(hidden_units, dropout: float, l2: float, prefix: str) -> tuple:
+    """(candidate tower layers, its output layer, the user projection) of a DSSM score."""
+    reg = keras.regularizers.L2(l2) if l2 else None
+    return (mlp(hidden_units[:-1], dropout, l2, f"{prefix}_tower"),
+            keras.layers.Dense(hidden_units[-1], kernel_regularizer=reg, name=f"{prefix}_tower_out"),
+            keras.layers.Dense(hidden_units[-1], kernel_regularizer=reg, name=f"{prefix}_user"))
+
+
+def cosine_scale(layer, prefix: str) -> tuple:
+    """(s, b): the learnt scale (from 5) and bias of a DSSM score, weights of `layer`."""
+    return (layer.add_weight(f"{prefix}_scale", [], initializer=keras.initializers.Constant(5.0)),
+            layer.add_weight(f"{prefix}_bias", [], initializer="zeros"))
+
+
+def cosine_logit(tower, tower_out, user_projection, scale, bias, representation, candidate,
+                 training) -> tf.Tensor:
+    """s · cos(W_u r, tower(candidate)) + b, [B]."""
+    item = tf.math.l2_normalize(tower_out(apply(tower, candidate, training)), axis=-1)
+    user = tf.math.l2_normalize(user_projection(representation), axis=-1)
+    return scale * tf.reduce_sum(user * item, axis=-1) + bias
 
 
 @keras.saving.register_keras_serializable(package="dupn")
@@ -213,26 +244,37 @@ class TowerHead(TaskHead):
         self.hidden_units = list(hidden_units)
         self.dropout = dropout
         self.l2 = l2
-        reg = keras.regularizers.L2(l2) if l2 else None
-        self.tower = mlp(self.hidden_units[:-1], dropout, l2, f"{task}_tower")
-        self.tower_out = keras.layers.Dense(self.hidden_units[-1], kernel_regularizer=reg,
-                                            name=f"{task}_tower_out")
-        self.user_projection = keras.layers.Dense(self.hidden_units[-1], kernel_regularizer=reg,
-                                                  name=f"{task}_user")
-        self.scale = self.add_weight(f"{task}_scale", [],
-                                     initializer=keras.initializers.Constant(5.0))
-        self.bias = self.add_weight(f"{task}_bias", [], initializer="zeros")
+        self.tower, self.tower_out, self.user_projection = cosine_towers(
+            self.hidden_units, dropout, l2, task)
+        self.scale, self.bias = cosine_scale(self, task)
 
     def call(self, representation, candidate=None, training=None):
-        x = candidate
-        x = apply(self.tower, x, training)
-        item = tf.math.l2_normalize(self.tower_out(x), axis=-1)
-        user = tf.math.l2_normalize(self.user_projection(representation), axis=-1)
-        return self.scale * tf.reduce_sum(user * item, axis=-1) + self.bias
+        return cosine_logit(self.tower, self.tower_out, self.user_projection, self.scale,
+                            self.bias, representation, candidate, training)
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "dropout": self.dropout, "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="dupn")
+class ESMMTowerHead(EntireSpaceHead, TowerHead):
+    """ESMM's ctr head in DSSM: the click and the conversion logit each a scaled cosine of its
+    own candidate tower and user projection."""
+
+    def __init__(self, task: str = "ctr", weight: float = 1.0, hidden_units=(64,),
+                 dropout: float = 0.0, l2: float = 0.0, **kwargs):
+        super().__init__(task, weight, hidden_units=hidden_units, dropout=dropout, l2=l2, **kwargs)
+        self.cvr_tower, self.cvr_tower_out, self.cvr_user_projection = cosine_towers(
+            self.hidden_units, dropout, l2, "cvr")
+        self.cvr_scale, self.cvr_bias = cosine_scale(self, "cvr")
+
+    def call(self, representation, candidate=None, training=None):
+        click = super().call(representation, candidate, training)
+        conversion = cosine_logit(self.cvr_tower, self.cvr_tower_out, self.cvr_user_projection,
+                                  self.cvr_scale, self.cvr_bias, representation, candidate,
+                                  training)
+        return tf.stack([click, conversion], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="dupn")
@@ -244,7 +286,8 @@ class DSSM(RepresentationModel):
                  dropout: float = 0.0, l2: float = 0.0, sharing: dict | None = None, **kwargs):
         towers = ("item", "talent", "shop")
         super().__init__(contract, [
-            TowerHead(h["name"], h["weight"], h["hidden_units"], dropout, l2)
+            (ESMMTowerHead if h.get("esmm") else TowerHead)(
+                h["name"], h["weight"], hidden_units=h["hidden_units"], dropout=dropout, l2=l2)
             if CANDIDATES[h["name"]] in towers else make_head(h, contract["rank_features"],
                                                               dropout, l2)
             for h in heads], sharing, dropout, l2, **kwargs)

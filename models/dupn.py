@@ -48,7 +48,7 @@ class DUPN(RepresentationModel):
 
     Args:
       contract: contract_config(contract).
-      heads: [{name, weight, hidden_units}] in order.
+      heads: [{name, weight, hidden_units, esmm (ctr only, optional)}] in order.
       variant: a key of VARIANT_PROPERTIES.
       lstm_units: LSTM width, also the width of the pooled representation.
       peepholes: peephole connections in the LSTM.
@@ -119,8 +119,15 @@ class DUPN(RepresentationModel):
 
 
 def head_configs(config) -> list[dict]:
-    return [{"name": h.name, "weight": h.weight, "hidden_units": list(h.hidden_units)}
-            for h in config.model.heads]
+    """The heads' dicts of config.model; the ctr head's carries esmm: True with model.esmm."""
+    heads = [{"name": h.name, "weight": h.weight, "hidden_units": list(h.hidden_units)}
+             for h in config.model.heads]
+    if config.model.esmm:
+        ctr = [h for h in heads if h["name"] == "ctr"]
+        if not ctr:
+            raise ValueError("model.esmm needs a ctr head in model.heads (ESMM is the ctr head's)")
+        ctr[0]["esmm"] = True
+    return heads
 
 
 def build_model(config, contract: Contract | None = None, pretrained_item_table=None,

@@ -85,6 +85,11 @@ class TaskHead(keras.layers.Layer):
     def output_width(self) -> int:
         return self.classes
 
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The keys of scores(): the task alone (the ESMM ctr head adds cvr and ctcvr)."""
+        return (self.task,)
+
     def rows(self, labels: dict) -> tf.Tensor:
         """[B] float: 1 on this head's rows."""
         return tf.cast(tf.equal(tf.cast(labels["task"], tf.int64), TASK_INDEX[self.task]),
@@ -93,6 +98,10 @@ class TaskHead(keras.layers.Layer):
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
         """[B] for a binary head, [B, classes] for a multi-class one."""
         return tf.sigmoid(logits) if self.classes == 1 else tf.nn.softmax(logits, axis=-1)
+
+    def scores(self, logits: tf.Tensor) -> dict:
+        """{score name: probabilities} for serving and evaluation (score_names)."""
+        return {self.task: self.probabilities(logits)}
 
     def _labels(self, labels: dict, rows: tf.Tensor) -> tf.Tensor:
         # Other tasks' labels are replaced by 0 so they can never be out of range here.
@@ -217,7 +226,10 @@ class RankHead(TaskHead):
 
 
 def make_head(head: dict, rank_features: int, dropout: float, l2: float) -> TaskHead:
-    """A DUPN head from its configuration {name, weight, hidden_units}."""
+    """A DUPN head from its configuration {name, weight, hidden_units, esmm (ctr only, optional)}."""
+    if head.get("esmm"):
+        from models.esmm import ESMMHead   # models.esmm builds on this module's heads
+        return ESMMHead(head["name"], head["weight"], head["hidden_units"], dropout, l2)
     if head["name"] == "l2r":
         return RankHead("l2r", head["weight"], head["hidden_units"], rank_features, dropout, l2)
     return MLPHead(head["name"], head["weight"], head["hidden_units"], dropout, l2)

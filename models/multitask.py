@@ -54,6 +54,11 @@ class MultiTaskModel(keras.Model):
         logits = self.head_logits(inputs, training=training)
         return {h.task: h.probabilities(logits[h.task]) for h in self.heads}
 
+    def scores(self, inputs, training=False) -> dict:
+        """model(inputs) and the heads' further scores (the ESMM ctr head's cvr and ctcvr)."""
+        logits = self.head_logits(inputs, training=training)
+        return {k: v for h in self.heads for k, v in h.scores(logits[h.task]).items()}
+
     def task_losses(self, labels: dict, logits: dict) -> tuple[tf.Tensor, dict]:
         """(Σ weight × loss over heads, {head: (loss, rows)})."""
         per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
@@ -159,7 +164,8 @@ class RepresentationModel(MultiTaskModel):
         return self.sharing.task_variables(task) + super().task_variables(task)
 
     def score_items(self, representation, inputs: dict) -> dict:
-        """{ctr, l2r (those configured): probabilities [B]} of candidates for given representations.
+        """{ctr, l2r (those configured): probabilities [B]} of candidates for given representations,
+        and cvr, ctcvr when the ctr head is ESMM's.
 
         The sharing structure runs here, on the representation's rows, before they are repeated
         for the candidates: one user's [1, D] is mixed by its experts once, not once per item.
@@ -175,7 +181,8 @@ class RepresentationModel(MultiTaskModel):
                                 for t, r in task_representations.items()}
         logits = self.task_logits(task_representations, inputs, training=False,
                                   tasks=SCORED_ITEM_HEADS)
-        return {h.task: h.probabilities(logits[h.task]) for h in self.heads if h.task in logits}
+        return {k: v for h in self.heads if h.task in logits
+                for k, v in h.scores(logits[h.task]).items()}
 
     def gate_weights(self, inputs: dict) -> dict:
         """{gate: [B, experts]} expert weights of each task's gate (mmoe, ple; {} otherwise), for

@@ -1,7 +1,8 @@
 """Random batches shaped exactly as read_dataset yields them, with a learnable signal (tests, benchmarks).
 
 Each user has a favourite category that most of their behaviours fall in; a CTR item is clicked
-when it is of that category, an L2R item when its first ranking feature (plus the category
+when it is of that category (and bought, label_buy, when clicked by a user of age bucket 4 or
+more), an L2R item when its first ranking feature (plus the category
 match) is high, a talent is followed when its type matches the favourite category, the
 purchasing power follows the age bucket and a shop is preferred when the user visited it.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.contract import BEHAVIOR_TYPES, NUM_TIME_BUCKETS, SCENES, TASK_INDEX, TASKS, Contract
+from features.contract import (BEHAVIOR_TYPES, LABELS, NUM_TIME_BUCKETS, SCENES, TASK_INDEX,
+                               TASKS, Contract)
 
 CATEGORIES = 12
 
@@ -67,6 +69,8 @@ def random_examples(contract: Contract, batch_size: int, seed: int = 0, tasks=TA
         rows[name] = value * (item_rows if value.ndim == 1 else item_rows[:, None])
     match = (target_category == favourite).astype(np.float32)
     label[is_task["ctr"]] = match[is_task["ctr"]]
+    # A buy only after a click (ESMM's label), from the profile: a signal the CVR tower can learn.
+    rows["label_buy"] = (is_task["ctr"] & (match > 0) & (rows["age_bucket"] >= 4)).astype(np.float32)
     rank = rng.normal(size=(b, contract.rank_features)).astype(np.float32)
     rows["rank_features"] = rank * is_task["l2r"][:, None]
     l2r_label = (rank[:, 0] + 2 * match - 1 > 0).astype(np.float32)
@@ -105,5 +109,5 @@ def random_batch(contract: Contract, batch_size: int, seed: int = 0, tasks=TASKS
 
     rows = random_examples(contract, batch_size, seed, tasks, full_sequences)
     tensors = {k: tf.constant(v) for k, v in rows.items()}
-    labels = {k: tensors.pop(k) for k in ("task", "label", "weight")}
+    labels = {k: tensors.pop(k) for k in LABELS}
     return tensors, labels

@@ -12,7 +12,8 @@ behaviours with a timestamp STRICTLY before its own (a behaviour at the sample's
 seen). Samples: ctr and l2r per impression, talent per follow row, shop per shop-preference row,
 power once per user and day with a power_level (at the end of the day: it sees the whole day),
 and, with ctr_from_behaviors, a positive CTR sample per behaviour (its item) with negatives
-drawn from the day's items (seeded, deterministic).
+drawn from the day's items (seeded, deterministic). CTR examples carry the buy too (label_buy,
+for the ESMM head): the impression's, or for a behaviour-made positive whether it was a buy.
 """
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from features.contract import TASK_INDEX, age_bucket, time_bucket
+from features.contract import BEHAVIOR_INDEX, TASK_INDEX, age_bucket, time_bucket
 from pipeline.beam_read import days_between, shift
 from pipeline.beam_rows import DAY_SECONDS, day_start
 
 EXAMPLES, STATS = "examples", "stats"
 KV = typing.Tuple[typing.Any, typing.Any]
 BEHAVIOR, TAIL, SAMPLE, PROFILE = "b", "t", "s", "p"
+BUY = BEHAVIOR_INDEX["buy"]
 
 
 @dataclass(frozen=True)
@@ -160,35 +162,38 @@ def _item_values(item: tuple) -> dict:
 
 
 def task_values(sample: tuple, user: str, spec: SampleSpec):
-    """Yields (task, target, label, weight) of one sample tuple (one or more examples).
+    """Yields (task, target, label, weight, buy) of one sample tuple (one or more examples).
 
     target: the sample's features besides the sequence, profile and label (ts, target item,
     query...); the ctr and l2r examples of an impression share one target dict.
+    buy: the ctr examples' label_buy (the impression's buy; a behaviour-made positive's is 1
+    when the behaviour is a buy), None for the other tasks (they do not write it).
     """
     ts, kind = sample[0], sample[1]
     if kind == "imp":
         _, _, request_id, item, terms, features, click, buy = sample
         target = {**_item_values(item), "query": terms, "rank_features": features,
                   "request_id": request_id, "ts": ts}
-        yield "ctr", target, float(click), 1.0
+        yield "ctr", target, float(click), 1.0, float(buy)
         weight = (spec.l2r_weight_buy if buy else spec.l2r_weight_click if click
                   else spec.l2r_weight_none)
-        yield "l2r", target, float(click or buy), weight
+        yield "l2r", target, float(click or buy), weight, None
     elif kind == "talent":
         _, _, talent_id, talent_type, tags, followed = sample
         yield "talent", {"talent_id": talent_id, "talent_type": talent_type, "talent_tags": tags,
-                         "ts": ts}, float(followed), 1.0
+                         "ts": ts}, float(followed), 1.0, None
     elif kind == "shop":
         _, _, shop_id, label = sample
-        yield "shop", {"shop_id": shop_id, "ts": ts}, float(label), 1.0
+        yield "shop", {"shop_id": shop_id, "ts": ts}, float(label), 1.0, None
     elif kind == "power":
-        yield "power", {"ts": ts}, float(sample[2] - 1), 1.0
+        yield "power", {"ts": ts}, float(sample[2] - 1), 1.0, None
     elif kind == "bctr":
-        _, _, item, negatives = sample
+        _, _, item, negatives, bought = sample
         request_id = f"{user}@{ts}"
-        yield "ctr", {**_item_values(item), "request_id": request_id, "ts": ts}, 1.0, 1.0
+        shown = {"request_id": request_id, "ts": ts}
+        yield "ctr", {**_item_values(item), **shown}, 1.0, 1.0, float(bought)
         for negative in negatives:
-            yield "ctr", {**_item_values(negative), "request_id": request_id, "ts": ts}, 0.0, 1.0
+            yield "ctr", {**_item_values(negative), **shown}, 0.0, 1.0, 0.0
     else:
         raise ValueError(f"unknown sample kind {kind!r}")
 
@@ -220,7 +225,8 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
         samples.append((day_start(day) + DAY_SECONDS, "power", power))
     if spec.ctr_from_behaviors:
         samples.extend((b[0], "bctr", b[3:8], draw_negatives(pool, user, b[0], b[3], spec.ctr_negatives,
-                                                             spec.seed)) for b in behaviors)
+                                                             spec.seed), b[1] == BUY)
+                       for b in behaviors)
     samples.sort()
     profile_values = {"age_bucket": age_bucket(age), "gender": gender, "user_id": user}
     seen, version, cached_for, context = 0, 0, None, None
@@ -233,10 +239,12 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
         if cached_for != (version, ts):      # samples of one request share their sequence
             context = {**sequence_values(list(window), ts), **profile_values}
             cached_for = (version, ts)
-        for j, (task, target, label, weight) in enumerate(task_values(sample, user, spec)):
+        for j, (task, target, label, weight, buy) in enumerate(task_values(sample, user, spec)):
             key = f"{user}\t{ts:012d}\t{index:06d}\t{j:03d}\t{task}"
-            yield task, key, len(window), (context, target, {"task": TASK_INDEX[task],
-                                                             "label": label, "weight": weight})
+            labels = {"task": TASK_INDEX[task], "label": label, "weight": weight}
+            if buy is not None:
+                labels["label_buy"] = buy
+            yield task, key, len(window), (context, target, labels)
 
 
 def pack_batch(records: list) -> bytes:
@@ -265,7 +273,8 @@ class BuildExamplesFn(beam.DoFn):
     Records leave in batches per shard (at most FLUSH_RECORDS held at once), each packed by
     pack_batch: a shuffle costs per element and per byte, and the local runner holds a stage's
     whole output in memory (examples repeat their request's sequence, so they compress ~10x).
-    STATS output: (day, {"tasks": {task: {samples, positives | levels, seq_len}}, ...}) per bundle.
+    STATS output: (day, {"tasks": {task: {samples, positives | levels, seq_len, buys (ctr)}}, ...})
+    per bundle.
     """
     FLUSH_RECORDS = 2000
 
@@ -277,7 +286,7 @@ class BuildExamplesFn(beam.DoFn):
     def setup(self):
         from features.tfrecord import encode_example   # loads TensorFlow once per worker
         self.encode = encode_example
-        self.labels = {}       # (task, label, weight) -> its encoded part
+        self.labels = {}       # (task, label, weight, label_buy) -> its encoded part
 
     def start_bundle(self):
         self.stats = {}
@@ -310,7 +319,8 @@ class BuildExamplesFn(beam.DoFn):
             for i, part in enumerate((context, target)):
                 if part is not encoded_for[i]:
                     encoded[i], encoded_for[i] = self.encode(part, self.contract), part
-            label_key = (label["task"], label["label"], label["weight"])   # a handful of values
+            label_key = (label["task"], label["label"], label["weight"],   # a handful of values
+                         label.get("label_buy"))
             label_bytes = self.labels.get(label_key)
             if label_bytes is None:
                 label_bytes = self.labels[label_key] = self.encode(label, self.contract)
@@ -319,12 +329,13 @@ class BuildExamplesFn(beam.DoFn):
             self.pending.setdefault((task, day, shard), []).append((key, record))
             self.pending_count += 1
             written += 1
-            self._count(stats, task, label["label"], length, profile is None)
+            self._count(stats, task, label["label"], length, profile is None,
+                        label.get("label_buy", 0.0))
         self.examples_counter.inc(written)
         if self.pending_count >= self.FLUSH_RECORDS:
             yield from self._flush()
 
-    def _count(self, stats, task, label, length, no_profile):
+    def _count(self, stats, task, label, length, no_profile, buy=0.0):
         task_stats = stats["tasks"].setdefault(task, {"samples": 0, "seq_len": {}})
         task_stats["samples"] += 1
         if task == "power":
@@ -333,6 +344,8 @@ class BuildExamplesFn(beam.DoFn):
             levels[level] = levels.get(level, 0) + 1
         else:
             task_stats["positives"] = task_stats.get("positives", 0) + int(label > 0)
+        if task == "ctr":
+            task_stats["buys"] = task_stats.get("buys", 0) + int(buy > 0)
         bin_ = sequence_length_bin(length, self.spec.sequence_length)
         task_stats["seq_len"][bin_] = task_stats["seq_len"].get(bin_, 0) + 1
         stats["examples_without_profile"] += no_profile

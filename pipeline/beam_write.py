@@ -171,6 +171,9 @@ def day_stats(day: str, counts: dict) -> dict:
         else:
             entry["positives"] = found.get("positives", 0)
             entry["positive_rate"] = round(found.get("positives", 0) / found["samples"], 6)
+        if task == "ctr":   # the ESMM head's conversion label
+            entry["buys"] = found.get("buys", 0)
+            entry["buy_rate"] = round(found.get("buys", 0) / found["samples"], 6)
         entry["seq_len"] = {b: found["seq_len"][b] for b in sorted(found["seq_len"], key=_bin_order)}
         tasks[task] = entry
     by_table = counts.get("rejected_by_table", {})

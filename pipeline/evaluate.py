@@ -4,7 +4,10 @@ AUC (and log loss) for the binary tasks ctr, l2r, talent and shop; accuracy and 
 precision and recall for the 7-class purchasing power; the sample count n of each. Where the
 synthetic generator wrote the true click probabilities (RAW/_oracle/impressions/dt=D), the ctr
 entry also holds the oracle AUC: the AUC of those probabilities against the labels of the same
-samples (joined on request_id + item_id), the ceiling any model can reach on that day.
+samples (joined on request_id + item_id), the ceiling any model can reach on that day. A model
+whose ctr head is ESMM's adds to the ctr entry ctcvr_auc (click·buy vs pCTCVR, every ctr
+sample), cvr_auc (buy vs pCVR, clicked samples only) and the data's buy_rate (click·buy over
+the samples) and buy_rate_of_clicks, the rates that tell whether those AUCs are defined.
 """
 from __future__ import annotations
 
@@ -61,19 +64,22 @@ def _decode(values: np.ndarray) -> np.ndarray:
 
 
 def predictor(model):
-    """model(inputs, training=False) as a function; a Keras model is traced once, for any batch size.
+    """model.scores(inputs, training=False) as a function (model(...) when it has no scores): the
+    heads' probabilities and an ESMM ctr head's cvr and ctcvr. A Keras model is traced once, for
+    any batch size.
 
     The input signature (batch axis unknown) is taken from the first batch, so the short last
     batch of every file set does not trigger another trace.
     """
+    scores = getattr(model, "scores", model)
     if not isinstance(model, keras.Model):
-        return lambda inputs: model(inputs, training=False)
+        return lambda inputs: scores(inputs, training=False)
     traced = []
 
     def predict(inputs):
         if not traced:
             spec = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in inputs.items()}
-            traced.append(tf.function(lambda x: model(x, training=False), input_signature=[spec]))
+            traced.append(tf.function(lambda x: scores(x, training=False), input_signature=[spec]))
         return traced[0](inputs)
     return predict
 
@@ -107,7 +113,8 @@ def predict_task(model, task: str, batches, predict=None) -> dict:
       predict: predictor(model), to share one traced function between tasks.
     Returns:
       dict of numpy arrays over the n examples: label [n], weight [n], prediction [n] (binary
-      heads) or [n, 7] (power), request_id [n] and item_id [n] (the raw ids, str).
+      heads) or [n, 7] (power), request_id [n] and item_id [n] (the raw ids, str); for an ESMM
+      ctr head also label_buy, cvr and ctcvr [n].
     """
     predict = predict or predictor(model)
     parts = {k: [] for k in ("label", "weight", "prediction", "request_id", "item_id")}
@@ -115,6 +122,10 @@ def predict_task(model, task: str, batches, predict=None) -> dict:
         outputs = predict(inputs)
         if task not in outputs:
             raise KeyError(f"evaluate: the model has no '{task}' head (it has: {', '.join(sorted(outputs))})")
+        if task == "ctr" and "ctcvr" in outputs:
+            for name, value in (("label_buy", labels["label_buy"]), ("cvr", outputs["cvr"]),
+                                ("ctcvr", outputs["ctcvr"])):
+                parts.setdefault(name, []).append(np.asarray(value, dtype=np.float64))
         parts["prediction"].append(np.asarray(outputs[task], dtype=np.float64))
         parts["label"].append(labels["label"].numpy())
         parts["weight"].append(labels["weight"].numpy())
@@ -143,9 +154,22 @@ def task_metrics(task: str, predicted: dict, oracle: pd.DataFrame | None = None)
               "positive_rate": float(np.mean(y > 0)) if n else float("nan"), "n": n}
     if np.any(w != 1.0):   # l2r weighs buys above clicks: the AUC that training optimises
         result["weighted_auc"] = metrics.auc(y, p, w)
+    if task == "ctr" and "ctcvr" in predicted:
+        result.update(_conversion_metrics(predicted))
     if task == "ctr" and oracle is not None:
         result.update(_oracle_metrics(predicted, oracle))
     return result
+
+
+def _conversion_metrics(predicted: dict) -> dict:
+    """An ESMM ctr head's: ctcvr_auc over every sample, cvr_auc over the clicked ones."""
+    clicked = predicted["label"] > 0
+    bought = clicked & (predicted["label_buy"] > 0)      # ESMM's conversion is post-click
+    n, clicks = bought.shape[0], int(clicked.sum())
+    return {"ctcvr_auc": metrics.auc(bought, predicted["ctcvr"]),
+            "cvr_auc": metrics.auc(bought[clicked], predicted["cvr"][clicked]),
+            "buy_rate": float(bought.mean()) if n else float("nan"),
+            "buy_rate_of_clicks": float(bought.sum() / clicks) if clicks else float("nan")}
 
 
 def _oracle_metrics(predicted: dict, oracle: pd.DataFrame) -> dict:

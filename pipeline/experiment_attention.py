@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.contract import BEHAVIOR_TYPES, NUM_TIME_BUCKETS, TIME_BUCKET_EDGES_S
+from features.contract import BEHAVIOR_TYPES, LABELS, NUM_TIME_BUCKETS, TIME_BUCKET_EDGES_S
 from pipeline import plots
 from pipeline.evaluate import example_files
 from pipeline.experiment import Setup, train_run, with_variant
@@ -130,7 +130,7 @@ def collect(model, contract, files, batch_size: int, limit: int):
     attend = tf.function(model.attention_weights, reduce_retracing=True)
     parts = []
     for raw in ds:
-        inputs = {k: v for k, v in hash_features(raw, contract).items() if k not in ("task", "label", "weight")}
+        inputs = {k: v for k, v in hash_features(raw, contract).items() if k not in LABELS}
         parts.append({"weights": attend(inputs).numpy(),
                       **{k: v.numpy() for k, v in raw.items()}})
     joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -157,7 +157,7 @@ def one_user_under_queries(model, contract, raw: dict, weights: np.ndarray) -> d
     counts = pd.Series([t for t in texts if t and t != own]).value_counts()
     queries = ([own] if own else []) + list(counts.index[:QUERIES])
     rows = {k: np.repeat(v[pick:pick + 1], len(queries), axis=0) for k, v in raw.items()
-            if k not in ("task", "label", "weight")}
+            if k not in LABELS}
     width = raw["query"].shape[1]
     rows["query"] = np.array([(q.split() + [""] * width)[:width] for q in queries], dtype=object)
     hashed = hash_features({k: tf.constant(v) for k, v in rows.items()}, contract)

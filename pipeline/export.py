@@ -4,8 +4,9 @@
 
   DIR/user   behaviour sequence, query and profile -> user_representation [B, shared_dim]
   DIR/item   user_representation ([B, D], or [1, D] for one user's candidates) + the candidates'
-             item and ranking features -> ctr, l2r [B] (model.sharing's experts and gates run here)
-  DIR/whole  every feature of each candidate row -> ctr, l2r [B] (the user part recomputed per row)
+             item and ranking features -> ctr, l2r [B] (with model.esmm also cvr, ctcvr; model.sharing's
+             experts and gates run here)
+  DIR/whole  every feature of each candidate row -> the same scores (the user part recomputed per row)
 Every signature ("serving_default") takes the contract's raw values under the contract's names:
 string ids are hashed inside (features.tfrecord.hash_features), so clients never see hash tables.
 A request for one user and K candidates runs the user part once and the item part on K rows.
@@ -49,7 +50,8 @@ class ServingPart(tf.Module):
 
 
 def scored_heads(model) -> list[str]:
-    return [h.task for h in model.heads if h.task in ("ctr", "l2r")]
+    """The item part's scores: ctr (and cvr, ctcvr of an ESMM ctr head) and l2r, those configured."""
+    return [name for h in model.heads if h.task in ("ctr", "l2r") for name in h.score_names]
 
 
 def make_parts(model, contract: Contract, xla: bool = True) -> dict[str, ServingPart]:

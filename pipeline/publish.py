@@ -114,7 +114,12 @@ def _write_atomic(path: Path, text: str) -> None:
 # ---- the publish gate --------------------------------------------------------------------------
 
 HEADLINE = {"power": "accuracy"}      # every other task: auc (higher is better for both)
-DATA_METRICS = ("n", "positive_rate", "oracle_auc", "oracle_n")   # facts of the data, not the model
+# Facts of the data, not the model.
+DATA_METRICS = ("n", "positive_rate", "oracle_auc", "oracle_n", "buy_rate", "buy_rate_of_clicks")
+# An AUC is defined when the rate of positives among its samples lies strictly between 0 and 1.
+AUC_RATES = {"auc": "positive_rate", "weighted_auc": "positive_rate",
+             "auc_on_oracle_samples": "positive_rate",
+             "ctcvr_auc": "buy_rate", "cvr_auc": "buy_rate_of_clicks"}   # an ESMM ctr head's
 
 
 def headline(task: str) -> str:
@@ -125,8 +130,8 @@ def _defined_by_data(task: str, metric: str, values: dict) -> bool:
     """False where the evaluation data cannot define the metric (no rows, or one class only)."""
     if not values.get("n"):
         return False
-    if metric in ("auc", "weighted_auc", "auc_on_oracle_samples"):
-        rate = values.get("positive_rate")
+    if metric in AUC_RATES:
+        rate = values.get(AUC_RATES[metric])
         return rate is not None and 0.0 < rate < 1.0
     return True
 

@@ -12,7 +12,7 @@ Missing features are padding. In JSON Lines a list is a JSON list or a string; i
 list is a string (tensorflow-io reads scalar columns only). In a string, list items are separated
 by ';' (query terms also by spaces) and, in seq_tags, one behaviour's tags by '|'.
 The user part runs once per request, the item part once on all its candidates. Output: one JSON
-line per candidate: request_id, item_id and a score per exported head (ctr, l2r).
+line per candidate: request_id, item_id and each exported score (ctr, l2r; cvr, ctcvr with ESMM).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ import os
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.contract import TASK_INDEX
@@ -49,6 +50,7 @@ def test_labels_sequences_and_profiles_are_the_hand_built_ones(built):
     ctr = {text(e["item_id"])[0]: e for e in read_examples(built / "out", "ctr", day)}
     l2r = {text(e["item_id"])[0]: e for e in read_examples(built / "out", "l2r", day)}
     assert {k: float(e["label"]) for k, e in ctr.items()} == {"i1": 0.0, "i2": 1.0, "i3": 0.0}
+    assert {k: float(e["label_buy"]) for k, e in ctr.items()} == {"i1": 0.0, "i2": 0.0, "i3": 1.0}
     assert {k: (float(e["label"]), float(e["weight"])) for k, e in l2r.items()} == {
         "i1": (0.0, 1.0), "i2": (1.0, 1.0), "i3": (1.0, 5.0)}
     # the request at 02:30 sees u1's last days (lookback 3 reaches day 1) and today's 00:00..02:00
@@ -75,6 +77,7 @@ def test_day_statistics(built):
     assert {t: v["samples"] for t, v in stats["tasks"].items()} == {
         "ctr": 3, "l2r": 3, "talent": 1, "power": 2, "shop": 1}
     assert stats["tasks"]["ctr"]["positive_rate"] == pytest.approx(1 / 3, abs=1e-6)
+    assert stats["tasks"]["ctr"]["buys"] == 1 and "buys" not in stats["tasks"]["l2r"]
     assert stats["tasks"]["power"]["level_share"] == {"3": 0.5, "7": 0.5}
     assert stats["tasks"]["ctr"]["seq_len"] == {"13-14": 3}
 
@@ -165,5 +168,11 @@ def test_the_taobao_sample_through_the_whole_job(tmp_path):
         assert len({tuple(text(e["seq_item_id"])) for e in group}) == 1
         assert all(int(e["ts"]) == int(group[0]["ts"]) for e in group)
     # the real sample's users have histories: most examples carry one, many a full one
+    # a positive made from a buy behaviour is bought (label_buy), every other example is not
+    behaviours = pd.concat([pd.read_json(f, lines=True)
+                            for f in sorted((raw / "behaviors" / f"dt={last}").glob("*.jsonl"))])
+    bought = [e for e in examples if float(e["label_buy"]) == 1.0]
+    assert ctr["buys"] == len(bought) == int((behaviours["type"] == "buy").sum()) > 0
+    assert all(float(e["label"]) == 1.0 for e in bought)
     lengths = [len(text(e["seq_item_id"])) for e in examples]
     assert np.mean([n > 0 for n in lengths]) > 0.9 and max(lengths) == 20

@@ -4,7 +4,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow.core.example import example_pb2
 
-from features.contract import TASK_INDEX, item_tag_slots, time_bucket
+from features.contract import BEHAVIOR_INDEX, TASK_INDEX, item_tag_slots, time_bucket
 from pipeline.beam_join import BEHAVIORS, IMPRESSIONS, MISSING, JoinItems, item_features
 from pipeline.beam_rows import day_start
 from pipeline.beam_samples import EXAMPLES, STATS, BuildSamples, LastN, SampleSpec, draw_negatives, \
@@ -122,12 +122,17 @@ def test_an_impression_gives_ctr_and_l2r_with_the_configured_weights():
     item = ("i1", "s", "b", "c", ("", "", "", ""))
     samples = [(S3 + 5, "imp", "r1", item, ("q",), (0.1,), 0, 1),     # bought, not clicked
                (S3 + 5, "imp", "r1", item, ("q",), (0.1,), 1, 0),     # clicked
-               (S3 + 5, "imp", "r1", item, ("q",), (0.1,), 0, 0)]     # nothing
-    out = [(task, values["label"], values["weight"]) for task, _, _, values in examples_of(
-        "u1", D3, [], [], samples, None, spec(l2r_weight_buy=5.0, l2r_weight_click=2.0,
-                                              l2r_weight_none=0.5))]
-    assert sorted(out) == sorted([("ctr", 0.0, 1.0), ("l2r", 1.0, 5.0), ("ctr", 1.0, 1.0),
-                                  ("l2r", 1.0, 2.0), ("ctr", 0.0, 1.0), ("l2r", 0.0, 0.5)])
+               (S3 + 5, "imp", "r1", item, ("q",), (0.1,), 0, 0),     # nothing
+               (S3 + 5, "imp", "r1", item, ("q",), (0.1,), 1, 1)]     # clicked and bought
+    out = [(task, values["label"], values["weight"], values.get("label_buy"))
+           for task, _, _, values in examples_of(
+               "u1", D3, [], [], samples, None, spec(l2r_weight_buy=5.0, l2r_weight_click=2.0,
+                                                     l2r_weight_none=0.5))]
+    # ctr examples carry the impression's buy (label_buy); the other tasks do not write it
+    assert sorted(out, key=str) == sorted([
+        ("ctr", 0.0, 1.0, 1.0), ("l2r", 1.0, 5.0, None), ("ctr", 1.0, 1.0, 0.0),
+        ("l2r", 1.0, 2.0, None), ("ctr", 0.0, 1.0, 0.0), ("l2r", 0.0, 0.5, None),
+        ("ctr", 1.0, 1.0, 1.0), ("l2r", 1.0, 5.0, None)], key=str)
 
 
 def test_behaviour_ctr_samples_have_seeded_negatives_never_the_positive_item():
@@ -143,8 +148,19 @@ def test_behaviour_ctr_samples_have_seeded_negatives_never_the_positive_item():
     assert all(v["item_id"] != "p2" for v in of_positive[1:])
     assert all(list(v["seq_item_id"]) == ["x"] for v in of_positive)        # strictly before
     assert len({v["request_id"] for v in of_positive}) == 1
+    assert [v["label_buy"] for v in of_positive] == [0.0] * 4                # a click, no buy
     other_seed = draw_negatives(pool, "u1", S3 + 50, "p2", 3, seed=2)
     assert other_seed != draw_negatives(pool, "u1", S3 + 50, "p2", 3, seed=1)
+
+
+def test_a_behaviour_made_ctr_positive_is_bought_when_its_behaviour_is_a_buy():
+    pool = [(f"p{k}", "", "", "", ("", "", "", "")) for k in range(5)]
+    behaviors = [beh(S3 + 10, "p1", type_=BEHAVIOR_INDEX["cart"]),
+                 beh(S3 + 20, "p2", type_=BEHAVIOR_INDEX["buy"])]
+    out = examples_of("u1", D3, behaviors, [], [], None,
+                      spec(ctr_from_behaviors=True, ctr_negatives=2), pool)
+    assert [(v["item_id"] if v["label"] else "-", v["label_buy"]) for _, _, _, v in out] == [
+        ("p1", 0.0), ("-", 0.0), ("-", 0.0), ("p2", 1.0), ("-", 0.0), ("-", 0.0)]
 
 
 def test_build_samples_in_memory_pipeline():
@@ -158,7 +174,7 @@ def test_build_samples_in_memory_pipeline():
         (("u1", D3), beh(S3 + 200, "at-sample")),
         (("u1", D3), beh(S3 + 300, "after")),
     ]
-    impressions = [(("u1", D3), (S3 + 200, "imp", "r7", item, ("q",), (0.5,) * 8, 1, 0))]
+    impressions = [(("u1", D3), (S3 + 200, "imp", "r7", item, ("q",), (0.5,) * 8, 1, 1))]   # bought
     follows = [(D3, ("u1", "talent", S3 + 150, "icon", ("a",), 0))]
     # the day's last users row wins: age 40 (bucket 6), power 2 (label 1)
     users = [(D3, ("u.csv", 2), ("u1", 40, 1, 2)), (D3, ("u.csv", 1), ("u1", 20, 2, 5))]
@@ -174,18 +190,19 @@ def test_build_samples_in_memory_pipeline():
         decoded = built[EXAMPLES] | beam.FlatMapTuple(
             lambda key, batch: [(key[0], key[2], decode(record)) for _, record in unpack_batch(batch)])
         summary = decoded | beam.MapTuple(lambda task, shard, ex: (
-            task, ex["task"][0], ex["label"][0], tuple(ex["seq_item_id"]), ex["age_bucket"][0],
-            shard in (0, 1)))
+            task, ex["task"][0], ex["label"][0], ex.get("label_buy"), tuple(ex["seq_item_id"]),
+            ex["age_bucket"][0], shard in (0, 1)))
         assert_that(summary, equal_to([
-            ("ctr", TASK_INDEX["ctr"], 1.0, ("yesterday", "today"), 6, True),
-            ("l2r", TASK_INDEX["l2r"], 1.0, ("yesterday", "today"), 6, True),
-            ("talent", TASK_INDEX["talent"], 0.0, ("yesterday", "today"), 6, True),
-            ("power", TASK_INDEX["power"], 1.0, ("yesterday", "today", "at-sample", "after"), 6, True),
+            ("ctr", TASK_INDEX["ctr"], 1.0, [1.0], ("yesterday", "today"), 6, True),
+            ("l2r", TASK_INDEX["l2r"], 1.0, None, ("yesterday", "today"), 6, True),
+            ("talent", TASK_INDEX["talent"], 0.0, None, ("yesterday", "today"), 6, True),
+            ("power", TASK_INDEX["power"], 1.0, None, ("yesterday", "today", "at-sample", "after"), 6,
+             True),
         ]), label="examples")
         stats = built[STATS] | beam.MapTuple(lambda day, st: (day, sorted(
-            (task, v["samples"]) for task, v in st["tasks"].items())))
-        assert_that(stats, equal_to([(D3, [("ctr", 1), ("l2r", 1), ("power", 1), ("talent", 1)])]),
-                    label="stats")
+            (task, v["samples"], v.get("buys")) for task, v in st["tasks"].items())))
+        assert_that(stats, equal_to([(D3, [("ctr", 1, 1), ("l2r", 1, None), ("power", 1, None),
+                                           ("talent", 1, None)])]), label="stats")
 
 
 def test_a_request_shares_its_parts_and_their_split_encoding_parses_as_the_whole():

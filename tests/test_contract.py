@@ -27,7 +27,8 @@ def test_contract_shapes_follow_the_config(contract):
     assert f["seq_item_id"].table == f["item_id"].table == "item_id"
     assert f["seq_tags"].table == f["talent_tags"].table == "tags"
     assert f["seq_time_bucket"].vocab == NUM_TIME_BUCKETS == 9
-    assert not any(f[k].model_input for k in ("task", "label", "weight", "user_id", "request_id", "ts"))
+    assert not any(f[k].model_input for k in ("task", "label", "weight", "label_buy", "user_id",
+                                               "request_id", "ts"))
     assert contract.input_dtype("seq_item_id") == "int64" and contract.input_dtype("label") == "float32"
     paper = Contract.from_config(load_config("dupn"))
     assert paper.features["seq_item_id"].shape == (100,)
@@ -92,7 +93,7 @@ def full_example(contract, n=3):
         "rank_features": [0.5, -1.0, 2.25, 0, 0, 0, 0, 1e-3],
         "talent_id": "t7", "talent_type": "icon", "talent_tags": item_tag_slots(["street"], None, t),
         "query": ["silk", "dress"], "age_bucket": age_bucket(27), "gender": GENDER_INDEX["f"],
-        "task": TASK_INDEX["l2r"], "label": 1.0, "weight": 5.0,
+        "task": TASK_INDEX["l2r"], "label": 1.0, "weight": 5.0, "label_buy": 1.0,
         "user_id": "u1", "request_id": "r1", "ts": 1511600000,
     }
 
@@ -162,6 +163,22 @@ def test_round_trip_with_hashing(contract):
     assert again.tolist() == [item[0], item[1], 0]
 
 
+def test_the_buy_label_round_trips_and_examples_written_before_it_parse_as_no_buy(tmp_path, contract):
+    bought = dict(full_example(contract), task=TASK_INDEX["ctr"], label=1.0, label_buy=1.0)
+    # An example as the contract wrote them before label_buy existed: no such feature at all.
+    old = tf.train.Example(features=tf.train.Features(feature={
+        "item_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"i1"])),
+        "task": tf.train.Feature(int64_list=tf.train.Int64List(value=[TASK_INDEX["ctr"]])),
+        "label": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0])),
+        "weight": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))})).SerializeToString()
+    with tf.io.TFRecordWriter(str(tmp_path / "part-0.tfrecord.gz"), options="GZIP") as writer:
+        writer.write(encode_example(bought, contract))
+        writer.write(old)
+    inputs, labels = next(iter(read_dataset(str(tmp_path / "*.tfrecord.gz"), contract, batch_size=2)))
+    assert labels["label_buy"].dtype == tf.float32 and labels["label_buy"].numpy().tolist() == [1.0, 0.0]
+    assert labels["label"].numpy().tolist() == [1.0, 1.0] and "label_buy" not in inputs
+
+
 def test_encode_rejects_what_it_cannot_write(contract):
     with pytest.raises(KeyError, match="'colour' is not a feature"):
         encode_example({"colour": "red"}, contract)
@@ -185,7 +202,7 @@ def test_read_dataset_from_gzipped_tfrecords(tmp_path, contract):
     batches = list(ds)
     assert [len(labels["label"]) for _, labels in batches] == [2, 2, 1]
     inputs, labels = batches[0]
-    assert set(labels) == {"task", "label", "weight"}
+    assert set(labels) == {"task", "label", "weight", "label_buy"}
     assert not set(labels) & set(inputs)
     assert set(inputs) == set(contract.features) - set(labels)   # meta stays with the inputs
     assert inputs["seq_item_id"].shape == (2, 20) and inputs["seq_tags"].shape == (2, 20, 4)

@@ -168,3 +168,55 @@ def test_json_shape_of_a_tiny_trained_model(capsys):
     assert power["n"] == 24 and 0.0 <= power["accuracy"] <= 1.0
     assert len(power["precision"]) == len(power["recall"]) == 7
     assert json.loads((work / "eval" / f"{DAYS[1]}.json").read_text()) == printed
+
+
+class ESMMStandIn(StandInModel):
+    """A stand-in whose ctr head is ESMM's: scores() adds cvr and ctcvr from rank_features[:, 2:4]."""
+
+    def scores(self, inputs, training=False):
+        features_ = inputs["rank_features"]
+        return {**self(inputs), "ctr": features_[:, 0], "cvr": features_[:, 2], "ctcvr": features_[:, 3]}
+
+
+def esmm_rows():
+    """ctr rows: click, buy (the fifth a buy logged without a click), pCVR and pCTCVR."""
+    clicks, buys = [1, 1, 1, 0, 0, 1], [1, 0, 1, 0, 1, 0]
+    cvr, ctcvr = [0.9, 0.4, 0.45, 0.2, 0.99, 0.5], [0.5, 0.3, 0.2, 0.1, 0.6, 0.05]
+    return [{**row, "label_buy": float(b), "rank_features": [0.5, 0.0, v, w] + [0.0] * 4}
+            for row, b, v, w in zip(binary_rows(0, clicks, [0.5] * 6), buys, cvr, ctcvr)]
+
+
+def test_an_esmm_model_adds_ctcvr_and_cvr_auc_to_the_ctr_entry(tmp_path, contract):
+    write_records(tmp_path / "ctr" / f"dt={DATE}" / "part-00000.tfrecord.gz", esmm_rows(), contract)
+    files = evaluate.example_files(tmp_path, DATE, ["ctr"])
+    ctr = evaluate.evaluate_model(ESMMStandIn(), contract, files, batch_size=4)["ctr"]
+    # conversions (click and buy): rows 0 and 2. pCTCVR .5 beats .3 .1 .05 (not .6: the unclicked
+    # buy counts as none); .2 beats .1 and .05: 5 of 2 * 4 pairs.
+    assert ctr["ctcvr_auc"] == pytest.approx(5 / 8)
+    # clicked rows 0, 1, 2, 5: pCVR .9 beats .4 and .5, .45 beats .4: 3 of 4 pairs.
+    assert ctr["cvr_auc"] == pytest.approx(3 / 4)
+    assert ctr["buy_rate"] == pytest.approx(2 / 6) and ctr["buy_rate_of_clicks"] == pytest.approx(2 / 4)
+    plain = evaluate.evaluate_model(StandInModel(), contract, files, batch_size=4)["ctr"]
+    assert not {"ctcvr_auc", "cvr_auc", "buy_rate"} & set(plain)
+
+
+def test_the_publish_gate_skips_conversion_aucs_the_data_cannot_define():
+    from pipeline.publish import gate
+    ctr = {"auc": 0.7, "positive_rate": 0.3, "n": 10, "ctcvr_auc": float("nan"), "buy_rate": 0.0,
+           "cvr_auc": float("nan"), "buy_rate_of_clicks": 0.0}
+    assert gate({"ctr": ctr}, None, 0.01) == []
+    assert gate({"ctr": {**ctr, "buy_rate": 0.1}}, None, 0.01) == ["ctr ctcvr_auc is nan"]
+
+
+def test_a_keras_esmm_model_is_evaluated_through_its_scores(tmp_path):
+    from models.dupn import build_model
+    from tiny_work import OVERRIDES, write_day
+    config = load_config("small", [*OVERRIDES, "model.esmm=true"])
+    contract_ = Contract.from_config(config)
+    write_day(tmp_path / "examples", tmp_path / "raw", DATE, contract_, users=8)
+    model = build_model(config, contract_)
+    files = evaluate.example_files(tmp_path / "examples", DATE, ["ctr"])
+    ctr = evaluate.evaluate_model(model, contract_, files, batch_size=32)["ctr"]
+    assert ctr["n"] == 8 * 3 * 4 and 0.0 < ctr["buy_rate"] < ctr["positive_rate"]
+    for name in ("auc", "ctcvr_auc", "cvr_auc"):
+        assert 0.0 <= ctr[name] <= 1.0, name

@@ -121,3 +121,29 @@ def test_bad_request_row_is_named(exported, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert score.main(["--model", str(out), "--request", str(tmp_path / "bad.jsonl")]) == 1
     assert "bad.jsonl row 2: field rank_features: 9 values, the contract has 8" in capsys.readouterr().err
+
+
+def test_an_esmm_model_exports_cvr_and_ctcvr_and_its_split_equals_the_whole(exported, tmp_path):
+    from models.dupn import build_model
+    from train_helpers import tiny_config
+    _, _, contract, serialized = exported
+    model = build_model(tiny_config("model.esmm=true"), contract)
+    info = export.export(model, contract, tmp_path / "esmm", xla=False)
+    assert info["heads"] == info["outputs"]["item"] == ["ctr", "cvr", "ctcvr", "l2r"]
+    raw = parse_batch(serialized, contract, hash_ids=False)
+    user, item, whole = (export.load_part(tmp_path / "esmm", p) for p in export.PARTS)
+    representation = user(**{k: raw[k] for k in export.USER_FEATURES})["user_representation"]
+    split = item(user_representation=representation, **{k: raw[k] for k in export.ITEM_FEATURES})
+    entire = whole(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
+    keras_scores = model.scores(parse_batch(serialized, contract), training=False)
+    for name in info["heads"]:
+        np.testing.assert_allclose(split[name], entire[name], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(entire[name], keras_scores[name], atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(split["ctcvr"], split["ctr"] * split["cvr"], rtol=1e-6)
+    # dupn score writes every exported score
+    rows = request_rows(raw, ("request_id", *export.USER_FEATURES, *export.ITEM_FEATURES))[:6]
+    (tmp_path / "req.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score.main(["--model", str(tmp_path / "esmm"), "--request", str(tmp_path / "req.jsonl"),
+                       "--out", str(tmp_path / "out.jsonl")]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([s["ctcvr"] for s in scored], entire["ctcvr"][:6], atol=1e-5)

@@ -49,9 +49,11 @@ def write_day(examples_root, raw_root, date: str, contract: Contract, users: int
                 base = {**profile, **history, "request_id": request, "item_id": item,
                         "category_id": f"c{category}", "shop_id": f"s{category}", "query": query,
                         "rank_features": rng.normal(size=8).round(3).tolist(), "ts": 1_790_000_000 + r}
-                rows["ctr"].append({**base, "task": TASK_INDEX["ctr"], "label": click, "weight": 1.0})
+                bought = float(click and k == 0)     # the first item, when clicked, is bought
+                rows["ctr"].append({**base, "task": TASK_INDEX["ctr"], "label": click, "weight": 1.0,
+                                    "label_buy": bought})
                 rows["l2r"].append({**base, "task": TASK_INDEX["l2r"], "label": click,
-                                    "weight": 5.0 if click and k == 0 else 1.0})
+                                    "weight": 5.0 if bought else 1.0})
                 oracle.append({"request_id": request, "item_id": item, "click_prob": click_prob})
         history = _history(rng, favourite, 5)
         rows["power"].append({**profile, **history, "task": TASK_INDEX["power"],
