@@ -37,7 +37,7 @@ SMALL_EVAL_EXAMPLES = 5000
 DEFAULT_TRAIN_DAYS = 10      # the paper's window
 # --small: enough days that the models learn who likes what (one day left the sequence models
 # little to learn from and put wide ahead), few enough for nine models in minutes.
-SMALL_TRAIN_DAYS = 4
+SMALL_TRAIN_DAYS = 3
 
 
 @dataclass

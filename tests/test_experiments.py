@@ -156,3 +156,44 @@ def test_transfer_reads_what_dupn_transfer_wrote_and_runs_the_missing_modes(tmp_
     assert (rt["seconds"] > 0).all() and rt["auc"].between(0, 1).all()
     assert json.loads((work / "transfer" / "rt.json").read_text())["test_date"] == DAYS[1]
     assert_real_png(work / "experiments" / "transfer.png")
+
+
+def test_sharing_and_balance_against_each_task_alone(tmp_path):
+    from configs.loader import load_config
+    from features.contract import Contract
+    from pipeline.experiment_balance import METHODS
+    from pipeline.experiment_sharing import STRUCTURES
+    from tiny_work import OVERRIDES, make_work
+    work, _ = make_work(tmp_path, Contract.from_config(load_config("small", OVERRIDES)))
+    heads = ("--set", "model.heads=[{name: ctr, weight: 1.0, hidden_units: [8]}, "
+             "{name: power, weight: 0.5, hidden_units: [8]}]",
+             "--set", "model.expert_units=[8]", "--set", "model.experts=2")
+    assert experiment.main(experiment_argv(work, "sharing", *heads)) == 0
+    table = pd.read_csv(work / "experiments" / "sharing.csv")
+    metrics = table[table["gate"].isna()]
+    assert sorted(zip(metrics.setting, metrics.task)) == sorted(
+        (s, t) for s in STRUCTURES for t in ("ctr", "power"))
+    assert np.allclose(metrics["gain"], metrics["value"] - metrics["alone"])
+    # every task's own gate (and ple's lower-level ones) spreads weights summing to 1 over its experts
+    gates = table[table["gate"].notna()]
+    assert set(gates["setting"]) == {"mmoe", "ple"}
+    assert {"ctr", "power"} <= set(gates[gates.setting == "mmoe"]["gate"])
+    assert np.allclose(gates.groupby(["setting", "gate"])["value"].sum(), 1.0, atol=1e-4)
+    for png in ("sharing.png", "sharing_gates.png"):
+        assert_real_png(work / "experiments" / png)
+
+    alone_run = work / "experiments" / "runs" / "alone" / "ctr" / "run.json"
+    trained_at = alone_run.stat().st_mtime_ns
+    assert experiment.main(experiment_argv(work, "balance", *heads)) == 0
+    assert alone_run.stat().st_mtime_ns == trained_at      # the alone runs are shared, not retrained
+    table = pd.read_csv(work / "experiments" / "balance.csv")
+    metrics = table[table["value"].notna()]
+    assert sorted(zip(metrics.setting, metrics.task)) == sorted(
+        (m, t) for m in METHODS for t in ("ctr", "power"))
+    weights = table[table["weight"].notna()]
+    assert set(weights["setting"]) == set(METHODS) and set(weights["task"]) == {"ctr", "power"}
+    fixed = weights[weights.setting == "fixed"]
+    assert np.allclose(fixed[fixed.task == "power"]["weight"], 0.5)   # the configured weight
+    assert (weights["weight"] > 0).all()
+    for png in ("balance.png", "balance_weights.png"):
+        assert_real_png(work / "experiments" / png)
