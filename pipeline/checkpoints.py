@@ -56,13 +56,16 @@ def make_optimizer(trainer, model) -> keras.optimizers.Optimizer:
 
 
 def optimizer_order(model) -> list:
-    """The model's trainable variables with the heads' last, head by head.
+    """The model's trainable variables with the heads' last, head by head, each followed by its
+    task's learnt loss weight if the loss balancing has one (models/balance.py).
 
     The optimizer saves its slots as a list in the order it was built with; with the heads last,
     a model that adds a head (a fine-tune with a new task) still finds every old slot at its index.
     """
     variables = list(model.trainable_variables)
-    heads = [list(h.trainable_variables) for h in getattr(model, "heads", [])]
+    balancer = getattr(model, "balancer", None)
+    heads = [list(h.trainable_variables) + (balancer.task_variables(h.task) if balancer else [])
+             for h in getattr(model, "heads", [])]
     in_heads = {id(v) for head in heads for v in head}
     return [v for v in variables if id(v) not in in_heads] + [v for head in heads for v in head]
 
