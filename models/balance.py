@@ -4,7 +4,9 @@ A balancer turns the heads' losses of a batch into the gradients the optimizer a
 reports the per-task weights it used (Keras metrics `<task>_loss_weight`). MultiTaskModel.train_step
 calls, in this order:
   objective(losses, counts)  inside the gradient tape: (the loss the method minimises, weights [T])
-  gradients(tape, ...)       the gradient of every trainable variable (None where it has none)
+  gradients(tape, ...)       the gradient of every trainable variable (None where it has none);
+                             per-task gradients come from the heads' own loss tensors, so a
+                             variable one task's loss does not reach gets None from that task
   update(losses, counts)     after the optimizer's step: the method's own state
 Its state is variables made in the constructor, one set per task and named after it, so
 checkpoints keep it, parameter servers hold it, and a model given a new head (a warm start with
@@ -77,13 +79,16 @@ class LossBalancer(keras.layers.Layer):
         """
         raise NotImplementedError
 
-    def gradients(self, tape, target, losses, counts, regularization, variables, replicas,
+    def gradients(self, tape, target, task_losses, counts, regularization, variables, replicas,
                   shared_layer=None) -> list:
         """One gradient (or None) per variable.
 
         Args:
-          tape: the tape that recorded target, losses and regularization.
+          tape: the tape that recorded target, task_losses and regularization.
           target: (objective + regularization) / replicas, what plain training differentiates.
+          task_losses: the heads' loss tensors [T scalars] (not their stack: through a stack,
+            every task would reach every variable, with zeros).
+          counts: [T] the heads' rows in the batch.
           replicas: replicas in sync (their gradients are summed when applied).
           shared_layer: the model's last_shared_layer (GradNorm measures gradients there).
         """
@@ -182,16 +187,16 @@ class GradNorm(LossBalancer):
         weights = tf.stop_gradient(tf.stack(self.learnt_weights))
         return tf.reduce_sum(weights * losses), weights
 
-    def gradients(self, tape, target, losses, counts, regularization, variables, replicas,
+    def gradients(self, tape, target, task_losses, counts, regularization, variables, replicas,
                   shared_layer=None):
         if shared_layer is None:
             raise ValueError("loss_balance gradnorm needs the model's last shared layer "
                              "(this model has none)")
         gradients = tape.gradient(target, variables)
         shared = shared_layer.trainable_variables
-        count = len(self.tasks)
-        norms = tf.stack([tf.linalg.global_norm(tape.gradient(
-            losses, shared, output_gradients=tf.one_hot(t, count))) for t in range(count)])
+        norms = tf.stack([tf.linalg.global_norm(tape.gradient(loss, shared))
+                          for loss in task_losses])
+        losses = tf.stack(task_losses)
         initial = tf.stack(self.initial_losses)
         initial = tf.where(initial > 0, initial, losses)   # a task's first step: ratio 1
         weight_gradients = gradnorm_weight_gradients(
@@ -367,12 +372,12 @@ class PCGrad(LossBalancer):
         total = tf.add_n([w * losses[i] for i, w in enumerate(self.fixed)])
         return total, tf.constant(self.fixed, tf.float32)
 
-    def gradients(self, tape, target, losses, counts, regularization, variables, replicas,
+    def gradients(self, tape, target, task_losses, counts, regularization, variables, replicas,
                   shared_layer=None):
         count = len(self.tasks)
-        per_task = [tape.gradient(losses, variables,
-                                  output_gradients=tf.one_hot(t, count) * self.fixed[t] / replicas)
-                    for t in range(count)]
+        per_task = [tape.gradient(loss, variables,
+                                  output_gradients=tf.constant(self.fixed[t] / replicas))
+                    for t, loss in enumerate(task_losses)]
         out = tape.gradient(regularization, variables,
                             output_gradients=tf.constant(1.0 / replicas))
         shared = []

@@ -92,7 +92,8 @@ class MultiTaskModel(keras.Model):
         with tf.GradientTape(persistent=balancer.persistent_tape) as tape:
             logits = self.head_logits(inputs, training=True)
             per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
-            losses = tf.stack([per_head[h.task][0] for h in self.heads])
+            task_losses = [per_head[h.task][0] for h in self.heads]
+            losses = tf.stack(task_losses)
             counts = tf.stack([per_head[h.task][1] for h in self.heads])
             task_loss, task_weights = balancer.objective(losses, counts)
             regularization = self.regularization_loss()
@@ -100,8 +101,8 @@ class MultiTaskModel(keras.Model):
             # Replicas' gradients are summed when applied; scale so the sum is the mean.
             scaled = total / replicas
         variables = self.trainable_variables
-        gradients = balancer.gradients(tape, scaled, losses, counts, regularization, variables,
-                                       replicas, self.last_shared_layer)
+        gradients = balancer.gradients(tape, scaled, task_losses, counts, regularization,
+                                       variables, replicas, self.last_shared_layer)
         del tape
         self.optimizer.apply_gradients(
             (g, v) for g, v in zip(gradients, variables) if g is not None)
