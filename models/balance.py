@@ -11,7 +11,8 @@ calls, in this order:
 Its state is variables made in the constructor, one set per task and named after it, so
 checkpoints keep it, parameter servers hold it, and a model given a new head (a warm start with
 allow_new_layers) still finds the old tasks' state. A task without rows in a batch has loss 0 and
-count 0: every method leaves it out of that step (its weight does not move, its loss ratio stays 1).
+count 0: every method leaves it out of that step (no gradient on its weight, no NaN, its loss
+ratio stays 1).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 METHODS = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
-# DWA's "epoch": we train a few epochs only, so loss means are taken over windows of this many steps.
+# DWA's "epoch": we train few epochs, so its loss means are over windows of this many steps.
 DWA_WINDOW_STEPS = 100
 # GradNorm weights are kept above this before they are renormalised to sum to T.
 GRADNORM_MIN_WEIGHT = 1e-3
@@ -151,8 +152,9 @@ def gradnorm_weight_gradients(weights, grad_norms, losses, initial_losses, prese
     (r_t > 1) has a target above its G_t and its weight grows.
 
     Args (all [T]):
-      weights: w_t; grad_norms: ‖∇_W L_t‖; losses: L_t; initial_losses: L_t(0) (> 0 where present);
-      present: 1 for tasks with rows; alpha: the restoring force.
+      weights: w_t; grad_norms: ‖∇_W L_t‖; losses: L_t;
+      initial_losses: L_t(0) (> 0 where present); present: 1 for tasks with rows;
+      alpha: the restoring force.
     """
     n = tf.maximum(tf.reduce_sum(present), 1.0)
     g = weights * grad_norms
@@ -178,8 +180,9 @@ class GradNorm(LossBalancer):
     def __init__(self, tasks, alpha: float = 1.5, **kwargs):
         super().__init__(tasks, **kwargs)
         self.alpha = float(alpha)
-        self.learnt_weights = [self.add_weight(f"{t}_gradnorm_weight", shape=[], initializer="ones",
-                                             trainable=True) for t in self.tasks]
+        self.learnt_weights = [self.add_weight(f"{t}_gradnorm_weight", shape=[],
+                                               initializer="ones", trainable=True)
+                               for t in self.tasks]
         self.initial_losses = [self.add_weight(f"{t}_initial_loss", shape=[], initializer="zeros",
                                                trainable=False) for t in self.tasks]
 
@@ -353,7 +356,7 @@ def _add(a, b):
     return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
 
 
-class PCGrad(LossBalancer):
+class PCGrad(FixedWeights):
     """Yu, Kumar, Gupta, Levine, Hausman & Finn (NeurIPS 2020): projecting conflicting gradients.
 
     Per-task gradients of weight_t × L_t (the configured weights) on the shared variables are
@@ -363,14 +366,6 @@ class PCGrad(LossBalancer):
     """
 
     persistent_tape = True
-
-    def __init__(self, tasks, weights, **kwargs):
-        super().__init__(tasks, **kwargs)
-        self.fixed = [float(w) for w in weights]
-
-    def objective(self, losses, counts):
-        total = tf.add_n([w * losses[i] for i, w in enumerate(self.fixed)])
-        return total, tf.constant(self.fixed, tf.float32)
 
     def gradients(self, tape, target, task_losses, counts, regularization, variables, replicas,
                   shared_layer=None):

@@ -1,6 +1,8 @@
 """Loss balancing (models/balance.py): each method's step checked by hand, `fixed` equal to the
 plain weighted sum, training with every method on batches where tasks have no rows, save/load."""
+import json
 import math
+import textwrap
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
@@ -243,7 +245,8 @@ def test_balancer_state_is_in_checkpoints_and_by_each_head_in_the_optimizer(cont
     model.compile(optimizer=make_optimizer(config.trainer, model))
     tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
     restored = build_model(config, contract)
-    tf.train.Checkpoint(model=restored).read(str(tmp_path / "ckpt")).assert_existing_objects_matched()
+    status = tf.train.Checkpoint(model=restored).read(str(tmp_path / "ckpt"))
+    status.assert_existing_objects_matched()
     assert float(restored.balancer.log_variances[0]) == 0.25
 
 
@@ -259,3 +262,81 @@ def test_gradnorm_needs_a_shared_layer_and_the_spec_comes_from_the_trainer(contr
     model = build_model(tiny_config("trainer.loss_balance=dwa", "trainer.dwa_temperature=0.5"),
                         contract)
     assert isinstance(model.balancer, DynamicWeightAverage) and model.balancer.temperature == 0.5
+
+
+PARAMETER_SERVERS = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    import features
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+    import models.balance
+    from features.contract import Contract
+    from models.dupn import build_model
+    from models_batches import batches, tiny_config
+    from pipeline import cluster
+
+    models.balance.DWA_WINDOW_STEPS = 1      # DWA's weights move within the run
+    ports = iter(cluster.free_ports(3))
+    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}"],
+                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
+    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
+                                    config=cluster.server_config(1), start=True)
+               for job, n in (("worker", 1), ("ps", 2)) for i in range(n)]
+    strategy = cluster.parameter_server_strategy(
+        tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc"))
+    heads = "model.heads=[{{name: ctr, weight: 1.0, hidden_units: [8]}}, " \\
+            "{{name: power, weight: 1.0, hidden_units: [8]}}]"
+    contract = Contract.from_config(tiny_config())
+    data = batches(contract, 2, 32, seed=3, tasks=("ctr", "power"))
+    stacked = tf.nest.map_structure(lambda *x: np.stack(x), *data)
+    dataset_fn = lambda context: tf.data.Dataset.from_tensor_slices(stacked).repeat()
+    result = {{}}
+    for method in {methods!r}:
+        config = tiny_config(heads, "model.variant=dupn-all", f"trainer.loss_balance={{method}}")
+        with strategy.scope():
+            model = build_model(config, contract)
+            model.compile(optimizer=keras.optimizers.Adagrad(0.1), steps_per_execution=2)
+        table = model.embeddings.tables["item_id"].embeddings
+        before = [v.numpy() for v in table.variables]
+        history = model.fit(keras.utils.experimental.DatasetCreator(dataset_fn), epochs=2,
+                            steps_per_epoch=2, verbose=0).history
+        b = model.balancer
+        result[method] = {{
+            "history": {{k: [float(x) for x in v] for k, v in history.items()}},
+            "devices": sorted({{v.device.split("/task:")[0] for v in b.weights}}),
+            "table_shards": len(table.variables),
+            "table_moved": any(not np.array_equal(a, v.numpy())
+                               for a, v in zip(before, table.variables)),
+            "state": {{v.name.split("/")[-1].split(":")[0]: np.asarray(v.numpy()).tolist()
+                       for v in b.weights}}}}
+    print("RESULT " + json.dumps(result))
+""")
+
+
+def test_balancing_methods_train_under_parameter_servers(tmp_path):
+    """One worker, two ps (the item table in two shards): every method trains 4 steps there,
+    its state on the ps, where the methods' steps left it."""
+    from train_helpers import TESTS, run_python
+    methods = ["uncertainty", "gradnorm", "dwa", "pcgrad"]
+    script = PARAMETER_SERVERS.format(tests=str(TESTS), methods=methods)
+    done = run_python(["-c", script], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    for method in methods:
+        run = result[method]
+        history, state = run["history"], run["state"]
+        assert np.isfinite(history["loss"]).all() and history["loss"][1] < history["loss"][0]
+        assert {"ctr_loss_weight", "power_loss_weight"} <= set(history)
+        assert run["table_shards"] == 2 and run["table_moved"], method
+        if method != "pcgrad":    # pcgrad keeps no state
+            assert run["devices"] == ["/job:ps/replica:0"], (method, run["devices"])
+    assert all(v != 0.0 for k, v in result["uncertainty"]["state"].items())
+    gradnorm = result["gradnorm"]["state"]
+    assert gradnorm["ctr_gradnorm_weight"] + gradnorm["power_gradnorm_weight"] == \
+        pytest.approx(2.0, rel=1e-5)
+    assert gradnorm["ctr_gradnorm_weight"] != 1.0 and gradnorm["ctr_initial_loss"] > 0
+    dwa = result["dwa"]
+    assert dwa["state"]["dwa_steps"] == 4
+    assert dwa["history"]["ctr_loss_weight"][1] != 1.0    # windows of 1 step: ratios from step 2
