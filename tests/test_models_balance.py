@@ -264,6 +264,38 @@ def test_gradnorm_needs_a_shared_layer_and_the_spec_comes_from_the_trainer(contr
     assert isinstance(model.balancer, DynamicWeightAverage) and model.balancer.temperature == 0.5
 
 
+
+def test_a_balanced_run_records_its_weights_checkpoints_its_state_and_resumes(tmp_path):
+    """pipeline.train with gradnorm (learnt weights with optimizer slots): history.json has the
+    weights, the checkpoint the balancer's state, and a resume or a load finds all of it."""
+    from pipeline import train
+    from pipeline.checkpoints import RunCheckpoints, load_model, make_optimizer, new_model
+    from train_helpers import tiny_config as train_config, tiny_examples
+    day = "2026-11-01"
+    config = train_config("trainer.loss_balance=gradnorm", "trainer.checkpoint_every_steps=10")
+    data = train.range_data(tiny_examples(tmp_path, [day]), day, day, train.head_tasks(config))
+    run = train.train(config, data, tmp_path / "run", log=lambda message: None)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    weights = [[entry[f"{t}_loss_weight"] for t in ("ctr", "l2r", "power")] for entry in history]
+    assert np.sum(weights, 1) == pytest.approx([3.0] * len(history), rel=1e-5)
+    assert weights[-1] != [1.0, 1.0, 1.0]
+
+    _, loaded = load_model(tmp_path / "run", with_optimizer=True)
+    learnt = [float(w) for w in loaded.balancer.learnt_weights]
+    assert sum(learnt) == pytest.approx(3.0, rel=1e-5) and learnt != [1.0, 1.0, 1.0]
+    assert all(float(v) > 0 for v in loaded.balancer.initial_losses)
+    # What a resumed run does: a fresh model and optimizer in the same dir, restored.
+    contract = Contract.from_config(config)
+    model = new_model(config, contract)
+    optimizer = make_optimizer(config.trainer, model)
+    model.compile(optimizer=optimizer)
+    checkpoints = RunCheckpoints(model, optimizer, tmp_path / "run")
+    assert checkpoints.resume() and checkpoints.global_step == run["global_step"]
+    assert [float(w) for w in model.balancer.learnt_weights] == learnt
+    slots = [v for v in optimizer.variables if "gradnorm_weight" in v.name]
+    assert len(slots) == 3 and any(float(v) != 0.1 for v in slots)   # Adagrad's, restored
+
+
 PARAMETER_SERVERS = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
