@@ -1,8 +1,8 @@
 """Loss balancing between the task heads: fixed weights, uncertainty, GradNorm, DWA and PCGrad.
 
 A balancer turns the heads' losses of a batch into the gradients the optimizer applies and
-reports the per-task weights it used (Keras metrics `<task>_loss_weight`). MultiTaskModel.train_step
-calls, in this order:
+reports the per-task weights of its latest step (metrics `<task>_loss_weight`).
+MultiTaskModel.train_step calls, in this order:
   objective(losses, counts)  inside the gradient tape: (the loss the method minimises, weights [T])
   gradients(tape, ...)       the gradient of every trainable variable (None where it has none);
                              per-task gradients come from the heads' own loss tensors, so a
@@ -51,6 +51,26 @@ def make_balancer(spec: dict | None, tasks, weights) -> "LossBalancer":
     raise ValueError(f"unknown loss_balance '{method}' (methods: {', '.join(METHODS)})")
 
 
+@keras.saving.register_keras_serializable(package="dupn")
+class LatestValue(keras.metrics.Metric):
+    """The value given at the latest update: a weight as it is now, not averaged since the epoch
+    began (pipeline.train logs every checkpoint interval of a single long epoch)."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_weight("value", initializer="zeros",
+                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def update_state(self, value, sample_weight=None):
+        self.value.assign(tf.cast(value, self.dtype))
+
+    def result(self):
+        return tf.identity(self.value)
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+
 def _present(counts: tf.Tensor) -> tf.Tensor:
     """[T] float: 1 for tasks with rows in the batch."""
     return tf.cast(counts > 0, tf.float32)
@@ -69,7 +89,7 @@ class LossBalancer(keras.layers.Layer):
         kwargs.setdefault("name", "loss_balance")
         super().__init__(**kwargs)
         self.tasks = list(tasks)
-        self.weight_trackers = [keras.metrics.Mean(f"{t}_loss_weight") for t in self.tasks]
+        self.weight_trackers = [LatestValue(f"{t}_loss_weight") for t in self.tasks]
         self.built = True   # every variable is made here
 
     def objective(self, losses: tf.Tensor, counts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

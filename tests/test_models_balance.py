@@ -12,8 +12,9 @@ import tf_keras as keras
 
 from configs.schema import TrainerConfig
 from features.contract import Contract
-from models.balance import (METHODS, DynamicWeightAverage, GradNorm, PCGrad, UncertaintyWeighting,
-                            balance_spec, dwa_weights, gradnorm_weight_gradients, pcgrad_project)
+from models.balance import (METHODS, DynamicWeightAverage, GradNorm, LatestValue, PCGrad,
+                            UncertaintyWeighting, balance_spec, dwa_weights,
+                            gradnorm_weight_gradients, pcgrad_project)
 from models.dupn import build_model
 from models_batches import as_dataset, batches, tiny_config
 
@@ -137,6 +138,15 @@ def test_gradnorm_gives_the_task_that_trains_slower_more_weight():
     np.testing.assert_allclose(new, [1 + 0.1 * root5, 1 - 0.1 * root5], rtol=1e-6)
     assert sum(new) == pytest.approx(2.0)                     # renormalised to sum to T
     assert [float(v) for v in balancer.initial_losses] == [3.0, 6.0]
+
+
+def test_weight_metrics_report_the_latest_step_not_an_average():
+    metric = LatestValue("ctr_loss_weight")
+    metric.update_state(1.0)
+    metric.update_state(3.0)
+    assert float(metric.result()) == 3.0      # a Mean would say 2
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
 
 
 @pytest.fixture(scope="module")
