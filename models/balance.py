@@ -143,10 +143,11 @@ class UncertaintyWeighting(LossBalancer):
     """Kendall, Gal & Cipolla (CVPR 2018) with the regulariser of Liebel & Körner (2018).
 
     Σ_t [exp(-s_t) L_t + log(1 + exp(s_t))] over the tasks with rows, s_t = log σ_t² learnt.
-    exp(-s_t) is Kendall's weight of a classification loss; Kendall's own regulariser s_t makes
-    the total negative once a loss is below 1/e (most of ours) and lets an easy task's weight grow
-    without bound, while log(1 + σ²) keeps the total positive, so training and publish-gate losses
-    stay comparable. A task without rows leaves its term out, so its s_t does not drift.
+    exp(-s_t) is Kendall's weight of a classification loss. Kendall's own regulariser s_t makes
+    the total Σ (1 + log L_t) at its best s_t: negative once a loss is below 1/e (most of ours),
+    with an easy task's weight growing as 1/L_t; log(1 + σ²) keeps the total positive and the
+    weight growing about as 1/√L_t. A task without rows leaves its term out, so its s_t does not
+    drift.
     """
 
     def __init__(self, tasks, **kwargs):
