@@ -160,6 +160,11 @@ def user_tower(shared_dim: int, dropout: float, l2: float, prefix: str) -> list:
     return mlp([shared_dim, shared_dim], dropout, l2, prefix)
 
 
+def last_dense(layers):
+    """The last Dense layer of an mlp() list (its Dropout layers come after theirs)."""
+    return [layer for layer in layers if isinstance(layer, keras.layers.Dense)][-1]
+
+
 def apply(layers, x, training):
     for layer in layers:
         x = layer(x, training=training)
@@ -191,6 +196,10 @@ class WideDeep(MultiTaskModel):
     def from_model_config(cls, model_config, **common):
         hard_sharing_only(model_config)
         return cls(shared_dim=model_config.shared_dim, **common)
+
+    @property
+    def last_shared_layer(self):
+        return last_dense(self.deep)
 
     def head_logits(self, inputs, training=False):
         representation = apply(self.deep, pooled_user_features(self.embeddings, inputs), training)
@@ -303,6 +312,10 @@ class DSSM(RepresentationModel):
         return cls(shared_dim=model_config.shared_dim, sharing=sharing_config(model_config),
                    **common)
 
+    @property
+    def last_shared_layer(self):
+        return last_dense(self.user_tower)
+
     def user_representation(self, inputs, training=False):
         return apply(self.user_tower, pooled_user_features(self.embeddings, inputs), training)
 
@@ -334,6 +347,10 @@ class CNNMax(RepresentationModel):
         self.shared = keras.layers.Dense(shared_dim, activation="relu", kernel_regularizer=reg,
                                          name="shared")
         self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
+
+    @property
+    def last_shared_layer(self):
+        return self.shared
 
     @classmethod
     def from_model_config(cls, model_config, **common):

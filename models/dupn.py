@@ -14,6 +14,7 @@ import tf_keras as keras
 
 from features.contract import Contract
 from models.attention import AttentionPooling
+from models.balance import balance_spec
 from models.embedding import FeatureEmbeddings, contract_config, contract_from_config
 from models.gated_lstm import PropertyGatedLSTM
 from models.heads import make_head
@@ -104,6 +105,10 @@ class DUPN(RepresentationModel):
         representation = self.shared(tf.concat([pooled, profile], axis=-1))
         return self.shared_dropout(representation, training=training), weights
 
+    @property
+    def last_shared_layer(self):
+        return self.shared
+
     def user_representation(self, inputs, training=False):
         return self.encode(inputs, training)[0]
 
@@ -147,7 +152,7 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
     contract = contract or Contract.from_config(config)
     m = config.model
     common = {"contract": contract_config(contract), "heads": head_configs(config),
-              "dropout": m.dropout, "l2": m.l2}
+              "dropout": m.dropout, "l2": m.l2, "loss_balance": balance_spec(config.trainer)}
     if m.variant in VARIANT_PROPERTIES:
         model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
@@ -156,6 +161,9 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
         model = BASELINES[m.variant].from_model_config(m, **common)
     else:
         raise ValueError(f"unknown model.variant '{m.variant}'")
+    if config.trainer.loss_balance == "gradnorm" and model.last_shared_layer is None:
+        raise ValueError(f"trainer.loss_balance gradnorm needs a layer every head reads through "
+                         f"(GradNorm's W); {m.variant} has none")
     model(dummy_inputs(contract_from_config(common["contract"])), training=False)
     if m.variant == "dupn-w2v":
         if pretrained_item_table is not None:

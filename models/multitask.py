@@ -1,8 +1,9 @@
 """The multi-task Keras model: loss = Σ head weight × head loss + regularization, fit/evaluate ready.
 
-Subclasses provide head_logits(inputs, training) -> {head: logits}. The train and test steps
-keep no Python-side state (losses and metrics are tensors and Keras metrics), so the same model
-trains under ParameterServerStrategy.
+Subclasses provide head_logits(inputs, training) -> {head: logits}. How training weights the
+heads' losses is the model's balancer (models/balance.py, trainer.loss_balance; by default the
+heads' configured weights). The train and test steps keep no Python-side state (losses and
+metrics are tensors and Keras metrics), so the same model trains under ParameterServerStrategy.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from features.contract import Contract
+from models.balance import make_balancer
 from models.embedding import contract_from_config
 from models.heads import CANDIDATES, TaskHead
 from models.sharing import make_sharing
@@ -24,9 +26,11 @@ class MultiTaskModel(keras.Model):
     Args:
       contract: contract_config(contract) (kept so the model can rebuild itself on load).
       heads: TaskHead layers, one per configured head.
+      loss_balance: models.balance.balance_spec of the training's loss balancing (None: fixed).
     """
 
-    def __init__(self, contract: dict, heads: list[TaskHead], **kwargs):
+    def __init__(self, contract: dict, heads: list[TaskHead], loss_balance: dict | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.contract = contract
         self.heads = list(heads)
@@ -35,6 +39,13 @@ class MultiTaskModel(keras.Model):
             raise ValueError(f"heads must be a non-empty list of distinct tasks, got {names}")
         self.loss_tracker = keras.metrics.Mean("loss")
         self.regularization_tracker = keras.metrics.Mean("regularization_loss")
+        self.loss_balance = dict(loss_balance) if loss_balance else None
+        self.balancer = make_balancer(self.loss_balance, names, [h.weight for h in self.heads])
+
+    @property
+    def last_shared_layer(self):
+        """The last layer every head reads through (GradNorm's W), or None when there is none."""
+        return None
 
     def head_logits(self, inputs: dict, training=False) -> dict:
         raise NotImplementedError
@@ -68,29 +79,45 @@ class MultiTaskModel(keras.Model):
     def regularization_loss(self) -> tf.Tensor:
         return tf.add_n(self.losses) if self.losses else tf.constant(0.0)
 
-    def _update_metrics(self, labels, logits, per_head, total, regularization) -> dict:
+    def _update_metrics(self, labels, logits, per_head, total, regularization,
+                        task_weights=None) -> dict:
+        """Updates the metrics; the balancer's <task>_loss_weight ones only when training (given
+        task_weights), and only then are they reported."""
         for h in self.heads:
             h.update_metrics(labels, logits[h.task], *per_head[h.task])
         self.loss_tracker.update_state(total)
         self.regularization_tracker.update_state(regularization)
-        return {m.name: m.result() for m in self.metrics}
+        if task_weights is not None:
+            self.balancer.update_metrics(task_weights)
+            return {m.name: m.result() for m in self.metrics}
+        training_only = {id(m) for m in self.balancer.weight_trackers}
+        return {m.name: m.result() for m in self.metrics if id(m) not in training_only}
 
     # Nothing here branches on tensors, so AutoGraph has nothing to convert (and tracing is faster).
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         inputs, labels = data[0], data[1]
-        with tf.GradientTape() as tape:
+        balancer = self.balancer
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape(persistent=balancer.persistent_tape) as tape:
             logits = self.head_logits(inputs, training=True)
-            task_loss, per_head = self.task_losses(labels, logits)
+            per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
+            task_losses = [per_head[h.task][0] for h in self.heads]
+            losses = tf.stack(task_losses)
+            counts = tf.stack([per_head[h.task][1] for h in self.heads])
+            task_loss, task_weights = balancer.objective(losses, counts)
             regularization = self.regularization_loss()
             total = task_loss + regularization
             # Replicas' gradients are summed when applied; scale so the sum is the mean.
-            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = total / replicas
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
+        gradients = balancer.gradients(tape, scaled, task_losses, counts, regularization,
+                                       variables, replicas, self.last_shared_layer)
+        del tape
         self.optimizer.apply_gradients(
             (g, v) for g, v in zip(gradients, variables) if g is not None)
-        return self._update_metrics(labels, logits, per_head, total, regularization)
+        balancer.update(losses, counts)
+        return self._update_metrics(labels, logits, per_head, total, regularization, task_weights)
 
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
@@ -114,7 +141,8 @@ class MultiTaskModel(keras.Model):
         self(dummy_inputs(contract_from_config(self.contract)), training=False)
 
     def get_config(self):
-        return {"contract": self.contract}
+        return {"contract": self.contract, "loss_balance": self.loss_balance and
+                dict(self.loss_balance)}
 
 
 class RepresentationModel(MultiTaskModel):

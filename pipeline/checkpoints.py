@@ -56,14 +56,17 @@ def make_optimizer(trainer, model) -> keras.optimizers.Optimizer:
 
 
 def optimizer_order(model) -> list:
-    """The model's trainable variables with each task's own last, task by task (its head's and
-    its gates and experts in the sharing structure: model.task_variables).
+    """The model's trainable variables with each task's own last, task by task: its head's, its
+    gates and experts in the sharing structure (model.task_variables), then its learnt loss
+    weight if the loss balancing has one (models/balance.py).
 
     The optimizer saves its slots as a list in the order it was built with; with the tasks' last,
     a model that adds a head (a fine-tune with a new task) still finds every old slot at its index.
     """
     variables = list(model.trainable_variables)
-    heads = [list(model.task_variables(h.task)) for h in getattr(model, "heads", [])]
+    balancer = getattr(model, "balancer", None)
+    heads = [list(model.task_variables(h.task)) + (balancer.task_variables(h.task) if balancer else [])
+             for h in getattr(model, "heads", [])]
     in_heads = {id(v) for head in heads for v in head}
     return [v for v in variables if id(v) not in in_heads] + [v for head in heads for v in head]
 
