@@ -32,7 +32,7 @@ def test_small_yaml_is_the_same_structure_at_small_widths():
     assert c.data.sequence_length == 20 and c.model.lstm_units == 32 and c.trainer.batch_size == 256
     assert c.features.item_id == Table(20011, 16)
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
-    assert c.model.variant == "dupn-all" and c.trainer.optimizer == "adagrad"
+    assert c.model.variant == "dupn-all" and c.trainer.optimizer == "adam"
     # keys small.yaml leaves out keep the defaults
     assert c.trainer.publish_margin == 0.01 and c.runtime.runner == "DirectRunner"
 
