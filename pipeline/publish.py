@@ -140,8 +140,10 @@ def gate(new: dict, previous: dict | None, margin: float) -> list[str]:
     """Why a model must not be published (an empty list: it may be).
 
     Refused when any metric the data defines is not finite (NaN, inf, None) or a task's headline
-    metric (AUC; accuracy for power) is more than `margin` below the previous model's on the
-    same evaluation data.
+    metric (AUC; accuracy for power) is below the previous model's on the same evaluation data by
+    more than `margin` and more than the metric's standard error there (standard_error): on a
+    day with 500 talent samples an AUC moves by 0.02 from noise alone, and a gate that refused
+    such drops would keep refusing good models.
 
     Args:
       new, previous: {task: {metric: value}} as pipeline.evaluate.evaluate_model returns.
@@ -161,6 +163,25 @@ def gate(new: dict, previous: dict | None, margin: float) -> list[str]:
         now = values.get(key)
         if (old is not None and math.isfinite(old) and now is not None and math.isfinite(now)
                 and now < old - margin):
-            reasons.append(f"{task} {key} {now:.4f} is more than {margin} below the previous "
-                           f"model's {old:.4f}")
+            noise = standard_error(key, now, values)
+            if old - now > noise:
+                reasons.append(f"{task} {key} {now:.4f} is more than {margin} below the previous "
+                               f"model's {old:.4f} (standard error {noise:.4f})")
     return reasons
+
+
+def standard_error(metric: str, value: float, values: dict) -> float:
+    """The standard error of a headline metric on its evaluation data: Hanley and McNeil (1982)
+    for an AUC (from n and the positive rate), the binomial one for an accuracy; 0 when unknown."""
+    import math
+    n = values.get("n") or 0
+    if metric == "accuracy":
+        return math.sqrt(value * (1.0 - value) / n) if n else 0.0
+    rate = values.get(AUC_RATES.get(metric, "positive_rate"))
+    positives, negatives = n * (rate or 0.0), n * (1.0 - (rate or 0.0))
+    if positives < 1 or negatives < 1:
+        return 0.0
+    q1, q2 = value / (2.0 - value), 2.0 * value * value / (1.0 + value)
+    variance = (value * (1.0 - value) + (positives - 1.0) * (q1 - value * value)
+                + (negatives - 1.0) * (q2 - value * value)) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))

@@ -58,13 +58,26 @@ def test_gate_passes_a_model_no_worse_than_the_margin():
 
 
 def test_gate_refuses_a_worse_headline_metric():
-    previous = {"ctr": binary(0.70), "power": {"accuracy": 0.40, "log_loss": 1.5, "n": 50}}
-    new = {"ctr": binary(0.68), "power": {"accuracy": 0.35, "log_loss": 1.5, "n": 50}}
+    previous = {"ctr": binary(0.70, n=100_000), "power": {"accuracy": 0.40, "log_loss": 1.5, "n": 5000}}
+    new = {"ctr": binary(0.68, n=100_000), "power": {"accuracy": 0.35, "log_loss": 1.5, "n": 5000}}
     reasons = publish.gate(new, previous, margin=0.01)
     assert len(reasons) == 2
     assert reasons[0].startswith("ctr auc 0.6800 is more than 0.01 below the previous model's 0.7000")
     assert reasons[1].startswith("power accuracy 0.3500")
     assert publish.gate(new, previous, margin=0.1) == []
+
+
+def test_gate_lets_a_drop_within_the_metrics_noise_pass():
+    # AUC 0.5 on 20 positives and 80 negatives (Hanley-McNeil by hand): q1 = q2 = 1/3, so
+    # variance = (0.25 + 98 / 12) / 1600 and the standard error is 0.0725.
+    assert publish.standard_error("auc", 0.5, binary(0.5)) == pytest.approx(0.072529, abs=1e-6)
+    assert publish.standard_error("accuracy", 0.4, {"n": 600}) == pytest.approx(0.02)
+    # The same 0.05 drop: noise on 100 samples, a real loss on 100,000.
+    assert publish.gate({"ctr": binary(0.55)}, {"ctr": binary(0.60)}, margin=0.01) == []
+    assert publish.gate({"ctr": binary(0.55, n=100_000)}, {"ctr": binary(0.60, n=100_000)},
+                        margin=0.01) != []
+    assert publish.gate({"power": {"accuracy": 0.385, "n": 600}}, {"power": {"accuracy": 0.40}},
+                        margin=0.01) == []
 
 
 def test_gate_refuses_nan_and_none_but_not_metrics_the_data_cannot_define():
