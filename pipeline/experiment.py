@@ -140,6 +140,15 @@ def evaluate_run(setup: Setup, run_dir: Path, tasks=None) -> dict:
                                    max_examples=setup.max_eval_examples)
 
 
+def chosen(setup: Setup, known) -> list:
+    """The options --variants picks among `known` (all of them by default), in the given order."""
+    picked = setup.options.get("variants") or list(known)
+    unknown = [v for v in picked if v not in known]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown} (known: {', '.join(known)})")
+    return picked
+
+
 def versus_alone(setup: Setup, settings: dict, runs_name: str):
     """Each configuration of `settings` (name -> Config, every configured head) trained and evaluated
     on the setup's window and day, beside each task trained alone (hard sharing, fixed weights).
@@ -211,7 +220,8 @@ def parse_args(argv):
     parser.add_argument("--train-days", type=int, help=f"training days before the evaluation day "
                         f"(default: {DEFAULT_TRAIN_DAYS})")
     parser.add_argument("--raw", help="raw-log root with _oracle/ (default: from WORK/manifest.json)")
-    parser.add_argument("--variants", help="ablation: comma-separated models (default: all nine)")
+    parser.add_argument("--variants", help="comma-separated: ablation's models (default: all nine), "
+                        "sharing's structures or balance's methods (default: all)")
     parser.add_argument("--tasks", help="multitask: comma-separated tasks (default: the configured heads)")
     parser.add_argument("--model", help="attention: model dir (default: the published model, else "
                         "the ablation's dupn-all run, else a new dupn-all run)")

@@ -9,7 +9,7 @@ import pandas as pd
 
 from configs.schema import VARIANTS
 from pipeline import plots
-from pipeline.experiment import Setup, evaluate_run, headline, train_run, with_variant
+from pipeline.experiment import Setup, chosen, evaluate_run, headline, train_run, with_variant
 
 # The paper's order: baselines first, then DUPN without and with behaviour properties.
 ORDER = ("wide", "wide-deep", "dssm", "cnn-max", "dupn-nobp", "dupn-bplstm", "dupn-bpatt",
@@ -20,12 +20,8 @@ COLUMNS = {"ctr": "CTR AUC", "l2r": "L2R AUC", "talent": "Talent AUC", "power": 
 
 def run(setup: Setup):
     """Returns (table, png): one row per variant, the paper's metric per task."""
-    variants = setup.options.get("variants") or list(ORDER)
-    unknown = [v for v in variants if v not in ORDER]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown} (known: {', '.join(ORDER)})")
     rows = []
-    for variant in variants:
+    for variant in chosen(setup, ORDER):
         config = with_variant(setup.config, variant)
         run_dir = setup.runs_dir("ablation") / variant
         row = {"model": variant}

@@ -13,7 +13,7 @@ import json
 import pandas as pd
 
 from pipeline import plots
-from pipeline.experiment import Setup, metric_chart, versus_alone
+from pipeline.experiment import Setup, chosen, metric_chart, versus_alone
 
 METHODS = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
 
@@ -22,7 +22,7 @@ def run(setup: Setup):
     """Returns (table, png): versus_alone's rows per method, then the weight rows (setting, task,
     step, weight); writes balance_weights.png too."""
     settings = {}
-    for method in METHODS:
+    for method in chosen(setup, METHODS):
         config = copy.deepcopy(setup.config)
         config.trainer.loss_balance = method
         settings[method] = config
@@ -30,14 +30,14 @@ def run(setup: Setup):
     png = plots.bar_panels(metric_chart(table), setup.out_dir / "balance.png",
                            f"Loss balancing vs each task alone: trained {setup.train_start}.."
                            f"{setup.train_end}, tested {setup.eval_date}")
-    weights = pd.concat([weight_rows(method, run_dirs[method]) for method in METHODS],
+    weights = pd.concat([weight_rows(method, run_dir) for method, run_dir in run_dirs.items()],
                         ignore_index=True)
     curves = {method: {task: (part["step"].to_list(), part["weight"].to_list())
                        for task, part in weights[weights.setting == method].groupby("task", sort=False)}
-              for method in METHODS}
+              for method in run_dirs}
     plots.panels(curves, setup.out_dir / "balance_weights.png",
-                 "Task loss weights over training (mean since the last log line)",
-                 xlabel="training steps", ylabels={m: "loss weight" for m in METHODS})
+                 "Task loss weights over training (each checkpoint's latest step)",
+                 xlabel="training steps", ylabels={m: "loss weight" for m in run_dirs})
     return pd.concat([table, weights], ignore_index=True), png
 
 

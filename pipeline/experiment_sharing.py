@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import plots
-from pipeline.experiment import Setup, metric_chart, versus_alone
+from pipeline.experiment import Setup, chosen, metric_chart, versus_alone
 
 STRUCTURES = ("hard", "shared-bottom", "mmoe", "ple")
 GATED = ("mmoe", "ple")
@@ -25,7 +25,7 @@ def run(setup: Setup):
     """Returns (table, png): versus_alone's rows per structure, then the gate rows (setting, gate,
     expert, value); writes sharing_gates.png too."""
     settings = {}
-    for structure in STRUCTURES:
+    for structure in chosen(setup, STRUCTURES):
         config = copy.deepcopy(setup.config)
         config.model.sharing = structure
         settings[structure] = config
@@ -34,13 +34,14 @@ def run(setup: Setup):
                            f"Sharing structures vs each task alone: trained {setup.train_start}.."
                            f"{setup.train_end}, tested {setup.eval_date}")
     panels = {}
-    for structure in GATED:
+    for structure in (s for s in GATED if s in run_dirs):
         gates = mean_gate_weights(setup, run_dirs[structure])
         table_part = gate_rows(structure, gates)
         panels[structure] = gate_matrix(table_part)
         table = pd.concat([table, table_part], ignore_index=True)
-    plots.heatmaps(panels, setup.out_dir / "sharing_gates.png",
-                   f"Mean expert weight of each gate on {setup.eval_date} (rows sum to 1)")
+    if panels:
+        plots.heatmaps(panels, setup.out_dir / "sharing_gates.png",
+                       f"Mean expert weight of each gate on {setup.eval_date} (rows sum to 1)")
     return table, png
 
 

@@ -304,7 +304,8 @@ def test_a_balanced_run_records_its_weights_checkpoints_its_state_and_resumes(tm
     assert checkpoints.resume() and checkpoints.global_step == run["global_step"]
     assert [float(w) for w in model.balancer.learnt_weights] == learnt
     slots = [v for v in optimizer.variables if "gradnorm_weight" in v.name]
-    assert len(slots) == 3 and any(float(v) != 0.1 for v in slots)   # Adagrad's, restored
+    # Adam's m and v of each task's weight, restored (not their initial zeros)
+    assert len(slots) == 2 * 3 and any(float(v) != 0.0 for v in slots)
 
 
 PARAMETER_SERVERS = textwrap.dedent("""
