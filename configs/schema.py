@@ -99,6 +99,9 @@ class ModelConfig:
     # ESMM on the CTR head: pCTCVR = pCTR x pCVR learnt with the impression's buy label over
     # every impression (Ma et al., SIGIR 2018); the ctr head then also reports cvr/ctcvr AUC.
     esmm: bool = False
+    # DUPN variants (baselines ignore it): pool the history's item embeddings with the attention
+    # too and give the ctr head their match with the candidate; docs/QUALITY.md (CTR AUC 0.64 -> 0.72).
+    interest_match: bool = False
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),

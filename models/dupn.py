@@ -57,13 +57,16 @@ class DUPN(RepresentationModel):
       shared_dim: width of the shared user representation (pooled + profile, one dense layer).
       dropout: on the shared representation, the experts' and the heads' hidden layers.
       l2: on every kernel and on looked-up embedding rows.
+      interest_match: also pool the behaviours' item embeddings with the attention weights and
+        give the ctr head their match with the candidate (models.multitask.interest_match); the
+        user representation then ends with that interest vector (item_dim wide).
       sharing: models.sharing.sharing_config (None: hard, every head reads the representation).
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
                  lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
-                 sharing: dict | None = None, **kwargs):
+                 sharing: dict | None = None, interest_match: bool = False, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
@@ -90,9 +93,12 @@ class DUPN(RepresentationModel):
         self.shared = keras.layers.Dense(shared_dim, activation="relu", name="shared",
                                          kernel_regularizer=reg)
         self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
+        self.interest_match = interest_match
+        self.interest_dim = self.embeddings.item_dim if interest_match else 0
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
-        """(shared representation [B, shared_dim], attention weights [B, N])."""
+        """(user representation [B, shared_dim (+ item_dim with interest_match)], attention
+        weights [B, N])."""
         seq = time_major(inputs)
         e, valid = self.embeddings.behaviour(seq)                      # [N, B, De], [N, B]
         p = (self.embeddings.behaviour_properties(seq)
@@ -103,7 +109,13 @@ class DUPN(RepresentationModel):
         pooled, weights = self.attention(h, properties=p if self.attention_property else None,
                                          context=context, valid=valid)
         representation = self.shared(tf.concat([pooled, profile], axis=-1))
-        return self.shared_dropout(representation, training=training), weights
+        representation = self.shared_dropout(representation, training=training)
+        if self.interest_dim:
+            # The history's item embeddings under the same attention: a vector in the candidates'
+            # space, still computed once per user (docs/QUALITY.md).
+            interest = tf.einsum("bn,nbd->bd", weights, e)
+            representation = tf.concat([representation, interest], axis=-1)
+        return representation, weights
 
     @property
     def last_shared_layer(self):
@@ -120,7 +132,7 @@ class DUPN(RepresentationModel):
         return {**super().get_config(), "heads": self.head_configs, "variant": self.variant,
                 "lstm_units": self.lstm_units, "peepholes": self.peepholes,
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
-                "dropout": self.dropout, "l2": self.l2}
+                "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match}
 
 
 def head_configs(config) -> list[dict]:
@@ -156,7 +168,7 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
     if m.variant in VARIANT_PROPERTIES:
         model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
-                     sharing=sharing_config(m), **common)
+                     sharing=sharing_config(m), interest_match=m.interest_match, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)
     else:

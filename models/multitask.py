@@ -169,20 +169,34 @@ class RepresentationModel(MultiTaskModel):
         """[B, shared_dim] from the behaviour sequence, query and profile only."""
         raise NotImplementedError
 
+    # Width of an interest vector at the end of the user representation (DUPN's interest_match;
+    # 0: none): the history's item embeddings pooled by the attention, in the candidates' space.
+    interest_dim = 0
+
+    def split_representation(self, representation) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """(what the sharing structure reads, the interest vector or None)."""
+        if not self.interest_dim:
+            return representation, None
+        return representation[:, :-self.interest_dim], representation[:, -self.interest_dim:]
+
     def task_logits(self, task_representations: dict, inputs: dict, training=False,
-                    tasks=None) -> dict:
-        """{head: logits} of the heads (those in `tasks`), each reading its task's input."""
+                    tasks=None, interest=None) -> dict:
+        """{head: logits} of the heads (those in `tasks`), each reading its task's input; with an
+        interest vector the ctr head also reads its match with the candidate item."""
         out = {}
         for h in self.heads:
             if tasks is None or h.task in tasks:
                 candidate = self.embeddings.candidate(CANDIDATES[h.task], inputs)
+                if interest is not None and h.task == "ctr":
+                    candidate = interest_match(candidate, interest)
                 out[h.task] = h(task_representations[h.task], candidate, training=training)
         return out
 
     def logits_from_representation(self, representation, inputs: dict, training=False,
                                    tasks=None) -> dict:
-        task_representations, _ = self.sharing(representation, training=training)
-        return self.task_logits(task_representations, inputs, training, tasks)
+        shared, interest = self.split_representation(representation)
+        task_representations, _ = self.sharing(shared, training=training)
+        return self.task_logits(task_representations, inputs, training, tasks, interest)
 
     def head_logits(self, inputs, training=False):
         return self.logits_from_representation(self.user_representation(inputs, training),
@@ -203,22 +217,33 @@ class RepresentationModel(MultiTaskModel):
             [1, shared_dim]: one user's, for all B candidates.
           inputs: the candidates' item_id, shop_id, brand_id, category_id, tags, rank_features.
         """
-        task_representations, _ = self.sharing(representation, training=False)
+        shared, interest = self.split_representation(representation)
+        task_representations, _ = self.sharing(shared, training=False)
         rows = tf.shape(inputs["item_id"])[0]
         task_representations = {t: tf.broadcast_to(r, [rows, tf.shape(r)[1]])
                                 for t, r in task_representations.items()}
+        if interest is not None:
+            interest = tf.broadcast_to(interest, [rows, self.interest_dim])
         logits = self.task_logits(task_representations, inputs, training=False,
-                                  tasks=SCORED_ITEM_HEADS)
+                                  tasks=SCORED_ITEM_HEADS, interest=interest)
         return {k: v for h in self.heads if h.task in logits
                 for k, v in h.scores(logits[h.task]).items()}
 
     def gate_weights(self, inputs: dict) -> dict:
         """{gate: [B, experts]} expert weights of each task's gate (mmoe, ple; {} otherwise), for
         analysis: rows sum to 1; columns named by self.sharing.gate_experts()."""
-        return self.sharing(self.user_representation(inputs, training=False), training=False)[1]
+        shared, _ = self.split_representation(self.user_representation(inputs, training=False))
+        return self.sharing(shared, training=False)[1]
 
     def get_config(self):
         return {**super().get_config(), "sharing": self.sharing_config}
+
+
+def interest_match(candidate: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
+    """[candidate, candidate ⊙ interest, candidate · interest]: the item and how much the user's
+    attended history resembles it, explicit (an MLP over a concatenation learns products slowly)."""
+    product = candidate * interest
+    return tf.concat([candidate, product, tf.reduce_sum(product, -1, keepdims=True)], axis=-1)
 
 
 def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:
