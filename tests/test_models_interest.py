@@ -49,7 +49,7 @@ def test_the_representation_ends_with_the_attended_item_embeddings(contract, dat
     weights = model.attention_weights(inputs).numpy()                 # [B, N]
     by_hand = np.einsum("bn,nbd->bd", weights, e.numpy())
     np.testing.assert_allclose(representation[:, -item_dim:], by_hand, atol=1e-5)
-    plain = build_model(tiny_config(HEADS), contract)
+    plain = build_model(tiny_config(HEADS, "model.interest_match=false"), contract)
     assert plain.user_representation(inputs).shape[-1] == plain.shared_dim
 
 

@@ -70,7 +70,8 @@ def test_variant_trains_saves_loads_and_splits(variant, contract, data, item_tab
     assert isinstance(model, RepresentationModel) == (variant in SPLITTABLE)
     if variant in SPLITTABLE:
         representation = model.user_representation(inputs)
-        assert representation.shape == (96, 16)                 # model.shared_dim of tiny_config
+        # model.shared_dim of tiny_config, then the interest vector (model.interest_match)
+        assert representation.shape == (96, 16 + model.interest_dim)
         split = model.score_items(representation, inputs)
         assert set(split) == {"ctr", "l2r"}
         for head in split:

@@ -35,7 +35,8 @@ def assert_split_equals_whole(out, model, contract, serialized, rows: int) -> No
     assert raw["item_id"].dtype == tf.string   # signatures take the raw ids
     user, item, whole = (export.load_part(out, p) for p in export.PARTS)
     representation = user(**{k: raw[k] for k in export.USER_FEATURES})["user_representation"]
-    assert representation.shape == (rows, 16)
+    # model.shared_dim of the tiny config, then the interest vector (model.interest_match)
+    assert representation.shape == (rows, 16 + model.interest_dim)
     split = item(user_representation=representation, **{k: raw[k] for k in export.ITEM_FEATURES})
     entire = whole(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
     keras_scores = model(parse_batch(serialized, contract), training=False)

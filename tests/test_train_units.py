@@ -251,7 +251,8 @@ def test_daily_decision_keeps_the_old_model_when_the_new_one_is_worse(monkeypatc
     code, entry = scripted_job(monkeypatch, work, {"ctr": binary(0.60)}, {"ctr": binary(0.70)})
     assert code == jobrun.EXIT_REFUSED
     assert entry["status"] == "refused" and entry["published"] is False
-    assert entry["reason"] == "ctr auc 0.6000 is more than 0.01 below the previous model's 0.7000"
+    assert entry["reason"] == ("ctr auc 0.6000 is more than 0.01 below the previous model's 0.7000 "
+                               "(standard error 0.0735)")
     assert (work / "published" / "LATEST").read_text().strip() == "2026-11-01-backfill"
     # The evaluation file describes the model in service: the old one.
     assert json.loads((work / "eval" / "2026-11-03.json").read_text()) == {"ctr": binary(0.70)}
