@@ -149,39 +149,49 @@ def chosen(setup: Setup, known) -> list:
     return picked
 
 
-def versus_alone(setup: Setup, settings: dict, runs_name: str):
-    """Each configuration of `settings` (name -> Config, every configured head) trained and evaluated
-    on the setup's window and day, beside each task trained alone (hard sharing, fixed weights).
+def versus_alone(setup: Setup, key: str, options, name: str, title: str):
+    """The setup's configuration with `key` (e.g. "model.sharing") set to each chosen option, every
+    configured head, trained and evaluated on the setup's window and day, beside each task trained
+    alone (hard sharing, fixed weights); a bar chart of both in WORK/experiments/NAME.png.
 
-    Returns (table, run dirs): table rows of setting, task, metric (the paper's), value, alone (the
-    task's value alone), gain (value - alone), steps, train seconds; run dirs: setting -> its run.
-    The alone runs (WORK/experiments/runs/alone/TASK) are shared by every experiment that asks.
+    Returns (table, run dirs, png): table rows of setting, task, metric (the paper's), value, alone
+    (the task's value alone), gain (value - alone), steps, train seconds; run dirs: option -> its
+    run. The alone runs (WORK/experiments/runs/alone/TASK) are shared by every experiment.
     """
+    from pipeline import plots
     from pipeline import train as training
-    base = next(iter(settings.values()))
-    tasks = training.head_tasks(base)
+    section, field_name = key.split(".")
+    settings = {}
+    for option in chosen(setup, options):
+        settings[option] = copy.deepcopy(setup.config)
+        setattr(getattr(settings[option], section), field_name, option)
+    tasks = training.head_tasks(setup.config)
     alone = {}
     for task in tasks:
-        config = with_heads(base, [task])
+        config = with_heads(setup.config, [task])
         config.model.sharing, config.model.esmm, config.trainer.loss_balance = "hard", False, "fixed"
         run_dir = setup.runs_dir("alone") / task
         train_run(setup, config, run_dir, [task])
         alone[task] = headline(task, evaluate_run(setup, run_dir, [task])[task])
         setup.log(f"{task} alone: {alone[task]:.4f}")
     rows, run_dirs = [], {}
-    for name, config in settings.items():
-        run_dir = run_dirs[name] = setup.runs_dir(runs_name) / name
+    for option, config in settings.items():
+        run_dir = run_dirs[option] = setup.runs_dir(name) / option
         trained, seconds = train_run(setup, config, run_dir)
         result = evaluate_run(setup, run_dir)
         for task in tasks:
             value = headline(task, result[task])
-            rows.append({"setting": name, "task": task,
+            rows.append({"setting": option, "task": task,
                          "metric": "accuracy" if task == "power" else "AUC", "value": value,
                          "alone": alone[task], "gain": value - alone[task],
                          "steps": trained["steps"], "train seconds": round(seconds, 1)})
-        setup.log(f"{name}: {trained['steps']} steps in {seconds:.0f} s; " + ", ".join(
-            f"{r['task']} {r['value']:.4f} ({r['gain']:+.4f})" for r in rows if r["setting"] == name))
-    return pd.DataFrame(rows), run_dirs
+        setup.log(f"{option}: {trained['steps']} steps in {seconds:.0f} s; " + ", ".join(
+            f"{r['task']} {r['value']:.4f} ({r['gain']:+.4f})" for r in rows if r["setting"] == option))
+    table = pd.DataFrame(rows)
+    png = plots.bar_panels(metric_chart(table), setup.out_dir / f"{name}.png",
+                           f"{title} vs each task alone: trained {setup.train_start}.."
+                           f"{setup.train_end}, tested {setup.eval_date}")
+    return table, run_dirs, png
 
 
 def metric_chart(table) -> "pd.DataFrame":

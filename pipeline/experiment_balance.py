@@ -7,13 +7,12 @@ others; < 0: it pays for them, the seesaw), and each method's task weights over 
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import pandas as pd
 
 from pipeline import plots
-from pipeline.experiment import Setup, chosen, metric_chart, versus_alone
+from pipeline.experiment import Setup, versus_alone
 
 METHODS = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
 
@@ -21,15 +20,8 @@ METHODS = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
 def run(setup: Setup):
     """Returns (table, png): versus_alone's rows per method, then the weight rows (setting, task,
     step, weight); writes balance_weights.png too."""
-    settings = {}
-    for method in chosen(setup, METHODS):
-        config = copy.deepcopy(setup.config)
-        config.trainer.loss_balance = method
-        settings[method] = config
-    table, run_dirs = versus_alone(setup, settings, "balance")
-    png = plots.bar_panels(metric_chart(table), setup.out_dir / "balance.png",
-                           f"Loss balancing vs each task alone: trained {setup.train_start}.."
-                           f"{setup.train_end}, tested {setup.eval_date}")
+    table, run_dirs, png = versus_alone(setup, "trainer.loss_balance", METHODS, "balance",
+                                        "Loss balancing")
     weights = pd.concat([weight_rows(method, run_dir) for method, run_dir in run_dirs.items()],
                         ignore_index=True)
     curves = {method: {task: (part["step"].to_list(), part["weight"].to_list())

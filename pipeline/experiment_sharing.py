@@ -8,13 +8,11 @@ shared experts shares, one that sits on its own experts keeps to itself.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 
 from pipeline import plots
-from pipeline.experiment import Setup, chosen, metric_chart, versus_alone
+from pipeline.experiment import Setup, versus_alone
 
 STRUCTURES = ("hard", "shared-bottom", "mmoe", "ple")
 GATED = ("mmoe", "ple")
@@ -24,15 +22,8 @@ GATE_EXAMPLES = 2000     # users whose gate weights are averaged
 def run(setup: Setup):
     """Returns (table, png): versus_alone's rows per structure, then the gate rows (setting, gate,
     expert, value); writes sharing_gates.png too."""
-    settings = {}
-    for structure in chosen(setup, STRUCTURES):
-        config = copy.deepcopy(setup.config)
-        config.model.sharing = structure
-        settings[structure] = config
-    table, run_dirs = versus_alone(setup, settings, "sharing")
-    png = plots.bar_panels(metric_chart(table), setup.out_dir / "sharing.png",
-                           f"Sharing structures vs each task alone: trained {setup.train_start}.."
-                           f"{setup.train_end}, tested {setup.eval_date}")
+    table, run_dirs, png = versus_alone(setup, "model.sharing", STRUCTURES, "sharing",
+                                        "Sharing structures")
     panels = {}
     for structure in (s for s in GATED if s in run_dirs):
         gates = mean_gate_weights(setup, run_dirs[structure])
