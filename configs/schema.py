@@ -124,7 +124,8 @@ class TrainerConfig:
     loss_balance: str = _choice("fixed", ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"))
     gradnorm_alpha: float = _float(1.5)       # gradnorm: restoring-force strength
     dwa_temperature: float = _float(2.0, lo=0.01)   # dwa: softmax temperature over loss ratios
-    publish_margin: float = _float(0.01, hi=1.0)  # daily job refuses a model this much worse
+    # The daily job refuses a model this much worse, when the drop also exceeds its standard error.
+    publish_margin: float = _float(0.01, hi=1.0)
     keep_published: int = _int(3)
 
 

@@ -11,7 +11,6 @@ pipeline/jobrun.py and docs/OPERATIONS.md.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -23,17 +22,10 @@ NAME = "backfill"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="dupn backfill", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--raw", required=True, help="raw-log root (RAW/<table>/dt=D/)")
-    parser.add_argument("--work", required=True, help="work directory")
+    parser = jobrun.job_parser(NAME, __doc__, "work directory")
     parser.add_argument("--end", required=True, help="last day of the window, YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=10, help="days in the window (default: %(default)s)")
-    parser.add_argument("--eval", choices=("auto", "next-day", "holdout"), default="auto",
-                        help="evaluate on the next day, on held-out users of the last day, or "
-                             "(auto) the next day when its raw logs exist (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="redo a window already done")
+    jobrun.add_shared_flags(parser, "window")
     add_config_args(parser)
     return parser.parse_args(argv)
 

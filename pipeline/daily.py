@@ -7,13 +7,12 @@ a new run WORK/runs/<D>-daily from the published model (weights, optimizer slots
 trains one pass over D, and evaluates it and the model in service on the same examples: day
 D+1 when the raw logs have it, else the held-out share of D's users (data.holdout_share; those
 users are then left out of training); --eval chooses. Publishes only if every metric is finite
-and no task's AUC (accuracy for power) falls more than trainer.publish_margin below the previous
-model's.
+and no task's AUC (accuracy for power) falls below the previous model's by more than
+trainer.publish_margin and more than its standard error on that day's data.
 A date already done is a no-op. Exit codes: see pipeline/jobrun.py and docs/OPERATIONS.md.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -26,16 +25,9 @@ NAME = "daily"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="dupn daily", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--raw", required=True, help="raw-log root (RAW/<table>/dt=D/)")
-    parser.add_argument("--work", required=True, help="work directory (examples/, runs/, published/)")
+    parser = jobrun.job_parser(NAME, __doc__, "work directory (examples/, runs/, published/)")
     parser.add_argument("--date", required=True, help="the new day, YYYY-MM-DD")
-    parser.add_argument("--eval", choices=("auto", "next-day", "holdout"), default="auto",
-                        help="evaluate on the next day, on held-out users of the last day, or "
-                             "(auto) the next day when its raw logs exist (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="redo a date already done")
+    jobrun.add_shared_flags(parser, "date")
     add_config_args(parser, default=None)
     parser.epilog += "\n\n--config defaults to the published model's own configuration."
     return parser.parse_args(argv)

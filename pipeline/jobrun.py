@@ -21,6 +21,26 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_MODEL = 0, 1, 2, 3, 4
 DONE = ("published", "refused")   # statuses that make a rerun of the date a no-op
 
 
+def job_parser(name: str, doc: str, work_help: str):
+    """The argument parser of a job (dupn NAME): --raw and --work; add_shared_flags adds the rest
+    both jobs take, after the job's own."""
+    import argparse
+    parser = argparse.ArgumentParser(prog=f"dupn {name}", description=doc.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(doc.splitlines()[1:]))
+    parser.add_argument("--raw", required=True, help="raw-log root (RAW/<table>/dt=D/)")
+    parser.add_argument("--work", required=True, help=work_help)
+    return parser
+
+
+def add_shared_flags(parser, unit: str) -> None:
+    """--eval and --force (`unit`: what --force redoes, a window or a date)."""
+    parser.add_argument("--eval", choices=("auto", "next-day", "holdout"), default="auto",
+                        help="evaluate on the next day, on held-out users of the last day, or "
+                             "(auto) the next day when its raw logs exist (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help=f"redo a {unit} already done")
+
+
 def already_done(work, date: str) -> dict | None:
     """The manifest record of `date` if its job finished (published or refused), else None."""
     record = pub.read_manifest(work)["dates"].get(date)
@@ -40,8 +60,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
       data: pipeline.train.TrainingData; evaluation: {task: files}; eval_info: what they are.
       warm_start: model dir the run begins from (daily: the model in service).
       compare_with: model dir whose metrics on the same examples the new ones must not fall
-        more than trainer.publish_margin below (daily: the model in service); None: only the
-        finiteness check.
+        more than trainer.publish_margin and their standard error below (daily: the model in
+        service; publish.gate); None: only the finiteness check.
     """
     from features.contract import Contract
     from pipeline.checkpoints import load_model
@@ -97,8 +117,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         target = pub.publish(run_dir, work, run_dir.name, config.trainer.keep_published)
         record.update({"status": "published", "published": True, "model": str(target),
                        "reason": "first model" if previous is None else
-                       f"no headline metric more than {config.trainer.publish_margin} below "
-                       "the previous model's"})
+                       f"no headline metric more than {config.trainer.publish_margin} and its "
+                       "standard error below the previous model's"})
         in_service = new
         code = EXIT_OK
         log(f"{date}: published {target}")
