@@ -70,9 +70,13 @@ class MultiTaskModel(keras.Model):
         logits = self.head_logits(inputs, training=training)
         return {k: v for h in self.heads for k, v in h.scores(logits[h.task]).items()}
 
+    def head_losses(self, labels: dict, logits: dict) -> dict:
+        """{head: (mean loss over its rows, rows)}."""
+        return {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
+
     def task_losses(self, labels: dict, logits: dict) -> tuple[tf.Tensor, dict]:
-        """(Σ weight × loss over heads, {head: (loss, rows)})."""
-        per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
+        """(Σ configured weight × loss over heads, head_losses)."""
+        per_head = self.head_losses(labels, logits)
         total = tf.add_n([h.weight * per_head[h.task][0] for h in self.heads])
         return total, per_head
 
@@ -101,7 +105,7 @@ class MultiTaskModel(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape(persistent=balancer.persistent_tape) as tape:
             logits = self.head_logits(inputs, training=True)
-            per_head = {h.task: h.loss(labels, logits[h.task]) for h in self.heads}
+            per_head = self.head_losses(labels, logits)
             task_losses = [per_head[h.task][0] for h in self.heads]
             losses = tf.stack(task_losses)
             counts = tf.stack([per_head[h.task][1] for h in self.heads])

@@ -12,8 +12,9 @@ The evaluation day is the last day with examples (--eval-date to choose); the mo
 days before it (--train-days). --small keeps it quick for the demo and tests: the `small`
 configuration unless --config is given, and at most SMALL_EVAL_EXAMPLES examples per task in
 evaluation. (Fewer training days are no cheaper way to the same answer: three days seen three
-times leave dupn-all at CTR AUC 0.55 where ten days seen once give 0.62; docs/QUALITY.md.) Training goes through pipeline.train; runs land in WORK/experiments/runs/NAME/
-and a finished run is reused when the experiment is run again with the same configuration.
+times leave dupn-all at CTR AUC 0.55 where ten days seen once give 0.62; docs/QUALITY.md.)
+Training goes through pipeline.train; runs land in WORK/experiments/runs/NAME/ and a finished run
+is reused when the experiment is run again with the same configuration.
 """
 from __future__ import annotations
 
@@ -182,7 +183,7 @@ def versus_alone(setup: Setup, key: str, options, name: str, title: str):
         for task in tasks:
             value = headline(task, result[task])
             rows.append({"setting": option, "task": task,
-                         "metric": "accuracy" if task == "power" else "AUC", "value": value,
+                         "metric": METRIC[task], "value": value,
                          "alone": alone[task], "gain": value - alone[task],
                          "steps": trained["steps"], "train seconds": round(seconds, 1)})
         setup.log(f"{option}: {trained['steps']} steps in {seconds:.0f} s; " + ", ".join(
@@ -213,9 +214,13 @@ def oracle(setup: Setup):
     return read_oracle(raw, setup.eval_date) if raw else None
 
 
+# The paper's metric of each task: accuracy for purchasing power, AUC for the others.
+METRIC = {"ctr": "AUC", "l2r": "AUC", "talent": "AUC", "power": "accuracy", "shop": "AUC"}
+
+
 def headline(task: str, values: dict):
-    """The paper's metric of a task: accuracy for purchasing power, AUC for the others."""
-    return values.get("accuracy" if task == "power" else "auc")
+    """A task's METRIC in evaluate's results."""
+    return values.get(METRIC[task].lower())
 
 
 def parse_args(argv):

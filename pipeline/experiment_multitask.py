@@ -12,10 +12,9 @@ import math
 import pandas as pd
 
 from pipeline import plots
-from pipeline.experiment import Setup, headline, train_run, with_heads
+from pipeline.experiment import METRIC, Setup, headline, train_run, with_heads
 
 CURVE_POINTS = 6     # checkpoints along a run, all kept
-METRIC = {"ctr": "AUC", "l2r": "AUC", "talent": "AUC", "power": "accuracy", "shop": "AUC"}
 
 
 def run(setup: Setup):
