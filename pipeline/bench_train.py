@@ -116,18 +116,28 @@ def build_embedded_lstm(contract, units: int, learning_rate: float):
 
 def time_steps(runs: dict, steps: int, warmup: int) -> tuple[dict, dict]:
     """Median wall and CPU seconds per step of each model, stepping the models in turns (CPU
-    seconds, both cores summed, vary less than wall time when the machine is shared)."""
-    import numpy as np
+    seconds, both cores summed, vary less than wall time when the machine is shared).
 
+    Each step is the model's train function on a lasting iterator over its batch, as `fit` runs
+    it. (`train_on_batch` builds a new dataset and iterator every call, which cost DUPN's large
+    input dict up to a second of idle wall time a step.)
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    stepping = {}
+    for name, (model, (x, y)) in runs.items():
+        batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+        stepping[name] = (model.make_train_function(), batches)
     for _ in range(warmup):
-        for model, (x, y) in runs.values():
-            model.train_on_batch(x, y)
+        for train_function, batches in stepping.values():
+            tf.nest.map_structure(np.asarray, train_function(batches))
     wall = {name: [] for name in runs}
     cpu = {name: [] for name in runs}
     for _ in range(steps):
-        for name, (model, (x, y)) in runs.items():
+        for name, (train_function, batches) in stepping.items():
             started, started_cpu = time.perf_counter(), time.process_time()
-            model.train_on_batch(x, y)
+            tf.nest.map_structure(np.asarray, train_function(batches))   # waits for the step
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - started_cpu)
     median = lambda d: {name: float(np.median(v)) for name, v in d.items()}
