@@ -102,6 +102,9 @@ class ModelConfig:
     # DUPN variants (baselines ignore it): pool the history's item embeddings with the attention
     # too and give the ctr head their match with the candidate; docs/QUALITY.md (CTR AUC 0.64 -> 0.72).
     interest_match: bool = False
+    # DUPN, dssm, cnn-max: the ctr head also reads the impression's ranking features (the l2r
+    # head's input), as the wide baselines' logits always do; docs/QUALITY.md (CTR 0.72 -> 0.75).
+    ctr_rank_features: bool = False
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),

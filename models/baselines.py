@@ -310,7 +310,7 @@ class DSSM(RepresentationModel):
     @classmethod
     def from_model_config(cls, model_config, **common):
         return cls(shared_dim=model_config.shared_dim, sharing=sharing_config(model_config),
-                   **common)
+                   ctr_rank_features=model_config.ctr_rank_features, **common)
 
     @property
     def last_shared_layer(self):
@@ -355,7 +355,8 @@ class CNNMax(RepresentationModel):
     @classmethod
     def from_model_config(cls, model_config, **common):
         return cls(filters=model_config.lstm_units, shared_dim=model_config.shared_dim,
-                   sharing=sharing_config(model_config), **common)
+                   sharing=sharing_config(model_config),
+                   ctr_rank_features=model_config.ctr_rank_features, **common)
 
     def user_representation(self, inputs, training=False):
         e, valid = self.embeddings.behaviour(inputs)

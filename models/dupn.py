@@ -170,7 +170,8 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
     if m.variant in VARIANT_PROPERTIES:
         model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
-                     sharing=sharing_config(m), interest_match=m.interest_match, **common)
+                     sharing=sharing_config(m), interest_match=m.interest_match,
+                     ctr_rank_features=m.ctr_rank_features, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)
     else:

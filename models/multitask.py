@@ -161,11 +161,16 @@ class RepresentationModel(MultiTaskModel):
       contract, heads: as MultiTaskModel.
       sharing: models.sharing.sharing_config (None: hard).
       dropout, l2: of the sharing structure's layers.
+      ctr_rank_features: the ctr head also reads the impression's ranking features (the l2r
+        head's input; the wide baselines' logits always do); an item-side input, so the split
+        holds.
     """
 
     def __init__(self, contract: dict, heads: list[TaskHead], sharing: dict | None = None,
-                 dropout: float = 0.0, l2: float = 0.0, **kwargs):
+                 dropout: float = 0.0, l2: float = 0.0, ctr_rank_features: bool = False,
+                 **kwargs):
         super().__init__(contract, heads, **kwargs)
+        self.ctr_rank_features = ctr_rank_features
         self.sharing_config = dict(sharing) if sharing else {"structure": "hard"}
         self.sharing = make_sharing(self.sharing_config, [h.task for h in self.heads], dropout, l2)
 
@@ -193,6 +198,9 @@ class RepresentationModel(MultiTaskModel):
                 candidate = self.embeddings.candidate(CANDIDATES[h.task], inputs)
                 if interest is not None and h.task == "ctr":
                     candidate = interest_match(candidate, interest)
+                if self.ctr_rank_features and h.task == "ctr":
+                    candidate = tf.concat(
+                        [candidate, self.embeddings.candidate("rank_features", inputs)], axis=-1)
                 out[h.task] = h(task_representations[h.task], candidate, training=training)
         return out
 
@@ -240,7 +248,8 @@ class RepresentationModel(MultiTaskModel):
         return self.sharing(shared, training=False)[1]
 
     def get_config(self):
-        return {**super().get_config(), "sharing": self.sharing_config}
+        return {**super().get_config(), "sharing": self.sharing_config,
+                "ctr_rank_features": self.ctr_rank_features}
 
 
 def interest_match(candidate: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
