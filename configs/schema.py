@@ -102,6 +102,9 @@ class ModelConfig:
     # DUPN variants (baselines ignore it): pool the history's item embeddings with the attention
     # too and give the ctr head their match with the candidate; docs/QUALITY.md (CTR AUC 0.64 -> 0.72).
     interest_match: bool = False
+    # ... as that many interests: the attention scores each step that many times on its one tanh
+    # layer; the first weighting also pools the LSTM states (docs/QUALITY.md).
+    interest_heads: int = _int(1)
     # DUPN, dssm, cnn-max: the ctr head also reads the impression's ranking features (the l2r
     # head's input), as the wide baselines' logits always do; docs/QUALITY.md (CTR 0.72 -> 0.75).
     ctr_rank_features: bool = False

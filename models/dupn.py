@@ -60,13 +60,17 @@ class DUPN(RepresentationModel):
       interest_match: also pool the behaviours' item embeddings with the attention weights and
         give the ctr head their match with the candidate (models.multitask.interest_match); the
         user representation then ends with that interest vector (item_dim wide).
+      interest_heads: K > 1 pools K interests instead: the attention scores each step K times
+        on its one tanh layer, the first weighting as before, and each interest is matched
+        with the candidate; the representation then ends with K * item_dim.
       sharing: models.sharing.sharing_config (None: hard, every head reads the representation).
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
                  lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
-                 sharing: dict | None = None, interest_match: bool = False, **kwargs):
+                 sharing: dict | None = None, interest_match: bool = False,
+                 interest_heads: int = 1, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
@@ -87,18 +91,21 @@ class DUPN(RepresentationModel):
             lstm_units, self.embeddings.item_dim,
             self.embeddings.property_dim if self.lstm_property else 0, peepholes, l2,
             time_major=True, name="gated_lstm")
+        self.interest_heads = interest_heads
         self.attention = AttentionPooling(attention_units, self.attention_property, l2,
-                                          time_major=True, name="attention")
+                                          time_major=True,
+                                          heads=interest_heads if interest_match else 1,
+                                          name="attention")
         reg = keras.regularizers.L2(l2) if l2 else None
         self.shared = keras.layers.Dense(shared_dim, activation="relu", name="shared",
                                          kernel_regularizer=reg)
         self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
         self.interest_match = interest_match
-        self.interest_dim = self.embeddings.item_dim if interest_match else 0
+        self.interest_dim = self.embeddings.item_dim * interest_heads if interest_match else 0
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
-        """(user representation [B, shared_dim (+ item_dim with interest_match)], attention
-        weights [B, N])."""
+        """(user representation [B, shared_dim (+ interest_heads * item_dim with
+        interest_match)], attention weights [B, N]: the weighting that pools the states)."""
         seq = time_major(inputs)
         e, valid = self.embeddings.behaviour(seq)                      # [N, B, De], [N, B]
         p = (self.embeddings.behaviour_properties(seq)
@@ -107,17 +114,19 @@ class DUPN(RepresentationModel):
         profile = self.embeddings.profile(inputs)
         context = tf.concat([self.embeddings.query(inputs), profile], axis=-1)
         pooled, weights = self.attention(h, properties=p if self.attention_property else None,
-                                         context=context, valid=valid)
+                                         context=context, valid=valid)   # [B, (K,) N]
         representation = self.shared(tf.concat([pooled, profile], axis=-1))
         representation = self.shared_dropout(representation, training=training)
         if self.interest_dim:
-            # The history's item embeddings under the same attention: a vector in the candidates'
-            # space, still computed once per user (docs/QUALITY.md).
-            # (A broadcast multiply and a sum, as in the attention's pooling: einsum's batched
-            # matmul cost twice the time, forward and backward.)
-            interest = tf.reduce_sum(tf.transpose(weights)[:, :, None] * e, axis=0)
-            representation = tf.concat([representation, interest], axis=-1)
-        return representation, weights
+            # The history's item embeddings under the attention's K weightings: vectors in the
+            # candidates' space, still computed once per user (docs/QUALITY.md). A broadcast
+            # multiply and a sum: einsum's batched matmul cost twice the time, forward and backward.
+            by_step = tf.transpose(tf.reshape(weights, [-1, self.interest_heads, tf.shape(e)[0]]),
+                                   [2, 0, 1])                                    # [N, B, K]
+            interest = tf.reduce_sum(by_step[..., None] * e[:, :, None], axis=0)   # [B, K, De]
+            representation = tf.concat(
+                [representation, tf.reshape(interest, [-1, self.interest_dim])], axis=-1)
+        return representation, (weights if weights.shape.rank == 2 else weights[:, 0])
 
     @property
     def last_shared_layer(self):
@@ -134,7 +143,8 @@ class DUPN(RepresentationModel):
         return {**super().get_config(), "heads": self.head_configs, "variant": self.variant,
                 "lstm_units": self.lstm_units, "peepholes": self.peepholes,
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
-                "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match}
+                "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match,
+                "interest_heads": self.interest_heads}
 
 
 def head_configs(config) -> list[dict]:
@@ -171,6 +181,7 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
         model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
                      sharing=sharing_config(m), interest_match=m.interest_match,
+                     interest_heads=m.interest_heads,
                      ctr_rank_features=m.ctr_rank_features, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)

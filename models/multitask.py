@@ -253,10 +253,18 @@ class RepresentationModel(MultiTaskModel):
 
 
 def interest_match(candidate: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
-    """[candidate, candidate ⊙ interest, candidate · interest]: the item and how much the user's
-    attended history resembles it, explicit (an MLP over a concatenation learns products slowly)."""
-    product = candidate * interest
-    return tf.concat([candidate, product, tf.reduce_sum(product, -1, keepdims=True)], axis=-1)
+    """[candidate, candidate ⊙ interest_k for each k, candidate · interest_k for each k]: the item
+    and how much each of the user's attended interests resembles it, explicit (an MLP over a
+    concatenation learns products slowly).
+
+    Args:
+      candidate: [B, D]; interest: [B, K * D], K interests of width D side by side.
+    """
+    width = candidate.shape[-1]
+    interests = tf.reshape(interest, [-1, interest.shape[-1] // width, width])   # [B, K, D]
+    product = candidate[:, None] * interests
+    return tf.concat([candidate, tf.reshape(product, [-1, interest.shape[-1]]),
+                      tf.reduce_sum(product, -1)], axis=-1)
 
 
 def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:

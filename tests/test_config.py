@@ -24,10 +24,11 @@ def test_dupn_yaml_holds_the_papers_settings():
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
     assert c.model.heads[0] == HeadConfig("ctr", 1.0, [256, 128, 64])
     # the file and the schema's defaults agree: the YAML restates the paper and adds two
-    # extensions of ours, the interest match and rank features in the ctr head (off in the
+    # extensions of ours, the interest match (two interests) and rank features in the ctr head (off in the
     # schema, so configurations written before them still build the model they trained)
     paper = Config()
     paper.model.interest_match = True
+    paper.model.interest_heads = 2
     paper.model.ctr_rank_features = True
     assert c == paper
 

@@ -39,8 +39,39 @@ def test_interest_match_by_hand():
                                [[1, 2, 3, 1, 4], [0, -1, 0, -4, -4]])
 
 
+def test_interest_match_of_two_interests_by_hand():
+    candidate = tf.constant([[1.0, 2.0]])
+    interests = tf.constant([[3.0, 0.5, -1.0, 1.0]])        # interest 1: (3, 0.5), 2: (-1, 1)
+    np.testing.assert_allclose(interest_match(candidate, interests),
+                               [[1, 2, 3, 1, -1, 2, 4, 1]])
+
+
+def test_each_interest_pools_the_item_embeddings_by_its_own_weighting(contract, data):
+    model = make(contract, "model.interest_heads=3")
+    inputs = data[0][0]
+    item_dim = model.embeddings.item_dim
+    representation = model.user_representation(inputs).numpy()
+    assert representation.shape == (64, model.shared_dim + 3 * item_dim)
+    seq = time_major(inputs)
+    e, valid = model.embeddings.behaviour(seq)
+    p = model.embeddings.behaviour_properties(seq)
+    h = model.lstm(e, properties=p, valid=valid)
+    context = tf.concat([model.embeddings.query(inputs), model.embeddings.profile(inputs)], -1)
+    _, weights = model.attention(h, properties=p, context=context, valid=valid)
+    weights = weights.numpy()                                                  # [B, K, N]
+    # the first weighting is the attention's, as with one head
+    np.testing.assert_allclose(weights[:, 0], model.attention_weights(inputs), atol=1e-6)
+    real = np.transpose(valid.numpy())[:, None, :] > 0
+    np.testing.assert_array_equal(weights[~np.broadcast_to(real, weights.shape)], 0.0)
+    has_steps = real.any(-1)[:, 0]
+    np.testing.assert_allclose(weights[has_steps].sum(-1), 1.0, atol=1e-5)
+    assert np.abs(weights[:, 0] - weights[:, 1]).max() > 1e-4    # the heads differ
+    by_hand = np.einsum("bkn,nbd->bkd", weights, e.numpy()).reshape(64, -1)
+    np.testing.assert_allclose(representation[:, -3 * item_dim:], by_hand, atol=1e-5)
+
+
 def test_the_representation_ends_with_the_attended_item_embeddings(contract, data):
-    model = make(contract)
+    model = make(contract, "model.interest_heads=1")
     inputs = data[0][0]
     representation = model.user_representation(inputs).numpy()
     item_dim = model.embeddings.item_dim
@@ -53,10 +84,11 @@ def test_the_representation_ends_with_the_attended_item_embeddings(contract, dat
     assert plain.user_representation(inputs).shape[-1] == plain.shared_dim
 
 
-@pytest.mark.parametrize("sharing", ["hard", "mmoe"])
+@pytest.mark.parametrize("sharing, heads", [("hard", 1), ("mmoe", 1), ("hard", 2)])
 def test_split_scoring_equals_the_whole_model_and_survives_save_and_load(contract, data, sharing,
-                                                                         tmp_path):
-    model = make(contract, f"model.sharing={sharing}", "model.experts=2", "model.expert_units=[8]")
+                                                                         heads, tmp_path):
+    model = make(contract, f"model.sharing={sharing}", "model.experts=2", "model.expert_units=[8]",
+                 f"model.interest_heads={heads}")
     model.fit(as_dataset(data), epochs=1, verbose=0)
     inputs = data[1][0]
     whole = model(inputs)
@@ -69,7 +101,7 @@ def test_split_scoring_equals_the_whole_model_and_survives_save_and_load(contrac
     np.testing.assert_allclose(one["ctr"], repeated["ctr"], atol=1e-6)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert loaded.interest_match
+    assert loaded.interest_match and loaded.interest_heads == heads
     np.testing.assert_allclose(loaded(inputs)["ctr"], whole["ctr"], atol=1e-6)
 
 
