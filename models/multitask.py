@@ -190,17 +190,19 @@ class RepresentationModel(MultiTaskModel):
 
     def task_logits(self, task_representations: dict, inputs: dict, training=False,
                     tasks=None, interest=None) -> dict:
-        """{head: logits} of the heads (those in `tasks`), each reading its task's input; with an
-        interest vector the ctr head also reads its match with the candidate item."""
+        """{head: logits} of the heads (those in `tasks`), each reading its task's input; the ctr
+        head also reads the interest vector's match with the candidate item (when given) and the
+        ranking features (ctr_rank_features)."""
         out = {}
         for h in self.heads:
             if tasks is None or h.task in tasks:
                 candidate = self.embeddings.candidate(CANDIDATES[h.task], inputs)
-                if interest is not None and h.task == "ctr":
-                    candidate = interest_match(candidate, interest)
-                if self.ctr_rank_features and h.task == "ctr":
-                    candidate = tf.concat(
-                        [candidate, self.embeddings.candidate("rank_features", inputs)], axis=-1)
+                if h.task == "ctr":
+                    if interest is not None:
+                        candidate = interest_match(candidate, interest)
+                    if self.ctr_rank_features:
+                        rank = self.embeddings.candidate("rank_features", inputs)
+                        candidate = tf.concat([candidate, rank], axis=-1)
                 out[h.task] = h(task_representations[h.task], candidate, training=training)
         return out
 
