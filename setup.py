@@ -1,5 +1,5 @@
 """Installs the DUPN training pipeline: packages pipeline, models, features, configs and `dupn`."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="dupn",
@@ -7,7 +7,7 @@ setup(
     description="DUPN (Ni et al., KDD 2018): universal user representations from multiple "
                 "e-commerce tasks, with Beam example jobs and Keras training",
     python_requires=">=3.11,<3.12",
-    packages=["pipeline", "models", "features", "configs"],
+    packages=find_packages(include=["pipeline", "pipeline.*", "models", "features", "configs"]),
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         "tensorflow==2.17.*",

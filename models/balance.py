@@ -54,7 +54,7 @@ def make_balancer(spec: dict | None, tasks, weights) -> "LossBalancer":
 @keras.saving.register_keras_serializable(package="dupn")
 class LatestValue(keras.metrics.Metric):
     """The value given at the latest update: a weight as it is now, not averaged since the epoch
-    began (pipeline.train logs every checkpoint interval of a single long epoch)."""
+    began (pipeline.training.train logs every checkpoint interval of a single long epoch)."""
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name=name, **kwargs)

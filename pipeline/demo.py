@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Exit codes a stage may end with that leave the job in a good state (docs/OPERATIONS.md):
 # the daily job's publish gate refusing a model keeps the old one in service.
-KEPT_GOING = {"pipeline.daily": {3: "refused by the publish gate, old model kept"}}
+KEPT_GOING = {"pipeline.jobs.daily": {3: "refused by the publish gate, old model kept"}}
 
 START = dt.date(2026, 11, 1)
 DAYS = 12          # 10-day backfill window, one daily fine-tune day, one evaluation day
@@ -32,16 +32,16 @@ def stages(out: Path, users: int, config: str) -> list[tuple[str, str, list[str]
     raw, work = str(out / "raw"), str(out / "work")
     cfg = ["--config", config]
     return [
-        ("synthetic logs", "pipeline.synth",
+        ("synthetic logs", "pipeline.rawlogs.synth",
          ["--out", raw, "--start", day(0), "--days", str(DAYS), "--users", str(users), "--seed", "1"]),
-        ("10-day backfill (Beam job, training, evaluation, publish)", "pipeline.backfill",
+        ("10-day backfill (Beam job, training, evaluation, publish)", "pipeline.jobs.backfill",
          ["--raw", raw, "--work", work, "--end", day(9), "--days", "10", *cfg, *TRAINING]),
-        ("daily fine-tune", "pipeline.daily",
+        ("daily fine-tune", "pipeline.jobs.daily",
          ["--raw", raw, "--work", work, "--date", day(10), *cfg, *TRAINING]),
-        ("evaluation", "pipeline.evaluate", ["--work", work, "--date", day(11), "--json", *cfg]),
+        ("evaluation", "pipeline.evaluation.evaluate", ["--work", work, "--date", day(11), "--json", *cfg]),
         # One pass for each of the nine models keeps the demo near 15 minutes.
-        ("ablation experiment", "pipeline.experiment", ["ablation", "--work", work, "--small", *cfg]),
-        ("report", "pipeline.report", ["--work", work]),
+        ("ablation experiment", "pipeline.experiments.run", ["ablation", "--work", work, "--small", *cfg]),
+        ("report", "pipeline.experiments.report", ["--work", work]),
     ]
 
 

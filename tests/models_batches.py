@@ -8,7 +8,7 @@ import tensorflow as tf
 from configs.loader import load_config
 from features.contract import TASKS, Contract
 from features.tfrecord import encode_example
-from models.synthetic_batch import random_batch, random_examples
+from pipeline.bench.random_batch import random_batch, random_examples
 
 # Smaller than configs/small.yaml so that nine variants train in seconds.
 TINY = ["data.sequence_length=8", "features.tags_per_item=2", "features.query_terms=3",

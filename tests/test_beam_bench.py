@@ -1,7 +1,7 @@
 """`dupn bench pipeline` at a tiny size: it runs the job on synthetic logs and reports its figures."""
 import json
 
-from pipeline import bench
+from pipeline.bench import commands as bench
 
 
 def test_bench_pipeline_prints_one_json_object(capsys):

@@ -12,8 +12,8 @@ import tensorflow as tf
 from configs.loader import load_config
 from features.contract import Contract
 from features.tfrecord import parse_batch
-from pipeline import build_examples
-from pipeline.beam_rows import day_start
+from pipeline.beam import build_examples
+from pipeline.rawlogs.rows import day_start
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 FAST = ["--config", "small", "--set", "runtime.direct_running_mode=in_memory"]

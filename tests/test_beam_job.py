@@ -9,7 +9,7 @@ import pytest
 
 from features.contract import TASK_INDEX
 from features.tfrecord import read_dataset
-from pipeline import taobao_import
+from pipeline.rawlogs import taobao_import
 from test_beam_fixtures import DAYS, behavior, contract, read_examples, run_job, small_world, text, \
     tree_bytes, write_rows
 
@@ -109,7 +109,7 @@ def test_too_many_bad_rows_fail_naming_the_worst_reason_and_keep_the_old_example
     out = tmp_path / "out"
     assert run_job(tmp_path / "raw", out, DAYS[2], DAYS[2]) == 0
     before = tree_bytes(out)
-    from pipeline.beam_rows import day_start
+    from pipeline.rawlogs.rows import day_start
     bad = [behavior("u1", 1, day_start(DAYS[1]))] * 3 + [behavior("u1", 1, "noon")]
     write_rows(tmp_path / "raw", "behaviors", DAYS[2], bad, name="late")
     assert run_job(tmp_path / "raw", out, DAYS[2], DAYS[2]) == 1

@@ -6,9 +6,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import beam_rows
-from pipeline.beam_read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
-from pipeline.beam_rows import RowError, day_start, validate
+from pipeline.rawlogs import rows as beam_rows
+from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
+from pipeline.rawlogs.rows import RowError, day_start, validate
 from test_beam_fixtures import behavior, impression, item, write_rows
 
 DAY = "2026-11-02"

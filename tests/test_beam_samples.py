@@ -5,9 +5,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from tensorflow.core.example import example_pb2
 
 from features.contract import BEHAVIOR_INDEX, TASK_INDEX, item_tag_slots, time_bucket
-from pipeline.beam_join import BEHAVIORS, IMPRESSIONS, MISSING, JoinItems, item_features
-from pipeline.beam_rows import day_start
-from pipeline.beam_samples import EXAMPLES, STATS, BuildSamples, LastN, SampleSpec, draw_negatives, \
+from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, JoinItems, item_features
+from pipeline.rawlogs.rows import day_start
+from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, LastN, SampleSpec, draw_negatives, \
     unpack_batch, user_day_examples
 from test_beam_fixtures import contract
 
@@ -229,5 +229,5 @@ def test_a_request_shares_its_parts_and_their_split_encoding_parses_as_the_whole
 
 @pytest.mark.parametrize("n, expected", [(0, "0"), (1, "1-2"), (2, "1-2"), (3, "3-4"), (20, "19-20")])
 def test_sequence_length_bins(n, expected):
-    from pipeline.beam_samples import sequence_length_bin
+    from pipeline.beam.samples import sequence_length_bin
     assert sequence_length_bin(n, 20) == expected

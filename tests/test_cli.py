@@ -35,7 +35,7 @@ def test_installed_console_script():
 
 
 def test_bench_shares_the_dispatch_usage_and_unknown_names(capsys):
-    from pipeline import bench
+    from pipeline.bench import commands as bench
     assert bench.main([]) == 0
     assert capsys.readouterr().out.startswith("usage: dupn bench NAME [options]")
     assert bench.main(["fly"]) == 2

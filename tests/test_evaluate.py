@@ -9,7 +9,8 @@ import tensorflow as tf
 from configs.loader import load_config
 from features.contract import Contract
 from features.tfrecord import encode_example
-from pipeline import evaluate, metrics
+from pipeline.evaluation import evaluate
+from pipeline.evaluation import metrics
 
 DATE = "2026-11-12"
 
@@ -150,7 +151,7 @@ def test_nan_metrics_become_null_in_json(tmp_path):
 
 
 def test_json_shape_of_a_tiny_trained_model(capsys):
-    """The real path: a dupn-all run trained by pipeline.train on the tiny work dir, loaded from
+    """The real path: a dupn-all run trained by pipeline.training.train on the tiny work dir, loaded from
     its model dir; the raw root (and so the oracle) found through the manifest."""
     from tiny_work import DAYS, ablation_work
     work = ablation_work()
@@ -201,7 +202,7 @@ def test_an_esmm_model_adds_ctcvr_and_cvr_auc_to_the_ctr_entry(tmp_path, contrac
 
 
 def test_the_publish_gate_skips_conversion_aucs_the_data_cannot_define():
-    from pipeline.publish import gate
+    from pipeline.jobs.publish import gate
     ctr = {"auc": 0.7, "positive_rate": 0.3, "n": 10, "ctcvr_auc": float("nan"), "buy_rate": 0.0,
            "cvr_auc": float("nan"), "buy_rate_of_clicks": 0.0}
     assert gate({"ctr": ctr}, None, 0.01) == []

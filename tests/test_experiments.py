@@ -5,7 +5,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from pipeline import experiment_attention as attention
+from pipeline.experiments import attention as attention
 
 
 def assert_real_png(path):
@@ -37,7 +37,7 @@ def test_attention_by_type_and_bucket_by_hand():
 
 import pandas as pd  # noqa: E402
 
-from pipeline import experiment  # noqa: E402
+from pipeline.experiments import run as experiment  # noqa: E402
 from tiny_work import DAYS, ablation_work, experiment_argv  # noqa: E402
 
 
@@ -103,7 +103,7 @@ def test_attention_reuses_the_ablation_dupn_and_writes_heatmap_and_user_view():
 def test_multitask_curves_alone_and_together(tmp_path):
     from configs.loader import load_config
     from features.contract import Contract
-    from pipeline.experiment_multitask import CURVE_POINTS
+    from pipeline.experiments.multitask import CURVE_POINTS
     from tiny_work import OVERRIDES, make_work
     work, _ = make_work(tmp_path, Contract.from_config(load_config("small", OVERRIDES)))
     argv = experiment_argv(work, "multitask", "--tasks", "ctr,power", "--set", "model.variant=wide",
@@ -138,7 +138,7 @@ def test_transfer_reads_what_dupn_transfer_wrote_and_runs_the_missing_modes(tmp_
     import json
     import shutil
 
-    from pipeline.publish import publish
+    from pipeline.jobs.publish import publish
     source = ablation_work()
     work = tmp_path / "work"
     shutil.copytree(source / "examples", work / "examples")
@@ -161,7 +161,7 @@ def test_transfer_reads_what_dupn_transfer_wrote_and_runs_the_missing_modes(tmp_
 def test_sharing_and_balance_against_each_task_alone(tmp_path):
     from configs.loader import load_config
     from features.contract import Contract
-    from pipeline.experiment_sharing import STRUCTURES
+    from pipeline.experiments.sharing import STRUCTURES
     from tiny_work import OVERRIDES, make_work
     work, _ = make_work(tmp_path, Contract.from_config(load_config("small", OVERRIDES)))
     heads = ("--set", "model.heads=[{name: ctr, weight: 1.0, hidden_units: [8]}, "

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import metrics
+from pipeline.evaluation import metrics
 
 
 def test_auc_with_ties_by_hand():

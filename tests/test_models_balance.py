@@ -243,7 +243,7 @@ def test_every_method_trains_without_nan_where_tasks_have_no_rows(method, contra
 
 
 def test_balancer_state_is_in_checkpoints_and_by_each_head_in_the_optimizer(contract, tmp_path):
-    from pipeline.checkpoints import make_optimizer, optimizer_order
+    from pipeline.training.checkpoints import make_optimizer, optimizer_order
     config = tiny_config("trainer.loss_balance=uncertainty")
     model = build_model(config, contract)
     order = optimizer_order(model)
@@ -277,10 +277,10 @@ def test_gradnorm_needs_a_shared_layer_and_the_spec_comes_from_the_trainer(contr
 
 
 def test_a_balanced_run_records_its_weights_checkpoints_its_state_and_resumes(tmp_path):
-    """pipeline.train with gradnorm (learnt weights with optimizer slots): history.json has the
+    """pipeline.training.train with gradnorm (learnt weights with optimizer slots): history.json has the
     weights, the checkpoint the balancer's state, and a resume or a load finds all of it."""
-    from pipeline import train
-    from pipeline.checkpoints import RunCheckpoints, load_model, make_optimizer, new_model
+    from pipeline.training import train
+    from pipeline.training.checkpoints import RunCheckpoints, load_model, make_optimizer, new_model
     from train_helpers import tiny_config as train_config, tiny_examples
     day = "2026-11-01"
     config = train_config("trainer.loss_balance=gradnorm", "trainer.checkpoint_every_steps=10")
@@ -319,7 +319,7 @@ PARAMETER_SERVERS = textwrap.dedent("""
     from features.contract import Contract
     from models.dupn import build_model
     from models_batches import batches, tiny_config
-    from pipeline import cluster
+    from pipeline.training import cluster
 
     models.balance.DWA_WINDOW_STEPS = 1      # DWA's weights move within the run
     ports = iter(cluster.free_ports(3))

@@ -1,7 +1,8 @@
 """`dupn bench train --json` runs end to end at a tiny size and reports its figures."""
 import json
 
-from pipeline import bench, bench_train
+from pipeline.bench import commands as bench
+from pipeline.bench import train as bench_train
 
 
 def test_bench_train_prints_one_json_with_the_figures(capsys):

@@ -8,7 +8,7 @@ from features.contract import Contract
 from models.attention import AttentionPooling, masked_softmax
 from models.embedding import FeatureEmbeddings, contract_config, masked_mean
 from models.gated_lstm import PropertyGatedLSTM
-from models.synthetic_batch import random_batch
+from pipeline.bench.random_batch import random_batch
 from models_batches import tiny_config
 
 B, N, DE, DP, U = 3, 6, 5, 4, 7

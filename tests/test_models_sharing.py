@@ -13,9 +13,9 @@ from models.dupn import DUPN, build_model, head_configs
 from models.embedding import contract_config
 from models.heads import CANDIDATES
 from models.sharing import STRUCTURES, make_sharing
-from models.synthetic_batch import random_batch
+from pipeline.bench.random_batch import random_batch
 from models_batches import as_dataset, batches, tiny_config
-from pipeline.checkpoints import RunCheckpoints, make_optimizer
+from pipeline.training.checkpoints import RunCheckpoints, make_optimizer
 
 TASKS = ["ctr", "l2r", "power"]
 # Fewer heads than models_batches' five (ctr and l2r are the served ones, power multi-class):

@@ -7,7 +7,8 @@ import re
 import matplotlib.image
 import pandas as pd
 
-from pipeline import plots, report
+from pipeline.experiments import plots
+from pipeline.experiments import report
 
 SECTIONS = ("Data statistics", "Daily runs", "Evaluation", "Experiments",
             "Configuration of the published model")

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, synth
-from pipeline.synth_world import TARGET_MIX
+from pipeline import cli
+from pipeline.rawlogs import synth
+from pipeline.rawlogs.synth_world import TARGET_MIX
 
 START = "2026-11-01"
 DAY_S = 86400

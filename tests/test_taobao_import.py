@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, taobao_import
+from pipeline import cli
+from pipeline.rawlogs import taobao_import
 
 SAMPLE = Path("/work/shared/data/taobao_userbehavior_sample.csv")
 SAMPLE_ROWS = 4321

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline import cluster
+from pipeline.training import cluster
 from train_helpers import REPO, TESTS, alive, config_args, run_python, tiny_examples
 
 DAY = "2026-11-01"
@@ -20,7 +20,8 @@ IN_PROCESS = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import features
     import tensorflow as tf
-    from pipeline import cluster, train
+    from pipeline.training import cluster
+    from pipeline.training import train
     from train_helpers import tiny_config, tiny_examples
 
     examples = tiny_examples({root!r}, [{day!r}])
@@ -63,7 +64,7 @@ def test_in_process_parameter_server_cluster_shards_tables_and_trains(tmp_path):
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index"))
     assert checkpoints == ["ckpt-10.index", "ckpt-20.index"]
     # A checkpoint of sharded tables restores into one process, whole.
-    from pipeline.checkpoints import load_model
+    from pipeline.training.checkpoints import load_model
     _, model = load_model(tmp_path / "run")
     assert tuple(model.embeddings.tables["item_id"].embeddings.shape) == (20011, 16)
 
@@ -95,7 +96,7 @@ def test_local_cluster_stops_its_processes_on_error_and_when_the_chief_is_killed
     assert len(local.started_pids) == 3 and not [p for p in local.started_pids if alive(p)]
     assert os.environ.get("TF_CONFIG") == before
     # A chief killed outright cannot clean up: its children die with it (PR_SET_PDEATHSIG).
-    script = ("import json, sys, time\nfrom pipeline.cluster import LocalCluster\n"
+    script = ("import json, sys, time\nfrom pipeline.training.cluster import LocalCluster\n"
               f"with LocalCluster(1, 1, log_dir={str(tmp_path)!r}) as c:\n"
               "    print(json.dumps(c.pids), flush=True)\n    time.sleep(300)\n")
     chief = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)

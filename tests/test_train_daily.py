@@ -5,8 +5,10 @@ publish gate keeps the old model when the new one is NaN."""
 import numpy as np
 import pytest
 
-from pipeline import backfill, daily, jobrun
-from pipeline.checkpoints import load_model, variables_digest
+from pipeline.jobs import backfill
+from pipeline.jobs import daily
+from pipeline.jobs import jobrun
+from pipeline.training.checkpoints import load_model, variables_digest
 from train_helpers import DAYS, config_args, copy_work, read_json, shared_work  # noqa: F401
 
 

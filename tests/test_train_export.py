@@ -9,10 +9,11 @@ import tensorflow as tf
 
 from features.contract import Contract
 from features.tfrecord import parse_batch
-from pipeline import export, score
+from pipeline.serving import export
+from pipeline.serving import score
 from models.dupn import build_model
 from models_batches import write_examples
-from pipeline.checkpoints import load_model
+from pipeline.training.checkpoints import load_model
 from train_helpers import DAYS, shared_work, tiny_config  # noqa: F401
 
 

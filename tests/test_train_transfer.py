@@ -4,7 +4,7 @@ import csv
 
 import tensorflow as tf
 
-from pipeline import transfer
+from pipeline.jobs import transfer
 from train_helpers import DAYS, copy_work, read_json
 
 

@@ -9,7 +9,11 @@ import pytest
 import tensorflow as tf
 
 from features.contract import Contract
-from pipeline import cluster, daydata, publish, score, train
+from pipeline.training import cluster
+from pipeline.jobs import daydata
+from pipeline.jobs import publish
+from pipeline.serving import score
+from pipeline.training import train
 from train_helpers import tiny_config, tiny_examples
 
 
@@ -226,8 +230,10 @@ def test_request_values_are_padded_cut_and_named_when_wrong():
 def scripted_job(monkeypatch, work, new_metrics, old_metrics, final_loss=0.5):
     """Runs jobrun.train_evaluate_publish on fake model dirs; training and evaluation return
     the given results, so only the job's decision is exercised."""
-    from pipeline import checkpoints, evaluate, jobrun
-    from pipeline import train as training
+    from pipeline.training import checkpoints
+    from pipeline.evaluation import evaluate
+    from pipeline.jobs import jobrun
+    from pipeline.training import train as training
     previous = publish.publish(fake_run(work, "2026-11-01-backfill"), work, "2026-11-01-backfill", keep=3)
     run_dir = fake_run(work, "2026-11-02-daily", steps=(30,))
     config = tiny_config()
@@ -246,7 +252,7 @@ def scripted_job(monkeypatch, work, new_metrics, old_metrics, final_loss=0.5):
 
 
 def test_daily_decision_keeps_the_old_model_when_the_new_one_is_worse(monkeypatch, tmp_path):
-    from pipeline import jobrun
+    from pipeline.jobs import jobrun
     work = tmp_path / "work"
     code, entry = scripted_job(monkeypatch, work, {"ctr": binary(0.60)}, {"ctr": binary(0.70)})
     assert code == jobrun.EXIT_REFUSED
@@ -259,7 +265,7 @@ def test_daily_decision_keeps_the_old_model_when_the_new_one_is_worse(monkeypatc
 
 
 def test_daily_decision_publishes_a_model_within_the_margin(monkeypatch, tmp_path):
-    from pipeline import jobrun
+    from pipeline.jobs import jobrun
     work = tmp_path / "work"
     code, entry = scripted_job(monkeypatch, work, {"ctr": binary(0.695)}, {"ctr": binary(0.70)})
     assert code == jobrun.EXIT_OK and entry["status"] == "published"
@@ -268,7 +274,7 @@ def test_daily_decision_publishes_a_model_within_the_margin(monkeypatch, tmp_pat
 
 
 def test_daily_decision_refuses_a_nan_training_loss(monkeypatch, tmp_path):
-    from pipeline import jobrun
+    from pipeline.jobs import jobrun
     code, entry = scripted_job(monkeypatch, tmp_path / "work", {"ctr": binary(0.8)}, {"ctr": binary(0.7)},
                                final_loss=float("nan"))
     assert code == jobrun.EXIT_REFUSED and entry["reason"] == "training loss is nan"

@@ -1,8 +1,8 @@
 """dupn-w2v through the training job: a new run pre-trains its item table, a restore reloads it."""
 import numpy as np
 
-from pipeline import train
-from pipeline.checkpoints import load_model
+from pipeline.training import train
+from pipeline.training.checkpoints import load_model
 from train_helpers import tiny_config, tiny_examples
 
 

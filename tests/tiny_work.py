@@ -113,7 +113,7 @@ def ablation_work() -> Path:
         import tempfile
 
         from configs.loader import load_config
-        from pipeline import experiment
+        from pipeline.experiments import run as experiment
         root = tempfile.mkdtemp(prefix="dupn-tiny-")
         atexit.register(shutil.rmtree, root, True)
         work, _ = make_work(root, Contract.from_config(load_config("small", OVERRIDES)))

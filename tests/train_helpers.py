@@ -70,7 +70,8 @@ def backfilled_work() -> tuple[Path, Path]:
         import atexit
         root = Path(tempfile.mkdtemp(prefix="dupn-train-"))
         atexit.register(shutil.rmtree, root, True)
-        from pipeline import backfill, synth
+        from pipeline.jobs import backfill
+        from pipeline.rawlogs import synth
         raw, work = root / "raw", root / "work"
         assert synth.main(["--out", str(raw), "--start", FIRST_DAY, "--days", str(len(DAYS)),
                            "--users", "40", "--seed", "3"]) == 0

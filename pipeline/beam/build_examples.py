@@ -1,0 +1,202 @@
+"""`dupn build-examples`: the Beam job that turns raw behaviour logs into TFRecord examples.
+
+    dupn build-examples --raw RAW --out EXAMPLES --start D1 --end D2 [--lookback-days L]
+        [--config small] [--set k=v] [--runner DataflowRunner|FlinkRunner|SparkRunner ...]
+
+Reads the six raw tables (behaviours and items for [D1 - L, D2], the rest for [D1, D2]), rejects
+and counts rows that break the contract, joins each day's item snapshot, and writes, per task and
+day, EXAMPLES/<task>/dt=D/part-*.tfrecord.gz, with EXAMPLES/_stats/dt=D.json and the dead letters
+EXAMPLES/_rejected/dt=D/. Options it does not know go to Beam's PipelineOptions. See docs/BEAM.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from configs.loader import ConfigError, add_config_args, load_config
+from features.contract import TASKS, Contract
+from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
+from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, days_between, join, \
+    list_files, shift
+from pipeline.rawlogs.rows import TABLES, UNREADABLE_FILE
+from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
+from pipeline.beam.write import REJECTED_DIR, RUN_FILE, WriteExamples, WriteRejected, WriteStats, \
+    publish, remove_staging
+
+LOOKBACK_TABLES = ("behaviors", "items")    # read from start - lookback_days; the rest from start
+
+
+class BuildFailed(RuntimeError):
+    """The job ran but its output was not published (too many bad rows, an unreadable file)."""
+
+
+@dataclass
+class Plan:
+    """Everything the pipeline needs, resolved before it is built."""
+    raw: str
+    out: str
+    staging: str
+    spec: SampleSpec
+    contract: Contract
+    rank_features: int
+    pool_size: int
+    max_bad_share: float
+    files: dict = field(default_factory=dict)   # table -> [(table, day, path)]
+
+    @property
+    def window(self) -> list[str]:
+        return days_between(self.spec.start, self.spec.end)
+
+
+def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
+    """Lists the input files and fixes the staging folder of one run."""
+    contract = Contract.from_config(config)
+    spec = SampleSpec.from_config(config, start, end, contract)
+    window = days_between(start, end)
+    with_lookback = days_between(shift(start, -spec.lookback_days), end)
+    files = {t: list_files(raw, t, with_lookback if t in LOOKBACK_TABLES else window) for t in TABLES}
+    if not any(files[t] for t in ("behaviors", "impressions", "follows", "shop_prefs", "users")):
+        raise RawLayoutError(f"{raw}: no raw files for {start}..{end} (expected "
+                             f"{join(raw, '<table>', 'dt=YYYY-MM-DD', '<name>.jsonl|csv|parquet[.gz]')})")
+    run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(3)}"
+    return Plan(raw=raw, out=out, staging=join(out, "_tmp", run), spec=spec, contract=contract,
+                rank_features=config.features.rank_features, pool_size=config.data.ctr_negative_pool,
+                max_bad_share=config.data.max_bad_share, files=files)
+
+
+def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
+    """Adds the job's transforms to `p`; everything is written under plan.staging."""
+    spec = plan.spec
+    files = [f for table in TABLES for f in plan.files[table]]
+    reads = p | "ReadTables" >> ReadTables(files, plan.rank_features)
+    counts = [reads[COUNTS]]
+    joined = ((reads["items"], reads["behaviors"], reads["impressions"])
+              | "JoinItems" >> JoinItems(spec.tag_slots, spec.query_terms,
+                                         emit_snapshot=spec.ctr_from_behaviors))
+    counts.append(joined[MISSING])
+    inputs = {"behaviors": joined[BEHAVIORS], "impressions": joined[IMPRESSIONS],
+              "follows": reads["follows"], "shop_prefs": reads["shop_prefs"], "users": reads["users"]}
+    if spec.ctr_from_behaviors:
+        window = frozenset(plan.window)
+        inputs["pool"] = (joined[SNAPSHOT]
+                          | "SnapshotOfWindow" >> beam.Filter(lambda kv, days: kv[0] in days, window)
+                          | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
+    built = inputs | "BuildSamples" >> BuildSamples(spec, plan.contract)
+    counts.append(built[STATS])
+    _ = built[EXAMPLES] | "WriteExamples" >> WriteExamples(plan.staging, spec.shards)
+    _ = reads[REJECTED] | "WriteRejected" >> WriteRejected(plan.staging, plan.window)
+    _ = (tuple(counts) | "FlattenCounts" >> beam.Flatten()
+         | "WriteStats" >> WriteStats(plan.staging, spec.start, spec.end, plan.window))
+
+
+def pipeline_options(config, runner: str | None, beam_args: list[str]) -> PipelineOptions:
+    """Beam options from the command line, with the runner and local workers from the config."""
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    standard.runner = runner or config.runtime.runner
+    if standard.runner in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
+        direct = options.view_as(DirectOptions)
+        given = " ".join(beam_args)
+        if "--direct_running_mode" not in given:
+            direct.direct_running_mode = config.runtime.direct_running_mode
+        if "--direct_num_workers" not in given:
+            workers = config.runtime.direct_num_workers or os.cpu_count() or 1
+            # in_memory runs one worker whatever the number; saying 1 avoids Beam's warning
+            direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else workers
+    return options
+
+
+def check_totals(totals: dict, plan: Plan) -> str | None:
+    """Why the run must not be published, or None."""
+    where = join(plan.out, REJECTED_DIR, "dt=D")
+    unreadable = totals.get("unreadable_files", [])
+    if unreadable:
+        shown = ", ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
+        return (f"{len(unreadable)} file(s) cannot be read ({shown}), so their rows cannot be "
+                f"counted; details in {where}/")
+    share = totals["bad_share"]
+    if share > plan.max_bad_share:
+        ranked = sorted(totals["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))
+        worst = ", then ".join(f"{r} ({n:,} rows)" for r, n in ranked[:3])
+        return (f"{share:.2%} of the {totals['rows_total']:,} rows read are bad "
+                f"({totals['rejected_total']:,} rows), above data.max_bad_share {plan.max_bad_share:.2%}; "
+                f"worst reason: {worst}; rejected rows with file and row number in {where}/")
+    return None
+
+
+def run(plan: Plan, options: PipelineOptions) -> dict:
+    """Runs the job and publishes its days; returns the run totals. BuildFailed if not published."""
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, plan)
+        with FileSystems.open(join(plan.staging, RUN_FILE)) as f:
+            totals = json.load(f)
+        reason = check_totals(totals, plan)
+        publish(plan.out, plan.staging, plan.window, examples=reason is None)
+    finally:
+        remove_staging(plan.out, plan.staging)
+    if reason:
+        raise BuildFailed(f"{reason}. Examples were not published.")
+    return totals
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="dupn build-examples", description=__doc__.split("\n")[0],
+        epilog="Unknown options go to Beam, e.g. --project --region --temp_location (Dataflow), "
+               "--flink_master (Flink), --direct_num_workers (local).")
+    parser.add_argument("--raw", required=True, help="raw-log root: RAW/<table>/dt=YYYY-MM-DD/")
+    parser.add_argument("--out", required=True, help="examples root (EXAMPLES)")
+    parser.add_argument("--start", required=True, help="first day of samples, YYYY-MM-DD")
+    parser.add_argument("--end", help="last day of samples, YYYY-MM-DD (default: --start)")
+    parser.add_argument("--lookback-days", type=int, help="history days before --start "
+                        "(default: data.lookback_days)")
+    parser.add_argument("--max-bad-share", type=float, help="fail above this share of bad rows "
+                        "(default: data.max_bad_share)")
+    parser.add_argument("--ctr-from-behaviors", action="store_true",
+                        help="also make CTR samples from behaviours (logs without impressions)")
+    parser.add_argument("--runner", help="Beam runner (default: runtime.runner)")
+    add_config_args(parser)
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    overrides = list(args.overrides)
+    if args.lookback_days is not None:
+        overrides.append(f"data.lookback_days={args.lookback_days}")
+    if args.max_bad_share is not None:
+        overrides.append(f"data.max_bad_share={args.max_bad_share}")
+    if args.ctr_from_behaviors:
+        overrides.append("data.ctr_from_behaviors=true")
+    started = time.monotonic()
+    try:
+        config = load_config(args.config, overrides)
+        plan = make_plan(args.raw, args.out, args.start, args.end or args.start, config)
+    except (ConfigError, RawLayoutError, ValueError) as err:   # ValueError: a malformed date
+        print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 2
+    try:
+        totals = run(plan, pipeline_options(config, args.runner, beam_args))
+    except BuildFailed as err:
+        print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 1
+    examples = ", ".join(f"{t} {totals['examples'][t]:,}" for t in TASKS if t in totals["examples"])
+    print(f"dupn build-examples: {plan.spec.start}..{plan.spec.end}: {totals['rows_total']:,} rows "
+          f"read, {totals['rejected_total']:,} rejected ({totals['bad_share']:.2%}); examples: "
+          f"{examples or 'none'}; in {time.monotonic() - started:.1f} s -> {plan.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Beam: find the raw-log files of a date range and read them into validated rows and rejects.
+
+Files live at RAW/<table>/dt=YYYY-MM-DD/<name>.{jsonl,csv,parquet}[.gz] on any filesystem Beam
+knows (local, gs://, s3://, hdfs:// with the matching Beam extra). Names starting with '_' or '.'
+(_SUCCESS markers, .crc files) are skipped; only the dt= folders of the requested days are listed,
+so folders such as RAW/_oracle or RAW/<table>/_temporary are never read.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import posixpath
+import typing
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline.rawlogs import rows as beam_rows
+from pipeline.rawlogs.rows import TABLES, RowError
+
+FORMATS = ("jsonl", "csv", "parquet")
+REJECTED, COUNTS = "rejected", "counts"
+
+
+class RawLayoutError(ValueError):
+    """The raw folder cannot be read as the contract lays it out (message names the path)."""
+
+
+def join(root: str, *parts: str) -> str:
+    """Joins path parts on local paths and URLs alike (FileSystems.join needs the scheme's extra)."""
+    return posixpath.join(root, *parts) if "://" in root else os.path.join(root, *parts)
+
+
+def days_between(start: str, end: str) -> list[str]:
+    """Every 'YYYY-MM-DD' day from start to end, both included."""
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"end {end} is before start {start}")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def shift(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+def file_format(path: str) -> tuple[str, bool]:
+    """(format, gzipped) of a raw file from its name; RawLayoutError for anything else."""
+    name = posixpath.basename(path).lower()
+    gzipped = name.endswith(".gz")
+    stem = name[:-3] if gzipped else name
+    ext = stem.rsplit(".", 1)[-1] if "." in stem else ""
+    if ext not in FORMATS:
+        raise RawLayoutError(f"{path}: not a raw-log file (expected .jsonl, .csv or .parquet, "
+                             f"optionally .gz)")
+    return ext, gzipped
+
+
+def list_files(raw: str, table: str, days) -> list[tuple[str, str, str]]:
+    """Sorted (table, day, path) of every data file of `table` on `days`."""
+    found = []
+    for day in days:
+        pattern = join(raw, table, f"dt={day}", "*")
+        for meta in FileSystems.match([pattern])[0].metadata_list:
+            name = posixpath.basename(meta.path.rstrip("/"))
+            if name.startswith(("_", ".")):
+                continue
+            file_format(meta.path)
+            found.append((table, day, meta.path))
+    return sorted(found)
+
+
+def _open_binary(path: str, gzipped: bool):
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    # Python's gzip reader is C-accelerated and buffered; Beam's own is slower for line reads.
+    return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb")) if gzipped else raw
+
+
+def iter_records(path: str):
+    """Yields (row number, record dict or RowError, raw text) of one file, in file order.
+
+    Row numbers are 1-based lines for JSON Lines and CSV (the CSV header is line 1) and 1-based
+    rows for Parquet. A row that cannot be decoded comes as a RowError in place of its record.
+    """
+    fmt, gzipped = file_format(path)
+    with _open_binary(path, gzipped) as stream:
+        if fmt == "parquet":
+            yield from _parquet_records(stream, gzipped)
+            return
+        lines = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+        if fmt == "jsonl":
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as err:
+                    record = RowError(beam_rows.UNPARSEABLE, f"not JSON: {err}")
+                yield number, record, line.rstrip("\r\n")
+        else:
+            yield from _csv_records(lines)
+
+
+def _csv_records(lines):
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    width = len(header)
+    for values in reader:
+        if not values:
+            continue
+        text = ",".join(values)
+        if len(values) != width:
+            yield reader.line_num, RowError(beam_rows.UNPARSEABLE,
+                                            f"{len(values)} columns, the header has {width}"), text
+            continue
+        yield reader.line_num, dict(zip(header, values)), text
+
+
+def _parquet_records(stream, gzipped: bool):
+    import pyarrow.parquet as pq
+    source = io.BytesIO(stream.read()) if gzipped else stream   # Parquet needs to seek
+    number = 0
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=8192):
+        for record in batch.to_pylist():
+            number += 1
+            yield number, record, None
+
+
+def rejected_record(table: str, path: str, row: int, reason: str, detail: str, raw) -> str:
+    """One dead-letter line: the reason, where the row came from and the row as read."""
+    return json.dumps({"reason": reason, "detail": detail, "table": table, "file": path, "row": row,
+                       "raw": raw}, sort_keys=True, default=str)
+
+
+# Tagged outputs defeat Beam's type inference of the main output: declare it.
+@beam.typehints.with_output_types(typing.Any)
+class ReadRowsFn(beam.DoFn):
+    """(table, day, path) -> valid rows tagged by table, rejected rows, per-file counts.
+
+    Output <table>: (day, row) with the row tuple of beam_rows.validate; for items and users
+    (day, (path, row number), row) so that "the last row of a day wins" can be applied later.
+    REJECTED: (day, (path, row number, dead-letter JSON line)).
+    Main output (COUNTS): (day, {"rows": {table: n}, "rejected": {reason: n}, ...}) once per file.
+    """
+
+    def __init__(self, rank_features: int):
+        self.rank_features = rank_features
+
+    def process(self, element):
+        table, day, path = element
+        start = beam_rows.day_start(day)
+        keep_order = table in ("items", "users")
+        rows, rejected = 0, {}
+        number = 0
+        try:
+            for number, record, raw in iter_records(path):
+                rows += 1
+                try:
+                    if isinstance(record, RowError):
+                        raise record
+                    valid = beam_rows.validate(table, record, start, self.rank_features)
+                except RowError as err:
+                    rejected[err.reason] = rejected.get(err.reason, 0) + 1
+                    yield beam.pvalue.TaggedOutput(REJECTED, (day, (path, number, rejected_record(
+                        table, path, number, err.reason, err.detail, record if raw is None else raw))))
+                    continue
+                yield beam.pvalue.TaggedOutput(
+                    table, (day, (path, number), valid) if keep_order else (day, valid))
+        except Exception as err:  # noqa: BLE001  (a corrupt file: keep going, report it)
+            rows += 1
+            rejected[beam_rows.UNREADABLE_FILE] = rejected.get(beam_rows.UNREADABLE_FILE, 0) + 1
+            detail = f"cannot read the file after row {number}: {type(err).__name__}: {err}"
+            yield beam.pvalue.TaggedOutput(REJECTED, (day, (path, number + 1, rejected_record(
+                table, path, number + 1, beam_rows.UNREADABLE_FILE, detail, None))))
+        Metrics.counter("dupn.rows", table).inc(rows)
+        for reason, n in rejected.items():
+            Metrics.counter("dupn.rejected", reason).inc(n)
+        yield day, {"rows": {table: rows}, "rejected": dict(rejected),
+                    "rejected_by_table": {table: dict(rejected)} if rejected else {},
+                    "unreadable_files": [path] if beam_rows.UNREADABLE_FILE in rejected else []}
+
+
+class ReadTables(beam.PTransform):
+    """Reads and validates the listed files of every table in one step (one shuffle spreads them).
+
+    Args:
+      files: (table, day, path) of every file to read.
+    Returns a DoOutputsTuple: [<table>] valid rows of each table, [REJECTED] dead letters,
+    [COUNTS] per-file counts (layouts in ReadRowsFn).
+    """
+
+    def __init__(self, files: list[tuple[str, str, str]], rank_features: int):
+        super().__init__()
+        unknown = sorted({t for t, _, _ in files} - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown table '{unknown[0]}'")
+        self.files = sorted(files)
+        self.rank_features = rank_features
+
+    def expand(self, pbegin):
+        files = (pbegin
+                 | "ListFiles" >> beam.Create(self.files)
+                 # spreads files over workers (Create alone may keep them in one bundle)
+                 | "SpreadFiles" >> beam.Reshuffle())
+        return files | "ReadAndValidate" >> beam.ParDo(ReadRowsFn(self.rank_features)).with_outputs(
+            *TABLES, REJECTED, main=COUNTS)

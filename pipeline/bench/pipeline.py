@@ -1,0 +1,157 @@
+"""`dupn bench pipeline`: throughput of the Beam example job on synthetic logs, with the local runner.
+
+    dupn bench pipeline --json [--users 2000 --days 4] [--config small] [--mode multi_processing]
+
+Writes synthetic logs (`dupn synth`, not timed), then times `dupn build-examples` over every day
+but the first (read as lookback only; every file is read once). rows = raw rows read (lookback included), the unit
+of the job's input; seconds = wall time of the job (pipeline construction included).
+--profile FILE runs it in one process under cProfile and prints where the time goes.
+Figures and their limits: docs/BENCHMARKS.md ("Beam example job").
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+START = "2026-11-01"
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process plus the largest child (Linux reports kB)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (own.ru_maxrss + children.ru_maxrss) / 1024
+
+
+def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str],
+            profile: str | None = None) -> dict:
+    """Runs the job over days 2..days of the synthetic logs and measures it (in this process).
+
+    Returns the job's totals with seconds, cpu_seconds and peak_rss_mb of this process and its
+    children (the local runner's worker processes).
+    """
+    from configs.loader import load_config
+    from pipeline.beam import build_examples
+    config = load_config(config_name, overrides)
+    first = dt.date.fromisoformat(START)
+    start = (first + dt.timedelta(days=1)).isoformat()
+    end = (first + dt.timedelta(days=days - 1)).isoformat()
+    plan = build_examples.make_plan(raw, out, start, end, config)
+    options = build_examples.pipeline_options(config, None, [])
+    if profile:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
+    cpu, started = _cpu_seconds(), time.monotonic()
+    totals = build_examples.run(plan, options)
+    seconds = time.monotonic() - started
+    if profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    direct = options.get_all_options()
+    return {**totals, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu,
+            "peak_rss_mb": _peak_rss_mb(), "running_mode": direct["direct_running_mode"],
+            "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length}
+
+
+def _child(queue, *args) -> None:
+    queue.put(run_job(*args))
+
+
+def run_job_in_child(*args) -> dict:
+    """run_job in a fresh process, so that its peak memory is the job's alone (not the generator's)."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child, args=(queue, *args))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def profile_summary(stats_file: str, top: int = 18) -> str:
+    """The functions with the most own time of a cProfile dump, as text."""
+    import io
+    import pstats
+    text = io.StringIO()
+    pstats.Stats(stats_file, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dupn bench pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=4, help="days of logs (the first is lookback)")
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--mode", choices=("in_memory", "multi_threading", "multi_processing"),
+                        help="local runner mode (default: runtime.direct_running_mode)")
+    parser.add_argument("--workers", type=int, help="local runner workers (default: runtime.direct_num_workers)")
+    parser.add_argument("--work", help="folder for logs and examples (default: a temporary one)")
+    parser.add_argument("--profile", metavar="FILE", help="profile in one process, dump to FILE")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.days < 2:
+        parser.error("--days must be at least 2 (the first day is lookback)")
+    overrides = list(args.overrides)
+    if args.profile:
+        args.mode = "in_memory"     # one process: the profile sees every stage
+    if args.mode:
+        overrides.append(f"runtime.direct_running_mode={args.mode}")
+    if args.workers is not None:
+        overrides.append(f"runtime.direct_num_workers={args.workers}")
+
+    from pipeline.rawlogs import synth
+    with tempfile.TemporaryDirectory(prefix="dupn-bench-") as tmp:
+        work = Path(args.work or tmp)
+        raw, out = work / "raw", work / "examples"
+        if not (raw / "behaviors").exists():
+            with open(os.devnull, "w") as quiet:
+                stdout, sys.stdout = sys.stdout, quiet
+                try:
+                    code = synth.main(["--out", str(raw), "--start", START, "--days", str(args.days),
+                                       "--users", str(args.users), "--seed", "1"])
+                finally:
+                    sys.stdout = stdout
+            if code:
+                print("dupn bench pipeline: dupn synth failed", file=sys.stderr)
+                return 1
+        load = os.getloadavg()[0]
+        job = run_job_in_child(str(raw), str(out), args.days, args.config, overrides, args.profile)
+    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), round(job["seconds"], 2)
+    result = {
+        "rows": rows, "examples": examples, "seconds": seconds,
+        "rows_per_s": round(rows / seconds), "examples_per_s": round(examples / seconds),
+        "cpu_seconds": round(job["cpu_seconds"], 2),
+        "rows_per_cpu_s": round(rows / job["cpu_seconds"]) if job["cpu_seconds"] else None,
+        "peak_rss_mb": round(job["peak_rss_mb"]), "users": args.users, "days": args.days,
+        "config": args.config, "sequence_length": job["sequence_length"],
+        "running_mode": job["running_mode"], "workers": job["workers"],
+        "cores": os.cpu_count(), "load_average_before": round(load, 2),
+        "rows_by_table": job["rows"], "examples_by_task": job["examples"],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"dupn bench pipeline: {rows:,} rows -> {examples:,} examples in {seconds:.1f} s: "
+              f"{result['rows_per_s']:,} rows/s ({result['cpu_seconds']} CPU s, "
+              f"peak {result['peak_rss_mb']} MB)")
+    if args.profile:
+        print(profile_summary(args.profile), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

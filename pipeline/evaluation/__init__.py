@@ -1,0 +1,1 @@
+"""Evaluation: per-task metrics of a model on a day. Imports training (to load a model) and below."""

@@ -1,0 +1,2 @@
+"""The paper's experiments (ablation, multitask, transfer, attention, sharing, balance), plots and
+the HTML report. Imports jobs and everything below."""

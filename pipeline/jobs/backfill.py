@@ -1,0 +1,83 @@
+"""`dupn backfill`: builds a window's examples, trains a model from scratch on them, evaluates, publishes.
+
+    dupn backfill --raw RAW --work WORK --end D --days 10 [--config C] [--set k=v] [--force]
+
+Builds the examples of [D - days + 1, D] (and of D + 1 when the raw logs have it) into
+WORK/examples with the Beam job, trains WORK/runs/<D>-backfill from scratch (a crashed run
+resumes when started again), evaluates on D + 1, or on the held-out share of D's users when
+there is no next day, and publishes to WORK/published if every metric is finite. The window is
+recorded in WORK/manifest.json under D; a rerun for the same D is a no-op. Exit codes: see
+pipeline/jobs/jobrun.py and docs/OPERATIONS.md.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from configs.loader import ConfigError, add_config_args, config_from_args, dump_config
+from pipeline.jobs import jobrun
+
+NAME = "backfill"
+
+
+def parse_args(argv):
+    parser = jobrun.job_parser(NAME, __doc__, "work directory")
+    parser.add_argument("--end", required=True, help="last day of the window, YYYY-MM-DD")
+    parser.add_argument("--days", type=int, default=10, help="days in the window (default: %(default)s)")
+    jobrun.add_shared_flags(parser, "window")
+    add_config_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = lambda message: print(f"dupn backfill: {message}", flush=True)  # noqa: E731
+    work, raw, end = Path(args.work), Path(args.raw), args.end
+    from pipeline.training.train import days, head_tasks, next_day
+    try:
+        if args.days < 1:
+            raise ValueError(f"--days {args.days}: at least 1")
+        window = days(next_day(end, 1 - args.days), end)
+        config = config_from_args(args)
+    except (ConfigError, ValueError) as err:
+        print(f"dupn backfill: {err}", file=sys.stderr)
+        return jobrun.EXIT_USAGE
+    done = jobrun.already_done(work, end)
+    if done and not args.force:
+        log(f"{end} already done ({done['kind']}, {done['status']}: {done.get('reason', '')}); "
+            "nothing to do (--force redoes it)")
+        return jobrun.EXIT_OK
+
+    from pipeline.jobs.daydata import ensure_examples, raw_has_day, training_and_evaluation
+    missing = [d for d in window if not raw_has_day(raw, d)]
+    if missing:
+        print(f"dupn backfill: {raw}: no raw logs for {', '.join(missing)}", file=sys.stderr)
+        return jobrun.EXIT_ERROR
+    run_dir = work / "runs" / f"{end}-{NAME}"
+    split_dir = work / "holdout" / f"dt={end}"
+    if args.force:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(split_dir, ignore_errors=True)
+    examples = work / "examples"
+    try:
+        config_path = dump_config(config, run_dir) if not (run_dir / "config.yaml").exists() \
+            else run_dir / "config.yaml"
+        following = next_day(end)
+        use_next = args.eval != "holdout" and raw_has_day(raw, following)
+        ensure_examples(raw, examples, window + ([following] if use_next else []), config_path, log)
+        data, evaluation, eval_info = training_and_evaluation(
+            raw, examples, end, head_tasks(config), config.data.holdout_share, split_dir,
+            first_day=window[0], evaluation=args.eval)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"dupn backfill: {err}", file=sys.stderr)
+        return jobrun.EXIT_ERROR
+    log(f"{window[0]}..{end}: {data.samples} training samples, evaluation on "
+        f"{'day ' + eval_info['date'] if eval_info['data'] == 'next day' else 'held-out users'}")
+    return jobrun.train_evaluate_publish(
+        work=work, date=end, kind=NAME, config=config, run_dir=run_dir, data=data,
+        evaluation=evaluation, eval_info=eval_info, raw=raw, log=log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

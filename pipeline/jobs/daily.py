@@ -1,0 +1,98 @@
+"""`dupn daily`: fine-tunes the model in service on one new day and publishes it only if it is no worse.
+
+    dupn daily --raw RAW --work WORK --date D [--config C] [--set k=v] [--force]
+
+Builds day D's examples (the Beam job, unless WORK/examples already holds the day), warm-starts
+a new run WORK/runs/<D>-daily from the published model (weights, optimizer slots, global step),
+trains one pass over D, and evaluates it and the model in service on the same examples: day
+D+1 when the raw logs have it, else the held-out share of D's users (data.holdout_share; those
+users are then left out of training); --eval chooses. Publishes only if every metric is finite
+and no task's AUC (accuracy for power) falls below the previous model's by more than
+trainer.publish_margin and more than its standard error on that day's data.
+A date already done is a no-op. Exit codes: see pipeline/jobs/jobrun.py and docs/OPERATIONS.md.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from configs.loader import ConfigError, add_config_args, dump_config, load_config
+from pipeline.jobs import jobrun
+from pipeline.jobs.publish import current_model
+
+NAME = "daily"
+
+
+def parse_args(argv):
+    parser = jobrun.job_parser(NAME, __doc__, "work directory (examples/, runs/, published/)")
+    parser.add_argument("--date", required=True, help="the new day, YYYY-MM-DD")
+    jobrun.add_shared_flags(parser, "date")
+    add_config_args(parser, default=None)
+    parser.epilog += "\n\n--config defaults to the published model's own configuration."
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import datetime as dt
+    log = lambda message: print(f"dupn daily: {message}", flush=True)  # noqa: E731
+    work, raw, date = Path(args.work), Path(args.raw), args.date
+    try:
+        dt.date.fromisoformat(date)
+    except ValueError:
+        print(f"dupn daily: --date {date}: expected YYYY-MM-DD", file=sys.stderr)
+        return jobrun.EXIT_USAGE
+    done = jobrun.already_done(work, date)
+    if done and not args.force:
+        log(f"{date} already done ({done['status']}: {done.get('reason', '')}); nothing to do "
+            "(--force redoes it)")
+        return jobrun.EXIT_OK
+    current = current_model(work)
+    if current is None:
+        print(f"dupn daily: {work / 'published'}: no published model to fine-tune "
+              "(run dupn backfill first)", file=sys.stderr)
+        return jobrun.EXIT_NO_MODEL
+
+    from pipeline.training.checkpoints import load_config_of
+    from pipeline.jobs.daydata import ensure_examples, raw_has_day, training_and_evaluation
+    from pipeline.training.train import head_tasks, next_day
+    try:
+        published_config = load_config_of(current)
+        config = load_config(args.config or current / "config.yaml", args.overrides)
+        jobrun.check_same_contract(config, published_config, f"the published model {current}")
+    except (ConfigError, ValueError) as err:
+        print(f"dupn daily: {err}", file=sys.stderr)
+        return jobrun.EXIT_USAGE
+    if not raw_has_day(raw, date):
+        print(f"dupn daily: {raw}: no raw logs for {date} (no <table>/dt={date}/)", file=sys.stderr)
+        return jobrun.EXIT_ERROR
+    run_dir = work / "runs" / f"{date}-{NAME}"
+    split_dir = work / "holdout" / f"dt={date}"
+    if args.force:   # a forced redo is a new run on a new split, not a resume of the old one
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(split_dir, ignore_errors=True)
+    examples = work / "examples"
+    tasks = head_tasks(config)
+    try:
+        config_path = dump_config(config, run_dir) if not (run_dir / "config.yaml").exists() \
+            else run_dir / "config.yaml"
+        use_next = args.eval != "holdout" and raw_has_day(raw, next_day(date))
+        wanted = [date] + ([next_day(date)] if use_next else [])
+        ensure_examples(raw, examples, wanted, config_path, log)
+        data, evaluation, eval_info = training_and_evaluation(
+            raw, examples, date, tasks, config.data.holdout_share, split_dir, evaluation=args.eval)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"dupn daily: {err}", file=sys.stderr)
+        return jobrun.EXIT_ERROR
+    log(f"{date}: {data.samples} training samples, evaluation on "
+        f"{'day ' + eval_info['date'] if eval_info['data'] == 'next day' else 'held-out users'}, "
+        f"warm start from {current}")
+    return jobrun.train_evaluate_publish(
+        work=work, date=date, kind=NAME, config=config, run_dir=run_dir, data=data,
+        evaluation=evaluation, eval_info=eval_info, raw=raw, warm_start=current,
+        compare_with=current, log=log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The examples a backfill or daily job trains and evaluates on: built when missing, the evaluation day
+found, or a deterministic held-out share of users split off when no next day exists.
+
+Held-out users: a user is held out when the 64-bit fingerprint of their user_id falls in the first
+`share` of HASH_BUCKETS buckets; the same users are held out on every run and every machine.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf
+
+from features.tfrecord import list_files
+from pipeline.training.train import TrainingData, day_stats, next_day, range_data, task_samples
+
+HASH_BUCKETS = 10_000
+SPLIT_DIR = "holdout"
+
+
+def raw_has_day(raw, date: str) -> bool:
+    """Whether any raw table (folders starting with '_' are not tables) has a dt=<date> partition."""
+    raw = Path(raw)
+    return raw.is_dir() and any((t / f"dt={date}").is_dir() for t in raw.iterdir()
+                                if t.is_dir() and not t.name.startswith(("_", ".")))
+
+
+def ensure_examples(raw, examples, dates: list[str], config_path, log=print) -> list[str]:
+    """Runs the Beam job for the dates whose examples are missing (no _stats file); returns them.
+
+    A day's statistics file is published last by the Beam job, so its presence means the day's
+    examples are complete and are reused as they are (a rerun trains on the same data).
+    """
+    missing = [d for d in dates if day_stats(examples, d) is None]
+    if not missing:
+        return []
+    from pipeline.beam import build_examples
+    # Consecutive missing days go to one Beam run each.
+    for first, last in _runs_of_days(missing):
+        log(f"building examples {first}..{last} from {raw}")
+        code = build_examples.main(["--raw", str(raw), "--out", str(examples), "--start", first,
+                                    "--end", last, "--config", str(config_path)])
+        if code != 0:
+            raise RuntimeError(f"dupn build-examples {first}..{last} failed with exit code {code}")
+    return missing
+
+
+def _runs_of_days(dates: list[str]) -> list[tuple[str, str]]:
+    import datetime as dt
+    runs = []
+    for d in sorted(dates):
+        if runs and dt.date.fromisoformat(d) - dt.date.fromisoformat(runs[-1][1]) == dt.timedelta(1):
+            runs[-1] = (runs[-1][0], d)
+        else:
+            runs.append((d, d))
+    return runs
+
+
+def day_files(examples, date: str, tasks) -> dict[str, list[str]]:
+    """task -> the day's example files, for the tasks that have samples that day."""
+    stats = day_stats(examples, date) or {}
+    out = {}
+    for task in tasks:
+        files = list_files(f"{str(examples).rstrip('/')}/{task}/dt={date}/part-*.tfrecord.gz")
+        if files and task_samples(stats, task):
+            out[task] = files
+    return out
+
+
+def holdout_mask(user_ids: tf.Tensor, share: float) -> tf.Tensor:
+    """[B] bool: True for held-out users. user_ids: [B] string."""
+    buckets = tf.strings.to_hash_bucket_fast(user_ids, HASH_BUCKETS)
+    return buckets < int(round(share * HASH_BUCKETS))
+
+
+def split_day(examples, date: str, tasks, share: float, out_dir) -> tuple[TrainingData, dict]:
+    """Splits a day's examples into training users and held-out users, written under out_dir.
+
+    Returns:
+      (training data of the kept users, {task: held-out files}); the split is reused when
+      out_dir already holds it (its counts.json is written last).
+    """
+    out_dir = Path(out_dir)
+    counts_file = out_dir / "counts.json"
+    if not counts_file.exists():
+        counts = {"train": {}, "holdout": {}}
+        for task, files in day_files(examples, date, tasks).items():
+            kept, held = _split_files(files, share, out_dir / "train" / task / "part-00000.tfrecord.gz",
+                                      out_dir / "holdout" / task / "part-00000.tfrecord.gz")
+            counts["train"][task], counts["holdout"][task] = kept, held
+        counts_file.write_text(json.dumps({"date": date, "share": share, **counts}, indent=2))
+    counts = json.loads(counts_file.read_text())
+    train_files = [str(out_dir / "train" / t / "part-00000.tfrecord.gz")
+                   for t in tasks if counts["train"].get(t)]
+    holdout = {t: [str(out_dir / "holdout" / t / "part-00000.tfrecord.gz")]
+               for t in tasks if counts["holdout"].get(t)}
+    by_task = {t: counts["train"].get(t, 0) for t in tasks}
+    empty = [t for t, n in by_task.items() if n == 0]
+    if empty:
+        raise FileNotFoundError(f"{examples}: no {', '.join(empty)} examples of training users on {date}")
+    data = TrainingData(train_files, sum(by_task.values()), by_task,
+                        {"examples": str(examples), "start": date, "end": date, "tasks": list(tasks),
+                         "split": f"users outside the held-out {share:.0%}", "split_dir": str(out_dir)})
+    return data, holdout
+
+
+def _split_files(files, share: float, train_path: Path, holdout_path: Path) -> tuple[int, int]:
+    train_path.parent.mkdir(parents=True, exist_ok=True)
+    holdout_path.parent.mkdir(parents=True, exist_ok=True)
+    spec = {"user_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    kept = held = 0
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024)
+    with tf.io.TFRecordWriter(str(train_path), "GZIP") as train_out, \
+            tf.io.TFRecordWriter(str(holdout_path), "GZIP") as holdout_out:
+        for batch in records:
+            mask = holdout_mask(tf.io.parse_example(batch, spec)["user_id"], share).numpy()
+            for record, is_held in zip(batch.numpy(), mask):
+                (holdout_out if is_held else train_out).write(record)
+                held += int(is_held)
+                kept += int(not is_held)
+    return kept, held
+
+
+def training_and_evaluation(raw, examples, date: str, tasks, share: float, split_dir,
+                            first_day: str | None = None, evaluation: str = "auto"
+                            ) -> tuple[TrainingData, dict, dict]:
+    """What a job ending on `date` trains and evaluates on.
+
+    With examples of the next day (evaluation 'auto' or 'next-day'): trains on [first_day, date],
+    evaluates on date + 1. Without them, or with evaluation 'holdout': the held-out users of
+    `date` are split off; trains on the rest (and on the days before `date` from first_day),
+    evaluates on them.
+
+    Returns:
+      (training data, {task: evaluation files}, description of the evaluation data).
+    """
+    first_day = first_day or date
+    following = next_day(date)
+    if evaluation == "next-day" and day_stats(examples, following) is None:
+        raise FileNotFoundError(f"{examples}: no examples of {following} to evaluate on "
+                                "(its raw logs are missing)")
+    if evaluation != "holdout" and day_stats(examples, following) is not None:
+        data = range_data(examples, first_day, date, tasks)
+        evaluation = day_files(examples, following, tasks)
+        return data, evaluation, {"data": "next day", "date": following}
+    data, evaluation = split_day(examples, date, tasks, share, split_dir)
+    if first_day != date:
+        before = range_data(examples, first_day, next_day(date, -1), tasks, require_every_task=False)
+        data = TrainingData(before.files + data.files, before.samples + data.samples,
+                            {t: before.samples_by_task[t] + data.samples_by_task[t] for t in tasks},
+                            {**data.describe, "start": first_day})
+    return data, evaluation, {"data": "held-out users", "date": date, "share": share}

@@ -1,0 +1,187 @@
+"""Publishing models and the work directory's manifest: atomic renames, the last K kept, one record per date.
+
+WORK layout:
+  runs/<name>/            model dirs (config.yaml, checkpoints/, history.json, run.json)
+  published/<name>/       published copies: config.yaml, the latest checkpoint only, history, run
+  published/LATEST        the name of the model in service
+  manifest.json           {"dates": {date: what that date's job did}, "published": [names, oldest first]}
+  eval/<date>.json        metrics of the model in service on that date's evaluation examples
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from pipeline.training.checkpoints import (CHECKPOINT_DIR, CONFIG_FILE, latest_checkpoint, read_json,
+                                  write_json)
+from pipeline.layout import published_model_dir
+
+PUBLISHED = "published"
+LATEST = "LATEST"
+MANIFEST = "manifest.json"
+COPIED_FILES = (CONFIG_FILE, "history.json", "run.json")
+
+
+def published_root(work) -> Path:
+    return Path(work) / PUBLISHED
+
+
+def current_model(work) -> Path | None:
+    """The published model in service (WORK/published/LATEST), or None before the first publish."""
+    try:
+        return published_model_dir(work)
+    except FileNotFoundError:
+        return None
+
+
+def read_manifest(work) -> dict:
+    manifest = read_json(Path(work) / MANIFEST, None) or {}
+    manifest.setdefault("dates", {})
+    manifest.setdefault("published", [])
+    return manifest
+
+
+def record_date(work, date: str, record: dict) -> dict:
+    """Writes what the job of `date` did into WORK/manifest.json (atomically); returns the manifest."""
+    from pipeline.evaluation.metrics import nan_to_none   # NaN is not JSON: a NaN metric is written as null
+    manifest = read_manifest(work)
+    manifest["dates"][date] = nan_to_none({"date": date, **record})
+    manifest["dates"] = dict(sorted(manifest["dates"].items()))
+    write_json(Path(work) / MANIFEST, manifest)
+    return manifest
+
+
+def publish(model_dir, work, name: str, keep: int) -> Path:
+    """Publishes a trained run as WORK/published/<name> and makes it the model in service.
+
+    The copy (config, latest checkpoint, history) is written beside the target and renamed
+    into place, then LATEST is replaced by rename: a reader sees the old model or the new one,
+    never half of one. Then only the `keep` most recently published models stay.
+
+    Returns:
+      the published model dir.
+    """
+    model_dir, root = Path(model_dir), published_root(work)
+    checkpoint = latest_checkpoint(model_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{model_dir}: no checkpoint to publish")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{name}-{os.getpid()}-{time.time_ns()}"
+    (staging / CHECKPOINT_DIR).mkdir(parents=True)
+    for file in COPIED_FILES:
+        if (model_dir / file).exists():
+            shutil.copy2(model_dir / file, staging / file)
+    prefix = Path(checkpoint).name
+    for part in Path(checkpoint).parent.glob(f"{prefix}.*"):
+        shutil.copy2(part, staging / CHECKPOINT_DIR / part.name)
+    (staging / CHECKPOINT_DIR / "checkpoint").write_text(
+        f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
+    target = root / name
+    if target.exists():   # republishing a name (a forced rerun): the old copy goes aside first
+        target.rename(root / f".replaced-{name}-{time.time_ns()}")
+    os.rename(staging, target)
+    _write_atomic(root / LATEST, name + "\n")
+    manifest = read_manifest(work)
+    order = [n for n in manifest["published"] if n != name] + [name]
+    manifest["published"] = prune(work, order, keep)
+    write_json(Path(work) / MANIFEST, manifest)
+    for leftover in root.glob(".replaced-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return target
+
+
+def prune(work, order: list[str], keep: int) -> list[str]:
+    """Deletes published models beyond the `keep` newest of `order` (never the one in service)."""
+    root = published_root(work)
+    current = (root / LATEST).read_text().strip() if (root / LATEST).exists() else None
+    kept = order[-keep:] if keep > 0 else []
+    if current and current not in kept:
+        kept = [current] + kept[1:] if kept else [current]
+    for name in order:
+        if name not in kept and (root / name).exists():
+            shutil.rmtree(root / name)
+    return [n for n in order if n in kept]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---- the publish gate --------------------------------------------------------------------------
+
+HEADLINE = {"power": "accuracy"}      # every other task: auc (higher is better for both)
+# Facts of the data, not the model.
+DATA_METRICS = ("n", "positive_rate", "oracle_auc", "oracle_n", "buy_rate", "buy_rate_of_clicks")
+# An AUC is defined when the rate of positives among its samples lies strictly between 0 and 1.
+AUC_RATES = {"auc": "positive_rate", "weighted_auc": "positive_rate",
+             "auc_on_oracle_samples": "positive_rate",
+             "ctcvr_auc": "buy_rate", "cvr_auc": "buy_rate_of_clicks"}   # an ESMM ctr head's
+
+
+def headline(task: str) -> str:
+    return HEADLINE.get(task, "auc")
+
+
+def _defined_by_data(task: str, metric: str, values: dict) -> bool:
+    """False where the evaluation data cannot define the metric (no rows, or one class only)."""
+    if not values.get("n"):
+        return False
+    if metric in AUC_RATES:
+        rate = values.get(AUC_RATES[metric])
+        return rate is not None and 0.0 < rate < 1.0
+    return True
+
+
+def gate(new: dict, previous: dict | None, margin: float) -> list[str]:
+    """Why a model must not be published (an empty list: it may be).
+
+    Refused when any metric the data defines is not finite (NaN, inf, None) or a task's headline
+    metric (AUC; accuracy for power) is below the previous model's on the same evaluation data by
+    more than `margin` and more than the metric's standard error there (standard_error): on a
+    day with 500 talent samples an AUC moves by 0.02 from noise alone, and a gate that refused
+    such drops would keep refusing good models.
+
+    Args:
+      new, previous: {task: {metric: value}} as pipeline.evaluation.evaluate.evaluate_model returns.
+    """
+    import math
+    reasons = []
+    for task, values in new.items():
+        for metric, value in values.items():
+            if metric in DATA_METRICS or isinstance(value, (list, dict)):
+                continue
+            if not _defined_by_data(task, metric, values):
+                continue
+            if value is None or not math.isfinite(value):
+                reasons.append(f"{task} {metric} is {value}")
+        key = headline(task)
+        old = (previous or {}).get(task, {}).get(key)
+        now = values.get(key)
+        if (old is not None and math.isfinite(old) and now is not None and math.isfinite(now)
+                and now < old - margin):
+            noise = standard_error(key, now, values)
+            if old - now > noise:
+                reasons.append(f"{task} {key} {now:.4f} is more than {margin} below the previous "
+                               f"model's {old:.4f} (standard error {noise:.4f})")
+    return reasons
+
+
+def standard_error(metric: str, value: float, values: dict) -> float:
+    """The standard error of a headline metric on its evaluation data: Hanley and McNeil (1982)
+    for an AUC (from n and the positive rate), the binomial one for an accuracy; 0 when unknown."""
+    import math
+    n = values.get("n") or 0
+    if metric == "accuracy":
+        return math.sqrt(value * (1.0 - value) / n) if n else 0.0
+    rate = values.get(AUC_RATES.get(metric, "positive_rate"))
+    positives, negatives = n * (rate or 0.0), n * (1.0 - (rate or 0.0))
+    if positives < 1 or negatives < 1:
+        return 0.0
+    q1, q2 = value / (2.0 - value), 2.0 * value * value / (1.0 + value)
+    variance = (value * (1.0 - value) + (positives - 1.0) * (q1 - value * value)
+                + (negatives - 1.0) * (q2 - value * value)) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
