@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TASKS = ("ctr", "l2r", "talent", "power", "shop")
+from features.contract import TASKS
 VARIANTS = (
     "dupn-all", "dupn-nobp", "dupn-bplstm", "dupn-bpatt", "dupn-w2v",
     "wide", "wide-deep", "dssm", "cnn-max",

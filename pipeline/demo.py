@@ -6,25 +6,26 @@ the ablation experiment at a small size, and the report; a line per stage with i
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
+from pipeline import layout
+
 # Exit codes a stage may end with that leave the job in a good state (docs/OPERATIONS.md):
 # the daily job's publish gate refusing a model keeps the old one in service.
 KEPT_GOING = {"pipeline.jobs.daily": {3: "refused by the publish gate, old model kept"}}
 
-START = dt.date(2026, 11, 1)
+START = "2026-11-01"
 DAYS = 12          # 10-day backfill window, one daily fine-tune day, one evaluation day
 # Three passes over the data: one leaves the sequence models half-trained (docs/QUALITY.md).
 TRAINING = ["--set", "trainer.epochs=3"]
 
 
 def day(offset: int) -> str:
-    return (START + dt.timedelta(days=offset)).isoformat()
+    return layout.shift(START, offset)
 
 
 def stages(out: Path, users: int, config: str) -> list[tuple[str, str, list[str]]]:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'stage':<58} {'seconds':>7}  status")
     for label, status, seconds in summary:
         print(f"{label:<58} {seconds:7.0f}  {status}")
-    metrics = out / "work" / "eval" / f"{day(11)}.json"
+    metrics = layout.eval_file(out / "work", day(11))
     if metrics.exists():
         print("\nmetrics on", day(11))
         for task, values in json.loads(metrics.read_text()).items():

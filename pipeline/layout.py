@@ -1,26 +1,222 @@
-"""Where evaluation and the report find things in a work directory, without loading TensorFlow."""
+"""The on-disk layout (raw partitions, examples, the work directory), day arithmetic and atomic JSON files; no TensorFlow.
+
+Every other module asks this one for a path; none spells a partition or a marker out itself.
+
+  RAW/<table>/dt=D/<name>.<ext>                  raw logs (tables and fields: pipeline/rawlogs/schema.py)
+  RAW/_rejected/<source>/part-00000.jsonl        rows an import (dupn import-taobao) did not write
+  EXAMPLES/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz
+  EXAMPLES/_stats/dt=D.json                      written last by the Beam job: the day is complete
+  EXAMPLES/_rejected/dt=D/part-00000.jsonl       the day's dead letters
+  EXAMPLES/_run.json, EXAMPLES/_tmp/<run>/       the last run's totals; a run's staging folder
+  WORK/examples/                                 EXAMPLES of the backfill and daily jobs
+  WORK/runs/<name>/                              model dirs (config.yaml, checkpoints/, history.json, run.json)
+  WORK/holdout/dt=D/                             held-out users' examples when no next day exists
+  WORK/published/<name>/, WORK/published/LATEST  published models; the name of the one in service
+  WORK/manifest.json                             {"dates": {date: record}, "published": [names, oldest first]}
+  WORK/eval/<name>.json                          metrics of the model in service
+  WORK/experiments/<name>/, WORK/transfer/       experiments' outputs; the transfer job's
+"""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import posixpath
 from pathlib import Path
+
+PARTITION = "dt="
+STATS_DIR, REJECTED_DIR, TMP_DIR, RUN_FILE = "_stats", "_rejected", "_tmp", "_run.json"
+EXAMPLE_GLOB = "part-*.tfrecord.gz"
+PUBLISHED_DIR, LATEST_FILE, MANIFEST_FILE = "published", "LATEST", "manifest.json"
+
+
+# ---- paths on any filesystem --------------------------------------------------------------------
+
+def join(root, *parts: str) -> str:
+    """Joins path parts on local paths and URLs (gs://, s3://) alike; FileSystems.join needs the scheme's extra."""
+    root = str(root)
+    return posixpath.join(root, *parts) if "://" in root else os.path.join(root, *parts)
+
+
+def partition(day: str) -> str:
+    """The folder name of a day's partition: dt=YYYY-MM-DD."""
+    return f"{PARTITION}{day}"
+
+
+def partition_day(name: str) -> str:
+    """The day of a partition name: 'dt=2026-11-01' or 'dt=2026-11-01.json' -> '2026-11-01'."""
+    return name.removeprefix(PARTITION).removesuffix(".json")
+
+
+def raw_dir(raw, table: str, day: str) -> str:
+    """RAW/<table>/dt=D."""
+    return join(raw, table, partition(day))
+
+
+def raw_rejected_dir(raw, source: str) -> str:
+    """RAW/_rejected/<source>: the rows an import did not write."""
+    return join(raw, REJECTED_DIR, source)
+
+
+def example_dir(examples, task: str, day: str) -> str:
+    """EXAMPLES/<task>/dt=D."""
+    return join(examples, task, partition(day))
+
+
+def example_pattern(examples, task: str, day: str) -> str:
+    """The glob of a task's TFRecord files on a day."""
+    return join(example_dir(examples, task, day), EXAMPLE_GLOB)
+
+
+def example_file(examples, task: str, day: str, shard: int, shards: int) -> str:
+    return join(example_dir(examples, task, day), f"part-{shard:05d}-of-{shards:05d}.tfrecord.gz")
+
+
+def stats_file(examples, day: str) -> str:
+    """EXAMPLES/_stats/dt=D.json."""
+    return join(examples, STATS_DIR, f"{partition(day)}.json")
+
+
+def stats_days(examples) -> list[str]:
+    """Days whose examples are complete (a local EXAMPLES/_stats/dt=D.json exists), sorted."""
+    folder = Path(examples) / STATS_DIR
+    return sorted(partition_day(p.name) for p in folder.glob(f"{PARTITION}*.json")) if folder.is_dir() else []
+
+
+def rejected_dir(examples, day: str) -> str:
+    """EXAMPLES/_rejected/dt=D."""
+    return join(examples, REJECTED_DIR, partition(day))
+
+
+def run_file(examples) -> str:
+    return join(examples, RUN_FILE)
+
+
+def staging_dir(examples, run: str) -> str:
+    return join(examples, TMP_DIR, run)
+
+
+# ---- the work directory (local) -----------------------------------------------------------------
+
+def examples_dir(work) -> Path:
+    return Path(work) / "examples"
+
+
+def run_dir(work, name: str) -> Path:
+    return Path(work) / "runs" / name
+
+
+def holdout_dir(work, day: str) -> Path:
+    return Path(work) / "holdout" / partition(day)
+
+
+def published_root(work) -> Path:
+    return Path(work) / PUBLISHED_DIR
+
+
+def latest_file(work) -> Path:
+    return published_root(work) / LATEST_FILE
+
+
+def manifest_file(work) -> Path:
+    return Path(work) / MANIFEST_FILE
+
+
+def eval_file(work, name: str) -> Path:
+    """WORK/eval/<name>.json; eval_dir for the folder."""
+    return eval_dir(work) / f"{name}.json"
+
+
+def eval_dir(work) -> Path:
+    return Path(work) / "eval"
+
+
+def experiments_dir(work) -> Path:
+    return Path(work) / "experiments"
+
+
+def transfer_dir(work) -> Path:
+    return Path(work) / "transfer"
 
 
 def published_model_dir(work) -> Path:
     """WORK/published/<name> as named by WORK/published/LATEST (a name or an absolute path)."""
-    latest = Path(work) / "published" / "LATEST"
+    latest = latest_file(work)
     if not latest.exists():
         raise FileNotFoundError(f"{latest}: no published model (give --model DIR)")
     name = latest.read_text().strip()
-    path = Path(name) if Path(name).is_absolute() else Path(work) / "published" / name
+    path = Path(name) if Path(name).is_absolute() else published_root(work) / name
     if not name or not path.exists():
         raise FileNotFoundError(f"{latest} names '{name}', but {path} does not exist")
     return path
 
 
+# ---- days ---------------------------------------------------------------------------------------
+
+def days_between(start: str, end: str, names=("start", "end")) -> list[str]:
+    """Every 'YYYY-MM-DD' day from start to end, both included.
+
+    Raises ValueError when end is before start, naming them as `names` says (a command passes
+    its options' names, so that the message points at what the user typed).
+    """
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"{names[1]} {end} is before {names[0]} {start}")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def shift(day: str, days: int = 1) -> str:
+    """The day `days` after `day` (before it when negative)."""
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+# ---- JSON files ---------------------------------------------------------------------------------
+
+def json_text(value) -> str:
+    """The project's JSON file text: indented, one trailing newline; numpy scalars and paths as plain values."""
+    return json.dumps(value, indent=2, default=_jsonable) + "\n"
+
+
+def write_text(path, text: str) -> None:
+    """Writes a local file atomically: to a hidden temporary file beside it, then renamed over it,
+    so that a reader sees the old content or the new, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path, value) -> None:
+    """Writes `value` as JSON to a local file atomically (see write_text)."""
+    write_text(path, json_text(value))
+
+
+def read_json(path, default=None):
+    """A local JSON file's value, or `default` when the file does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def _jsonable(value):
+    import numpy as np   # only here: JSON of plain values never needs it
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# ---- the manifest -------------------------------------------------------------------------------
+
 def read_manifest(work) -> dict | None:
-    """WORK/manifest.json as written by the backfill and daily jobs, or None before the first run."""
-    path = Path(work) / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """WORK/manifest.json as written by the backfill and daily jobs; None when the file does not
+    exist (before the first job). Writers that want its entries present use publish.dated_manifest."""
+    return read_json(manifest_file(work), None)
+
+
+def write_manifest(work, manifest: dict) -> None:
+    write_json(manifest_file(work), manifest)
 
 
 def find_raw(work) -> Path | None:

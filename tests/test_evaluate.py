@@ -146,7 +146,7 @@ def test_main_fails_clearly_without_published_model(tmp_path, capsys):
 
 
 def test_nan_metrics_become_null_in_json(tmp_path):
-    evaluate.write_json({"ctr": {"auc": float("nan"), "n": 0}}, tmp_path / "e.json")
+    metrics.write_metrics(tmp_path / "e.json", {"ctr": {"auc": float("nan"), "n": 0}})
     assert json.loads((tmp_path / "e.json").read_text()) == {"ctr": {"auc": None, "n": 0}}
 
 

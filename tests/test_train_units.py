@@ -122,7 +122,7 @@ def test_publish_copies_the_latest_checkpoint_and_keeps_the_last_k(tmp_path):
         assert tf.train.latest_checkpoint(str(target / "checkpoints")).endswith("ckpt-20")
     kept = sorted(p.name for p in (work / "published").iterdir())
     assert kept == ["2026-11-03-daily", "2026-11-04-daily", "LATEST"]   # no staging left behind
-    assert publish.read_manifest(work)["published"] == names[2:]
+    assert publish.dated_manifest(work)["published"] == names[2:]
     assert publish.current_model(work) == work / "published" / names[-1]
 
 
@@ -248,7 +248,7 @@ def scripted_job(monkeypatch, work, new_metrics, old_metrics, final_loss=0.5):
         data=train.TrainingData([], 100, {"ctr": 100}, {}), evaluation={"ctr": ["f"]},
         eval_info={"data": "next day", "date": "2026-11-03"}, raw=None, warm_start=previous,
         compare_with=previous, log=lambda m: None)
-    return code, publish.read_manifest(work)["dates"]["2026-11-02"]
+    return code, publish.dated_manifest(work)["dates"]["2026-11-02"]
 
 
 def test_daily_decision_keeps_the_old_model_when_the_new_one_is_worse(monkeypatch, tmp_path):

@@ -25,13 +25,13 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from configs.loader import ConfigError, add_config_args, load_config
 from features.contract import TASKS, Contract
+from pipeline import layout
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
-from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, days_between, join, \
-    list_files, shift
-from pipeline.rawlogs.rows import TABLES, UNREADABLE_FILE
+from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
-from pipeline.beam.write import REJECTED_DIR, RUN_FILE, WriteExamples, WriteRejected, WriteStats, \
-    publish, remove_staging
+from pipeline.beam.write import WriteExamples, WriteRejected, WriteStats, publish, remove_staging
+from pipeline.layout import days_between, shift
+from pipeline.rawlogs.schema import TABLES
 
 LOOKBACK_TABLES = ("behaviors", "items")    # read from start - lookback_days; the rest from start
 
@@ -67,9 +67,9 @@ def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
     files = {t: list_files(raw, t, with_lookback if t in LOOKBACK_TABLES else window) for t in TABLES}
     if not any(files[t] for t in ("behaviors", "impressions", "follows", "shop_prefs", "users")):
         raise RawLayoutError(f"{raw}: no raw files for {start}..{end} (expected "
-                             f"{join(raw, '<table>', 'dt=YYYY-MM-DD', '<name>.jsonl|csv|parquet[.gz]')})")
+                             f"{layout.join(layout.raw_dir(raw, '<table>', 'YYYY-MM-DD'), '<name>.jsonl|csv|parquet[.gz]')})")
     run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(3)}"
-    return Plan(raw=raw, out=out, staging=join(out, "_tmp", run), spec=spec, contract=contract,
+    return Plan(raw=raw, out=out, staging=layout.staging_dir(out, run), spec=spec, contract=contract,
                 rank_features=config.features.rank_features, pool_size=config.data.ctr_negative_pool,
                 max_bad_share=config.data.max_bad_share, files=files)
 
@@ -118,7 +118,7 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
 
 def check_totals(totals: dict, plan: Plan) -> str | None:
     """Why the run must not be published, or None."""
-    where = join(plan.out, REJECTED_DIR, "dt=D")
+    where = layout.rejected_dir(plan.out, "D")
     unreadable = totals.get("unreadable_files", [])
     if unreadable:
         shown = ", ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
@@ -139,7 +139,7 @@ def run(plan: Plan, options: PipelineOptions) -> dict:
     try:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, plan)
-        with FileSystems.open(join(plan.staging, RUN_FILE)) as f:
+        with FileSystems.open(layout.run_file(plan.staging)) as f:
             totals = json.load(f)
         reason = check_totals(totals, plan)
         publish(plan.out, plan.staging, plan.window, examples=reason is None)
@@ -179,15 +179,34 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.max_bad_share={args.max_bad_share}")
     if args.ctr_from_behaviors:
         overrides.append("data.ctr_from_behaviors=true")
-    started = time.monotonic()
     try:
         config = load_config(args.config, overrides)
-        plan = make_plan(args.raw, args.out, args.start, args.end or args.start, config)
-    except (ConfigError, RawLayoutError, ValueError) as err:   # ValueError: a malformed date
+    except ConfigError as err:
+        print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 2
+    return build_examples(config, args.raw, args.out, args.start, args.end,
+                          runner=args.runner, beam_args=beam_args)
+
+
+def build_examples(config, raw, out, start: str, end: str | None = None, *, runner: str | None = None,
+                   beam_args=()) -> int:
+    """Runs the job on the days [start, end] with `config` (a Config); prints what it did.
+
+    Args:
+      raw, out: the raw-log root and the examples root (local paths or URLs).
+      runner: the Beam runner (default: runtime.runner); beam_args: further PipelineOptions flags.
+    Returns:
+      the command's exit code: 0 done, 1 not published (BuildFailed), 2 bad input (no raw
+      files, a malformed date).
+    """
+    started = time.monotonic()
+    try:
+        plan = make_plan(str(raw), str(out), start, end or start, config)
+    except (RawLayoutError, ValueError) as err:   # ValueError: a malformed date
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 2
     try:
-        totals = run(plan, pipeline_options(config, args.runner, beam_args))
+        totals = run(plan, pipeline_options(config, runner, list(beam_args)))
     except BuildFailed as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 1

@@ -8,11 +8,9 @@ so folders such as RAW/_oracle or RAW/<table>/_temporary are never read.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import gzip
 import io
 import json
-import os
 import posixpath
 import typing
 
@@ -21,8 +19,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipeline import layout
 from pipeline.rawlogs import rows as beam_rows
-from pipeline.rawlogs.rows import TABLES, RowError
+from pipeline.rawlogs.rows import RowError
+from pipeline.rawlogs.schema import TABLES
 
 FORMATS = ("jsonl", "csv", "parquet")
 REJECTED, COUNTS = "rejected", "counts"
@@ -30,23 +30,6 @@ REJECTED, COUNTS = "rejected", "counts"
 
 class RawLayoutError(ValueError):
     """The raw folder cannot be read as the contract lays it out (message names the path)."""
-
-
-def join(root: str, *parts: str) -> str:
-    """Joins path parts on local paths and URLs alike (FileSystems.join needs the scheme's extra)."""
-    return posixpath.join(root, *parts) if "://" in root else os.path.join(root, *parts)
-
-
-def days_between(start: str, end: str) -> list[str]:
-    """Every 'YYYY-MM-DD' day from start to end, both included."""
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    if last < first:
-        raise ValueError(f"end {end} is before start {start}")
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-
-
-def shift(day: str, days: int) -> str:
-    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
 def file_format(path: str) -> tuple[str, bool]:
@@ -65,7 +48,7 @@ def list_files(raw: str, table: str, days) -> list[tuple[str, str, str]]:
     """Sorted (table, day, path) of every data file of `table` on `days`."""
     found = []
     for day in days:
-        pattern = join(raw, table, f"dt={day}", "*")
+        pattern = layout.join(layout.raw_dir(raw, table, day), "*")
         for meta in FileSystems.match([pattern])[0].metadata_list:
             name = posixpath.basename(meta.path.rstrip("/"))
             if name.startswith(("_", ".")):

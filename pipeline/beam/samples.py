@@ -31,7 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from features.contract import BEHAVIOR_INDEX, TASK_INDEX, age_bucket, time_bucket
-from pipeline.beam.read import days_between, shift
+from pipeline.layout import days_between, shift
 from pipeline.rawlogs.rows import DAY_SECONDS, day_start
 
 EXAMPLES, STATS = "examples", "stats"

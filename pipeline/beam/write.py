@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import gzip
 import itertools
-import json
 import operator
 import os
 import posixpath
@@ -25,11 +24,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from features.contract import TASKS
-from pipeline.beam.read import join
-from pipeline.rawlogs.rows import REASONS, TABLES
+from pipeline import layout
 from pipeline.beam.samples import unpack_batch
-
-STATS_DIR, REJECTED_DIR, RUN_FILE = "_stats", "_rejected", "_run.json"
+from pipeline.layout import join
+from pipeline.rawlogs.rows import REASONS
+from pipeline.rawlogs.schema import TABLES
 
 
 # ---- TFRecords ---------------------------------------------------------------------------------
@@ -61,7 +60,7 @@ def write_tfrecords(path: str, records, chunk_bytes: int = 1 << 20) -> int:
 
 
 def shard_path(root: str, task: str, day: str, shard: int, shards: int) -> str:
-    return join(root, task, f"dt={day}", f"part-{shard:05d}-of-{shards:05d}.tfrecord.gz")
+    return layout.example_file(root, task, day, shard, shards)
 
 
 class WriteShardFn(beam.DoFn):
@@ -108,7 +107,7 @@ class WriteRejectedFn(beam.DoFn):
     def process(self, element):
         day, rows = element
         lines = sorted(rows)
-        with _create(join(self.root, REJECTED_DIR, f"dt={day}", "part-00000.jsonl")) as out:
+        with _create(join(layout.rejected_dir(self.root, day), "part-00000.jsonl")) as out:
             out.write("".join(line + "\n" for _, _, line in lines).encode("utf-8"))
         yield day, len(lines)
 
@@ -212,9 +211,11 @@ def run_totals(start: str, end: str, per_day: dict) -> dict:
     }
 
 
-def write_json(path: str, value) -> None:
+def create_json(path: str, value) -> None:
+    """layout.json_text through Beam's filesystems (gs:// too); not atomic, like every output here
+    (publish moves the staged files into place)."""
     with _create(path) as out:
-        out.write((json.dumps(value, indent=2) + "\n").encode("utf-8"))
+        out.write(layout.json_text(value).encode("utf-8"))
 
 
 class WriteStatsFn(beam.DoFn):
@@ -226,9 +227,9 @@ class WriteStatsFn(beam.DoFn):
     def process(self, per_day_list):
         per_day = dict(per_day_list)
         for day in self.days:
-            write_json(join(self.root, STATS_DIR, f"dt={day}.json"), day_stats(day, per_day.get(day, {})))
+            create_json(layout.stats_file(self.root, day), day_stats(day, per_day.get(day, {})))
         totals = run_totals(self.start, self.end, per_day)
-        write_json(join(self.root, RUN_FILE), totals)
+        create_json(layout.run_file(self.root), totals)
         yield totals
 
 
@@ -318,10 +319,11 @@ def publish(out: str, staging: str, days, examples: bool = True) -> None:
     remote = "://" in out
     trash = join(staging, "_replaced")
     for day in days:
-        parts = [join(REJECTED_DIR, f"dt={day}")]
+        # Relative to EXAMPLES and to the staging folder alike (a root of "" gives relative paths).
+        parts = [layout.rejected_dir("", day)]
         if examples:
-            parts = [join(task, f"dt={day}") for task in TASKS] + parts
-            parts.append(join(STATS_DIR, f"dt={day}.json"))
+            parts = [layout.example_dir("", task, day) for task in TASKS] + parts
+            parts.append(layout.stats_file("", day))
         for part in parts:
             if remote:
                 replace_remote(join(staging, part), join(out, part), part.endswith(".json"))

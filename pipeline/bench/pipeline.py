@@ -11,7 +11,6 @@ Figures and their limits: docs/BENCHMARKS.md ("Beam example job").
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pipeline import layout
 
 START = "2026-11-01"
 
@@ -44,9 +45,7 @@ def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str
     from configs.loader import load_config
     from pipeline.beam import build_examples
     config = load_config(config_name, overrides)
-    first = dt.date.fromisoformat(START)
-    start = (first + dt.timedelta(days=1)).isoformat()
-    end = (first + dt.timedelta(days=days - 1)).isoformat()
+    start, end = layout.shift(START, 1), layout.shift(START, days - 1)
     plan = build_examples.make_plan(raw, out, start, end, config)
     options = build_examples.pipeline_options(config, None, [])
     if profile:
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.rawlogs import synth
     with tempfile.TemporaryDirectory(prefix="dupn-bench-") as tmp:
         work = Path(args.work or tmp)
-        raw, out = work / "raw", work / "examples"
+        raw, out = work / "raw", layout.examples_dir(work)
         if not (raw / "behaviors").exists():
             with open(os.devnull, "w") as quiet:
                 stdout, sys.stdout = sys.stdout, quiet

@@ -26,17 +26,18 @@ from configs.loader import add_config_args, load_config
 from features.contract import NUM_POWER_LEVELS, TASKS, Contract
 from features.tfrecord import hash_features, list_files, parse_batch, split_labels
 from pipeline.evaluation import metrics
+from pipeline import layout
 from pipeline.layout import find_raw, published_model_dir
+from pipeline.rawlogs.schema import ORACLE, oracle_dir
 
 BINARY_TASKS = ("ctr", "l2r", "talent", "shop")
-ORACLE_DIR = Path("_oracle") / "impressions"
 
 
 def example_files(examples_root, date: str, tasks=TASKS) -> dict[str, list[str]]:
     """task -> the day's TFRecord files (EXAMPLES/<task>/dt=D/part-*.tfrecord.gz); tasks without files are left out."""
     found = {}
     for task in tasks:
-        files = list_files(str(Path(examples_root) / task / f"dt={date}" / "part-*.tfrecord.gz"))
+        files = list_files(layout.example_pattern(examples_root, task, date))
         if files:
             found[task] = files
     return found
@@ -48,7 +49,7 @@ def read_oracle(raw_root, date: str) -> pd.DataFrame | None:
     Returns:
       DataFrame with columns request_id, item_id (str) and click_prob (float64), one row per pair.
     """
-    folder = Path(raw_root) / ORACLE_DIR / f"dt={date}"
+    folder = oracle_dir(raw_root, date)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         return None
@@ -224,11 +225,6 @@ def load_model(model_dir):
     return load(model_dir)
 
 
-def write_json(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics.nan_to_none(result), indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dupn evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="work directory (examples/, published/, eval/)")
@@ -254,23 +250,23 @@ def main(argv: list[str] | None = None) -> int:
         batch_size = config.trainer.batch_size
     batch_size = args.batch_size or batch_size
     heads = [h.name for h in config.model.heads]
-    files = example_files(args.examples or work / "examples", args.date, [t for t in TASKS if t in heads])
+    files = example_files(args.examples or layout.examples_dir(work), args.date, [t for t in TASKS if t in heads])
     missing = [t for t in heads if t not in files]
     if missing:
         print(f"dupn evaluate: no examples on {args.date} for {', '.join(missing)}", file=sys.stderr)
     if not files:
         print(f"dupn evaluate: no examples for any head of {model_dir} on {args.date} "
-              f"under {args.examples or work / 'examples'}", file=sys.stderr)
+              f"under {args.examples or layout.examples_dir(work)}", file=sys.stderr)
         return 1
     raw = Path(args.raw) if args.raw else find_raw(work)
     oracle = read_oracle(raw, args.date) if raw else None
     if "ctr" in files and oracle is None:
         print(f"dupn evaluate: no oracle click probabilities for {args.date} "
-              f"({'no raw root known' if raw is None else raw / ORACLE_DIR}); oracle AUC left out",
+              f"({'no raw root known' if raw is None else raw / ORACLE}); oracle AUC left out",
               file=sys.stderr)
     result = evaluate_model(model, Contract.from_config(config), files, batch_size, oracle)
-    out = work / "eval" / f"{args.date}.json"
-    write_json(result, out)
+    out = layout.eval_file(work, args.date)
+    metrics.write_metrics(out, result)
     print(f"dupn evaluate: {model_dir} on {args.date} -> {out}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics.nan_to_none(result)))

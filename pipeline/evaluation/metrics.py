@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.layout import write_json
+
 EPSILON = 1e-7   # log loss clips probabilities to [EPSILON, 1 - EPSILON]
 
 
@@ -122,6 +124,11 @@ def precision_recall(labels, predicted, num_classes: int, zero_division: float =
         precision = np.where(predicted_count > 0, right / predicted_count, zero_division)
         recall = np.where(true_count > 0, right / true_count, zero_division)
     return precision, recall
+
+
+def write_metrics(path, result) -> None:
+    """Writes metrics as JSON atomically, NaN as null (nan_to_none)."""
+    write_json(path, nan_to_none(result))
 
 
 def nan_to_none(value):

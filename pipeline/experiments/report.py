@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.contract import TASKS
+from pipeline import layout
 from pipeline.layout import published_model_dir, read_manifest
 
 EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
-TASKS = ("ctr", "l2r", "talent", "power", "shop")   # features.contract.TASKS, without loading TF
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 LONG_TABLE = 40     # rows above which a table is folded away
 NOT_RUN = '<p class="missing">Not run yet: {}</p>'
@@ -153,11 +154,12 @@ def metrics_over_days(records: dict, png: Path) -> Path | None:
 
 
 def section_data(work: Path, plot_dir: Path) -> str:
-    stats_dir = work / "examples" / "_stats"
-    files = sorted(stats_dir.glob("dt=*.json")) if stats_dir.exists() else []
-    if not files:
+    examples = layout.examples_dir(work)
+    stats_dir = Path(layout.join(examples, layout.STATS_DIR))
+    days = layout.stats_days(examples)
+    if not days:
         return NOT_RUN.format(f"no example statistics in {stats_dir} (run the Beam job: dupn build-examples)")
-    stats = {f.stem.removeprefix("dt="): json.loads(f.read_text()) for f in files}
+    stats = {day: layout.read_json(layout.stats_file(examples, day)) for day in days}
     parts = [f'<p class="note">From {html.escape(str(stats_dir))}, written by the Beam job.</p>']
     if all(isinstance(s.get("tasks"), dict) for s in stats.values()):
         parts.append(html_table({d: data_summary(s) for d, s in stats.items()}, "date"))
@@ -204,12 +206,12 @@ def details(summary: str, content: str) -> str:
 def section_daily(work: Path, plot_dir: Path) -> str:
     manifest = read_manifest(work)
     if manifest is None:
-        return NOT_RUN.format(f"no {work / 'manifest.json'} (run dupn backfill, then dupn daily)")
+        return NOT_RUN.format(f"no {layout.manifest_file(work)} (run dupn backfill, then dupn daily)")
     records = dated_records(manifest)
     if not records:
         return ('<p class="note">manifest.json holds no per-day records; as written:</p>'
                 f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>")
-    parts = [f'<p class="note">From {html.escape(str(work / "manifest.json"))}: what the backfill '
+    parts = [f'<p class="note">From {html.escape(str(layout.manifest_file(work)))}: what the backfill '
              "and daily jobs did on each date; a model is published only if no task's metric falls "
              "more than the margin below the model in service on the same examples.</p>"]
     summaries = {d: daily_summary(r) for d, r in records.items()}
@@ -259,9 +261,10 @@ def daily_summary(record: dict) -> dict:
 
 
 def section_eval(work: Path) -> str:
-    files = sorted((work / "eval").glob("*.json")) if (work / "eval").exists() else []
+    folder = layout.eval_dir(work)
+    files = sorted(folder.glob("*.json")) if folder.exists() else []
     if not files:
-        return NOT_RUN.format(f"no evaluations in {work / 'eval'} (run dupn evaluate)")
+        return NOT_RUN.format(f"no evaluations in {folder} (run dupn evaluate)")
     parts = []
     for f in files:
         result = json.loads(f.read_text())
@@ -274,7 +277,7 @@ def section_eval(work: Path) -> str:
 
 
 def section_experiments(work: Path) -> str:
-    folder = work / "experiments"
+    folder = layout.experiments_dir(work)
     found = sorted(p.stem for p in folder.glob("*.csv")) if folder.exists() else []
     names = list(EXPERIMENTS) + [n for n in found if n not in EXPERIMENTS]
     parts = []

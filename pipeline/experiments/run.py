@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import importlib
 import shutil
 import sys
@@ -33,6 +32,7 @@ import pandas as pd
 
 from configs.loader import ConfigError, load_config
 from configs.schema import Config, HeadConfig
+from pipeline import layout
 
 EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
 SMALL_EVAL_EXAMPLES = 5000
@@ -54,11 +54,11 @@ class Setup:
 
     @property
     def examples(self) -> Path:
-        return self.work / "examples"
+        return layout.examples_dir(self.work)
 
     @property
     def out_dir(self) -> Path:
-        return self.work / "experiments"
+        return layout.experiments_dir(self.work)
 
     def runs_dir(self, name: str) -> Path:
         return self.out_dir / "runs" / name
@@ -66,8 +66,7 @@ class Setup:
 
 def example_days(examples_root) -> list[str]:
     """Days whose examples are complete (the Beam job writes EXAMPLES/_stats/dt=D.json last), sorted."""
-    folder = Path(examples_root) / "_stats"
-    return sorted(p.stem.removeprefix("dt=") for p in folder.glob("dt=*.json")) if folder.is_dir() else []
+    return layout.stats_days(examples_root)
 
 
 def choose_window(days: list[str], eval_date: str | None, train_days: int) -> tuple[str, str, str]:
@@ -81,12 +80,12 @@ def choose_window(days: list[str], eval_date: str | None, train_days: int) -> tu
         raise FileNotFoundError(f"no examples on {eval_date} (days with examples: {days[0]}..{days[-1]})")
     have = set(days)
     window = []
-    day = dt.date.fromisoformat(eval_date)
+    day = eval_date
     while len(window) < train_days:
-        day -= dt.timedelta(days=1)
-        if day.isoformat() not in have:
+        day = layout.shift(day, -1)
+        if day not in have:
             break
-        window.append(day.isoformat())
+        window.append(day)
     if not window:
         raise FileNotFoundError(f"no examples on the day before {eval_date} to train on")
     return eval_date, window[-1], window[0]
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config or ("small" if args.small else "dupn"), args.overrides)
         train_days = args.train_days or DEFAULT_TRAIN_DAYS
-        eval_date, start, end = choose_window(example_days(work / "examples"), args.eval_date, train_days)
+        eval_date, start, end = choose_window(example_days(layout.examples_dir(work)), args.eval_date, train_days)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dupn experiment {args.name}: {err}", file=sys.stderr)
         return 1

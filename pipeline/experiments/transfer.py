@@ -11,6 +11,7 @@ import json
 
 import pandas as pd
 
+from pipeline import layout
 from pipeline.experiments import plots
 from pipeline.experiments.run import Setup
 
@@ -22,7 +23,7 @@ SMALL_EPOCHS = 2
 
 def run(setup: Setup):
     """Returns (table, png): the curves (mode, epoch, steps, seconds, auc) and their plot."""
-    folder = setup.work / "transfer"
+    folder = layout.transfer_dir(setup.work)
     missing = [m for m in MODES if not (folder / f"{m}.json").exists()]
     if missing:
         from pipeline.jobs import transfer

@@ -15,7 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from configs.loader import ConfigError, add_config_args, config_from_args, dump_config
+from configs.loader import ConfigError, add_config_args, config_from_args
+from pipeline import layout
 from pipeline.jobs import jobrun
 
 NAME = "backfill"
@@ -34,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = lambda message: print(f"dupn backfill: {message}", flush=True)  # noqa: E731
     work, raw, end = Path(args.work), Path(args.raw), args.end
-    from pipeline.training.train import days, head_tasks, next_day
+    from pipeline.training.train import head_tasks
     try:
         if args.days < 1:
             raise ValueError(f"--days {args.days}: at least 1")
-        window = days(next_day(end, 1 - args.days), end)
+        window = layout.days_between(layout.shift(end, 1 - args.days), end)
         config = config_from_args(args)
     except (ConfigError, ValueError) as err:
         print(f"dupn backfill: {err}", file=sys.stderr)
@@ -49,23 +50,22 @@ def main(argv: list[str] | None = None) -> int:
             "nothing to do (--force redoes it)")
         return jobrun.EXIT_OK
 
-    from pipeline.jobs.daydata import ensure_examples, raw_has_day, training_and_evaluation
+    from pipeline.jobs.daydata import ensure_examples, raw_has_day, run_config, training_and_evaluation
     missing = [d for d in window if not raw_has_day(raw, d)]
     if missing:
         print(f"dupn backfill: {raw}: no raw logs for {', '.join(missing)}", file=sys.stderr)
         return jobrun.EXIT_ERROR
-    run_dir = work / "runs" / f"{end}-{NAME}"
-    split_dir = work / "holdout" / f"dt={end}"
+    run_dir = layout.run_dir(work, f"{end}-{NAME}")
+    split_dir = layout.holdout_dir(work, end)
     if args.force:
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(split_dir, ignore_errors=True)
-    examples = work / "examples"
+    examples = layout.examples_dir(work)
     try:
-        config_path = dump_config(config, run_dir) if not (run_dir / "config.yaml").exists() \
-            else run_dir / "config.yaml"
-        following = next_day(end)
+        build_config = run_config(config, run_dir)
+        following = layout.shift(end)
         use_next = args.eval != "holdout" and raw_has_day(raw, following)
-        ensure_examples(raw, examples, window + ([following] if use_next else []), config_path, log)
+        ensure_examples(raw, examples, window + ([following] if use_next else []), build_config, log)
         data, evaluation, eval_info = training_and_evaluation(
             raw, examples, end, head_tasks(config), config.data.holdout_share, split_dir,
             first_day=window[0], evaluation=args.eval)

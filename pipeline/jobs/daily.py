@@ -17,7 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from configs.loader import ConfigError, add_config_args, dump_config, load_config
+from configs.loader import ConfigError, add_config_args, load_config
+from pipeline import layout
 from pipeline.jobs import jobrun
 from pipeline.jobs.publish import current_model
 
@@ -50,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         return jobrun.EXIT_OK
     current = current_model(work)
     if current is None:
-        print(f"dupn daily: {work / 'published'}: no published model to fine-tune "
+        print(f"dupn daily: {layout.published_root(work)}: no published model to fine-tune "
               "(run dupn backfill first)", file=sys.stderr)
         return jobrun.EXIT_NO_MODEL
 
     from pipeline.training.checkpoints import load_config_of
-    from pipeline.jobs.daydata import ensure_examples, raw_has_day, training_and_evaluation
-    from pipeline.training.train import head_tasks, next_day
+    from pipeline.jobs.daydata import ensure_examples, raw_has_day, run_config, training_and_evaluation
+    from pipeline.training.train import head_tasks
     try:
         published_config = load_config_of(current)
         config = load_config(args.config or current / "config.yaml", args.overrides)
@@ -65,21 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dupn daily: {err}", file=sys.stderr)
         return jobrun.EXIT_USAGE
     if not raw_has_day(raw, date):
-        print(f"dupn daily: {raw}: no raw logs for {date} (no <table>/dt={date}/)", file=sys.stderr)
+        print(f"dupn daily: {raw}: no raw logs for {date} (no {layout.raw_dir('', '<table>', date)}/)", file=sys.stderr)
         return jobrun.EXIT_ERROR
-    run_dir = work / "runs" / f"{date}-{NAME}"
-    split_dir = work / "holdout" / f"dt={date}"
+    run_dir = layout.run_dir(work, f"{date}-{NAME}")
+    split_dir = layout.holdout_dir(work, date)
     if args.force:   # a forced redo is a new run on a new split, not a resume of the old one
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(split_dir, ignore_errors=True)
-    examples = work / "examples"
+    examples = layout.examples_dir(work)
     tasks = head_tasks(config)
     try:
-        config_path = dump_config(config, run_dir) if not (run_dir / "config.yaml").exists() \
-            else run_dir / "config.yaml"
-        use_next = args.eval != "holdout" and raw_has_day(raw, next_day(date))
-        wanted = [date] + ([next_day(date)] if use_next else [])
-        ensure_examples(raw, examples, wanted, config_path, log)
+        build_config = run_config(config, run_dir)
+        use_next = args.eval != "holdout" and raw_has_day(raw, layout.shift(date))
+        wanted = [date] + ([layout.shift(date)] if use_next else [])
+        ensure_examples(raw, examples, wanted, build_config, log)
         data, evaluation, eval_info = training_and_evaluation(
             raw, examples, date, tasks, config.data.holdout_share, split_dir, evaluation=args.eval)
     except (FileNotFoundError, RuntimeError) as err:

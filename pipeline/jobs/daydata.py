@@ -6,28 +6,41 @@ Held-out users: a user is held out when the 64-bit fingerprint of their user_id 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 
+from configs.loader import dump_config, load_config
 from features.tfrecord import list_files
-from pipeline.training.train import TrainingData, day_stats, next_day, range_data, task_samples
+from pipeline import layout
+from pipeline.layout import shift
+from pipeline.rawlogs.schema import table_dir
+from pipeline.training.train import TrainingData, day_stats, range_data, task_samples
 
 HASH_BUCKETS = 10_000
-SPLIT_DIR = "holdout"
 
 
 def raw_has_day(raw, date: str) -> bool:
     """Whether any raw table (folders starting with '_' are not tables) has a dt=<date> partition."""
     raw = Path(raw)
-    return raw.is_dir() and any((t / f"dt={date}").is_dir() for t in raw.iterdir()
+    return raw.is_dir() and any(table_dir(raw, t.name, date).is_dir() for t in raw.iterdir()
                                 if t.is_dir() and not t.name.startswith(("_", ".")))
 
 
-def ensure_examples(raw, examples, dates: list[str], config_path, log=print) -> list[str]:
-    """Runs the Beam job for the dates whose examples are missing (no _stats file); returns them.
+def run_config(config, run_dir):
+    """The configuration a run builds its examples with: a resumed run's own (run_dir/config.yaml,
+    so that its data does not change under it), else `config`, written there now."""
+    path = Path(run_dir) / "config.yaml"
+    if path.exists():
+        return load_config(path)
+    dump_config(config, run_dir)
+    return config
+
+
+def ensure_examples(raw, examples, dates: list[str], config, log=print) -> list[str]:
+    """Runs the Beam job with `config` (a Config) for the dates whose examples are missing (no
+    _stats file); returns them.
 
     A day's statistics file is published last by the Beam job, so its presence means the day's
     examples are complete and are reused as they are (a rerun trains on the same data).
@@ -39,18 +52,16 @@ def ensure_examples(raw, examples, dates: list[str], config_path, log=print) -> 
     # Consecutive missing days go to one Beam run each.
     for first, last in _runs_of_days(missing):
         log(f"building examples {first}..{last} from {raw}")
-        code = build_examples.main(["--raw", str(raw), "--out", str(examples), "--start", first,
-                                    "--end", last, "--config", str(config_path)])
+        code = build_examples.build_examples(config, raw, examples, first, last)
         if code != 0:
             raise RuntimeError(f"dupn build-examples {first}..{last} failed with exit code {code}")
     return missing
 
 
 def _runs_of_days(dates: list[str]) -> list[tuple[str, str]]:
-    import datetime as dt
     runs = []
     for d in sorted(dates):
-        if runs and dt.date.fromisoformat(d) - dt.date.fromisoformat(runs[-1][1]) == dt.timedelta(1):
+        if runs and shift(runs[-1][1]) == d:
             runs[-1] = (runs[-1][0], d)
         else:
             runs.append((d, d))
@@ -62,7 +73,7 @@ def day_files(examples, date: str, tasks) -> dict[str, list[str]]:
     stats = day_stats(examples, date) or {}
     out = {}
     for task in tasks:
-        files = list_files(f"{str(examples).rstrip('/')}/{task}/dt={date}/part-*.tfrecord.gz")
+        files = list_files(layout.example_pattern(examples, task, date))
         if files and task_samples(stats, task):
             out[task] = files
     return out
@@ -89,8 +100,8 @@ def split_day(examples, date: str, tasks, share: float, out_dir) -> tuple[Traini
             kept, held = _split_files(files, share, out_dir / "train" / task / "part-00000.tfrecord.gz",
                                       out_dir / "holdout" / task / "part-00000.tfrecord.gz")
             counts["train"][task], counts["holdout"][task] = kept, held
-        counts_file.write_text(json.dumps({"date": date, "share": share, **counts}, indent=2))
-    counts = json.loads(counts_file.read_text())
+        layout.write_json(counts_file, {"date": date, "share": share, **counts})
+    counts = layout.read_json(counts_file)
     train_files = [str(out_dir / "train" / t / "part-00000.tfrecord.gz")
                    for t in tasks if counts["train"].get(t)]
     holdout = {t: [str(out_dir / "holdout" / t / "part-00000.tfrecord.gz")]
@@ -136,7 +147,7 @@ def training_and_evaluation(raw, examples, date: str, tasks, share: float, split
       (training data, {task: evaluation files}, description of the evaluation data).
     """
     first_day = first_day or date
-    following = next_day(date)
+    following = shift(date)
     if evaluation == "next-day" and day_stats(examples, following) is None:
         raise FileNotFoundError(f"{examples}: no examples of {following} to evaluate on "
                                 "(its raw logs are missing)")
@@ -146,7 +157,7 @@ def training_and_evaluation(raw, examples, date: str, tasks, share: float, split
         return data, evaluation, {"data": "next day", "date": following}
     data, evaluation = split_day(examples, date, tasks, share, split_dir)
     if first_day != date:
-        before = range_data(examples, first_day, next_day(date, -1), tasks, require_every_task=False)
+        before = range_data(examples, first_day, shift(date, -1), tasks, require_every_task=False)
         data = TrainingData(before.files + data.files, before.samples + data.samples,
                             {t: before.samples_by_task[t] + data.samples_by_task[t] for t in tasks},
                             {**data.describe, "start": first_day})

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from pipeline.jobs import publish as pub
+from pipeline.layout import eval_file
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_MODEL = 0, 1, 2, 3, 4
 DONE = ("published", "refused")   # statuses that make a rerun of the date a no-op
@@ -43,7 +44,7 @@ def add_shared_flags(parser, unit: str) -> None:
 
 def already_done(work, date: str) -> dict | None:
     """The manifest record of `date` if its job finished (published or refused), else None."""
-    record = pub.read_manifest(work)["dates"].get(date)
+    record = pub.dated_manifest(work)["dates"].get(date)
     return record if record and record.get("status") in DONE else None
 
 
@@ -65,7 +66,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
     """
     from features.contract import Contract
     from pipeline.training.checkpoints import load_model
-    from pipeline.evaluation.evaluate import evaluate_model, read_oracle, write_json
+    from pipeline.evaluation.evaluate import evaluate_model, read_oracle
+    from pipeline.evaluation.metrics import write_metrics
     from pipeline.training.train import train
 
     work, run_dir = Path(work), Path(run_dir)
@@ -123,7 +125,7 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         code = EXIT_OK
         log(f"{date}: published {target}")
     if in_service is not None:
-        write_json(in_service, work / "eval" / f"{evaluation_name(eval_info)}.json")
+        write_metrics(eval_file(work, evaluation_name(eval_info)), in_service)
     record["seconds"] = round(time.monotonic() - started, 1)
     pub.record_date(work, date, record)
     return code

@@ -1,11 +1,7 @@
 """Publishing models and the work directory's manifest: atomic renames, the last K kept, one record per date.
 
-WORK layout:
-  runs/<name>/            model dirs (config.yaml, checkpoints/, history.json, run.json)
-  published/<name>/       published copies: config.yaml, the latest checkpoint only, history, run
-  published/LATEST        the name of the model in service
-  manifest.json           {"dates": {date: what that date's job did}, "published": [names, oldest first]}
-  eval/<date>.json        metrics of the model in service on that date's evaluation examples
+A published copy (WORK/published/<name>/, paths in pipeline/layout.py) holds config.yaml, the
+latest checkpoint only, history and run.
 """
 from __future__ import annotations
 
@@ -14,18 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.training.checkpoints import (CHECKPOINT_DIR, CONFIG_FILE, latest_checkpoint, read_json,
-                                  write_json)
-from pipeline.layout import published_model_dir
+from pipeline.layout import latest_file, published_model_dir, published_root, read_manifest, write_manifest, \
+    write_text
+from pipeline.training.checkpoints import CHECKPOINT_DIR, CONFIG_FILE, latest_checkpoint
 
-PUBLISHED = "published"
-LATEST = "LATEST"
-MANIFEST = "manifest.json"
 COPIED_FILES = (CONFIG_FILE, "history.json", "run.json")
-
-
-def published_root(work) -> Path:
-    return Path(work) / PUBLISHED
 
 
 def current_model(work) -> Path | None:
@@ -36,8 +25,9 @@ def current_model(work) -> Path | None:
         return None
 
 
-def read_manifest(work) -> dict:
-    manifest = read_json(Path(work) / MANIFEST, None) or {}
+def dated_manifest(work) -> dict:
+    """The manifest with its "dates" and "published" entries present (empty before the first job)."""
+    manifest = read_manifest(work) or {}
     manifest.setdefault("dates", {})
     manifest.setdefault("published", [])
     return manifest
@@ -46,10 +36,10 @@ def read_manifest(work) -> dict:
 def record_date(work, date: str, record: dict) -> dict:
     """Writes what the job of `date` did into WORK/manifest.json (atomically); returns the manifest."""
     from pipeline.evaluation.metrics import nan_to_none   # NaN is not JSON: a NaN metric is written as null
-    manifest = read_manifest(work)
+    manifest = dated_manifest(work)
     manifest["dates"][date] = nan_to_none({"date": date, **record})
     manifest["dates"] = dict(sorted(manifest["dates"].items()))
-    write_json(Path(work) / MANIFEST, manifest)
+    write_manifest(work, manifest)
     return manifest
 
 
@@ -82,11 +72,11 @@ def publish(model_dir, work, name: str, keep: int) -> Path:
     if target.exists():   # republishing a name (a forced rerun): the old copy goes aside first
         target.rename(root / f".replaced-{name}-{time.time_ns()}")
     os.rename(staging, target)
-    _write_atomic(root / LATEST, name + "\n")
-    manifest = read_manifest(work)
+    write_text(latest_file(work), name + "\n")
+    manifest = dated_manifest(work)
     order = [n for n in manifest["published"] if n != name] + [name]
     manifest["published"] = prune(work, order, keep)
-    write_json(Path(work) / MANIFEST, manifest)
+    write_manifest(work, manifest)
     for leftover in root.glob(".replaced-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     return target
@@ -95,7 +85,8 @@ def publish(model_dir, work, name: str, keep: int) -> Path:
 def prune(work, order: list[str], keep: int) -> list[str]:
     """Deletes published models beyond the `keep` newest of `order` (never the one in service)."""
     root = published_root(work)
-    current = (root / LATEST).read_text().strip() if (root / LATEST).exists() else None
+    latest = latest_file(work)
+    current = latest.read_text().strip() if latest.exists() else None
     kept = order[-keep:] if keep > 0 else []
     if current and current not in kept:
         kept = [current] + kept[1:] if kept else [current]
@@ -103,12 +94,6 @@ def prune(work, order: list[str], keep: int) -> list[str]:
         if name not in kept and (root / name).exists():
             shutil.rmtree(root / name)
     return [n for n in order if n in kept]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---- the publish gate --------------------------------------------------------------------------

@@ -34,8 +34,9 @@ from configs.schema import HeadConfig
 from features.contract import TASK_INDEX, Contract
 from features.tfrecord import list_files, parse_batch, read_dataset, split_labels
 from pipeline.evaluation import metrics
-from pipeline.training.checkpoints import RunCheckpoints, dump_config, make_optimizer, new_model, write_json
-from pipeline.training.train import days, head_tasks, next_day, range_data
+from pipeline import layout
+from pipeline.training.checkpoints import RunCheckpoints, dump_config, make_optimizer, new_model
+from pipeline.training.train import head_tasks, range_data
 
 MODES = ("rs", "ra", "rt", "ft")
 SHOP = "shop"
@@ -59,8 +60,7 @@ def shop_days(examples) -> list[str]:
     """Days whose statistics count shop samples, oldest first."""
     from pipeline.training.train import day_stats, task_samples
     found = []
-    for path in sorted(Path(examples, "_stats").glob("dt=*.json")):
-        date = path.stem.removeprefix("dt=")
+    for date in layout.stats_days(examples):
         if task_samples(day_stats(examples, date) or {}, SHOP):
             found.append(date)
     return found
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     modes = MODES if args.mode == "all" else tuple(m.strip() for m in args.mode.split(","))
     work = Path(args.work)
-    examples, out = work / "examples", work / "transfer"
+    examples, out = layout.examples_dir(work), layout.transfer_dir(work)
     log = lambda message: print(f"dupn transfer: {message}", flush=True)  # noqa: E731
     from pipeline.layout import published_model_dir
     try:
@@ -224,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         if test_date is None:
             raise FileNotFoundError(f"{examples}: no shop examples (task 'shop') on any day")
         start = args.start or (available[0] if available else test_date)
-        end = args.end or next_day(test_date, -1)
-        train_days = days(start, end)
-        test_files = list_files(str(examples / SHOP / f"dt={test_date}" / "part-*.tfrecord.gz"))
+        end = args.end or layout.shift(test_date, -1)
+        train_days = layout.days_between(start, end, names=("--start", "--end"))
+        test_files = list_files(layout.example_pattern(examples, SHOP, test_date))
         if not test_files:
-            raise FileNotFoundError(f"{examples / SHOP / f'dt={test_date}'}: no shop examples to test on")
+            raise FileNotFoundError(f"{layout.example_dir(examples, SHOP, test_date)}: no shop examples to test on")
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"dupn transfer: {err}", file=sys.stderr)
         return 1
@@ -246,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as err:
             print(f"dupn transfer: {mode}: {err}", file=sys.stderr)
             return 1
-        write_json(out / f"{mode}.json", metrics.nan_to_none(
-            {"mode": mode, "train": [train_days[0], train_days[-1]], "test_date": test_date,
-             "samples": samples, "source": str(published), "curve": rows,
-             "final_auc": rows[-1]["auc"], "seconds": rows[-1]["seconds"]}))
+        metrics.write_metrics(out / f"{mode}.json", {
+            "mode": mode, "train": [train_days[0], train_days[-1]], "test_date": test_date,
+            "samples": samples, "source": str(published), "curve": rows,
+            "final_auc": rows[-1]["auc"], "seconds": rows[-1]["seconds"]})
     log(f"-> {write_csv(out)}")
     return 0
 

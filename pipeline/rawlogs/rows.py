@@ -1,4 +1,4 @@
-"""The raw-log row contract (RAW_LOGS.md): validate one row of a table into a compact tuple.
+"""The raw-log row contract (docs/RAW_LOGS.md): validate one row of a table into a compact tuple.
 
 Rows arrive as dicts from JSON Lines, CSV (every value a string, lists joined by ';') or Parquet
 (typed values). A valid row becomes a plain tuple (cheap to shuffle); a bad one raises RowError
@@ -22,8 +22,8 @@ import functools
 import math
 
 from features.contract import BEHAVIOR_INDEX, GENDER_INDEX, NUM_POWER_LEVELS, SCENE_INDEX
+from pipeline.rawlogs.schema import TABLES
 
-TABLES = ("behaviors", "items", "users", "impressions", "follows", "shop_prefs")
 DAY_SECONDS = 86_400
 
 # Why a row is rejected; each is counted and written with the row to EXAMPLES/_rejected/dt=D/.
@@ -38,17 +38,6 @@ BAD_FEATURES_LENGTH = "bad_features_length"  # impressions.features not of the d
 UNREADABLE_FILE = "unreadable_file"          # a file that cannot be opened or decoded at all
 REASONS = (UNPARSEABLE, MISSING_FIELD, BAD_VALUE, UNKNOWN_TYPE, UNKNOWN_SCENE,
            TS_OUTSIDE_PARTITION, LABEL_OUT_OF_RANGE, BAD_FEATURES_LENGTH, UNREADABLE_FILE)
-
-LIST_FIELDS = frozenset(("tags", "features", "talent_tags"))
-FIELDS = {
-    "behaviors": ("user_id", "item_id", "ts", "type", "scene"),
-    "items": ("item_id", "shop_id", "brand_id", "category_id", "tags", "price"),
-    "users": ("user_id", "age", "gender", "power_level"),
-    "impressions": ("request_id", "user_id", "ts", "query", "item_id", "position", "features",
-                    "click", "buy"),
-    "follows": ("user_id", "talent_id", "ts", "talent_type", "talent_tags", "followed"),
-    "shop_prefs": ("user_id", "shop_id", "ts", "label"),
-}
 
 
 class RowError(ValueError):

@@ -1,4 +1,4 @@
-"""`dupn synth`: synthetic raw logs (all six tables of RAW_LOGS.md) with planted, documented structure.
+"""`dupn synth`: synthetic raw logs (all six tables of docs/RAW_LOGS.md) with planted, documented structure.
 
     dupn synth --out RAW --start 2026-11-01 --days 11 --users 2000 --seed 1 [--format parquet]
 
@@ -75,31 +75,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.rawlogs.schema import ORACLE, ORACLE_SCHEMA, SCHEMAS, TABLES, table_dir
 from pipeline.rawlogs.synth_world import (BEHAVIOR_TYPES, DAY_S, SCENES, TALENT_TYPES, TARGET_MIX, History,
                                   World)
 
 FORMATS = ("parquet", "jsonl", "csv")
-TABLES = ("behaviors", "items", "users", "impressions", "follows", "shop_prefs")
-ORACLE = Path("_oracle") / "impressions"
 PART = "part-00000"
 FEATURE_DECIMALS = 4
 WRITE_BATCH_ROWS = 200_000        # text formats are built this many rows at a time
 
 _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
-SCHEMAS = {
-    "behaviors": pa.schema([("user_id", _STR), ("item_id", _STR), ("ts", _INT), ("type", _STR),
-                            ("scene", _STR)]),
-    "items": pa.schema([("item_id", _STR), ("shop_id", _STR), ("brand_id", _STR),
-                        ("category_id", _STR), ("tags", pa.list_(_STR)), ("price", _FLOAT)]),
-    "users": pa.schema([("user_id", _STR), ("age", _INT), ("gender", _STR), ("power_level", _INT)]),
-    "impressions": pa.schema([("request_id", _STR), ("user_id", _STR), ("ts", _INT), ("query", _STR),
-                              ("item_id", _STR), ("position", _INT), ("features", pa.list_(_FLOAT)),
-                              ("click", _INT), ("buy", _INT)]),
-    "follows": pa.schema([("user_id", _STR), ("talent_id", _STR), ("ts", _INT), ("talent_type", _STR),
-                          ("talent_tags", pa.list_(_STR)), ("followed", _INT)]),
-    "shop_prefs": pa.schema([("user_id", _STR), ("shop_id", _STR), ("ts", _INT), ("label", _INT)]),
-}
-ORACLE_SCHEMA = pa.schema([("request_id", _STR), ("item_id", _STR), ("click_prob", _FLOAT)])
 
 
 def _names(prefix: str, n: int, rng: np.random.Generator | None = None) -> pa.Array:
@@ -288,7 +273,7 @@ def write_table(table: pa.Table, path: Path, fmt: str) -> None:
 def _partition(out: Path, table: str, date: dt.date, fmt: str) -> Path:
     """The day's file of a table; other formats' files of the same name there are removed, so a
     rerun in another format never leaves two copies of a day for readers to pick up."""
-    folder = out / table / f"dt={date.isoformat()}"
+    folder = table_dir(out, table, date.isoformat())
     for old in folder.glob(f"{PART}.*"):
         if old.name != f"{PART}.{fmt}" and old.name.removesuffix(".gz").split(".")[-1] in FORMATS:
             old.unlink()

@@ -1,7 +1,7 @@
 """`dupn import-taobao`: the public Taobao UserBehavior CSV mapped to raw-log day partitions.
 
 Input: headerless `user_id,item_id,category_id,behavior_type,timestamp` (behavior_type pv / cart /
-fav / buy, timestamp Unix seconds). Output, per /work/shared/RAW_LOGS.md:
+fav / buy, timestamp Unix seconds). Output, per docs/RAW_LOGS.md:
   RAW/behaviors/dt=D/part-00000.<ext>   user_id, item_id, ts, type (pv -> click), scene = other
   RAW/items/dt=D/part-00000.<ext>       item_id, category_id; shop_id, brand_id '' ; tags [] ; price null
   RAW/_rejected/taobao/part-00000.jsonl every row not written, with reason, file and row number
@@ -44,6 +44,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from pipeline import layout
+from pipeline.rawlogs.schema import SCHEMAS as RAW_SCHEMAS, table_dir
+
 COLUMNS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
 BEHAVIOR_TYPE = {"pv": "click", "cart": "cart", "fav": "fav", "buy": "buy"}
 SCENE = "other"
@@ -52,15 +55,8 @@ DEFAULT_UTC_OFFSET = 8.0        # China Standard Time, where the data set was lo
 FORMATS = ("jsonl", "csv", "parquet")
 OUT_OF_WINDOW = "out_of_window"
 MALFORMED = ("not_utf8", "wrong_column_count", "empty_id", "unknown_behavior_type", "bad_timestamp")
-REJECTED_DIR = Path("_rejected") / "taobao"
-
-SCHEMAS = {
-    "behaviors": pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()),
-                            ("type", pa.string()), ("scene", pa.string())]),
-    "items": pa.schema([("item_id", pa.string()), ("shop_id", pa.string()), ("brand_id", pa.string()),
-                        ("category_id", pa.string()), ("tags", pa.list_(pa.string())),
-                        ("price", pa.float64())]),
-}
+SOURCE = "taobao"   # names the dead-letter folder, RAW/_rejected/taobao/
+SCHEMAS = {table: RAW_SCHEMAS[table] for table in ("behaviors", "items")}   # the tables it writes
 
 
 class ImportFailed(ValueError):
@@ -234,7 +230,7 @@ def import_taobao(csv_path, out, start: str = DEFAULT_START, end: str = DEFAULT_
     first_ts, last_ts = window_bounds(start, end, utc_offset_hours)
     rejected = Counter()
     first_malformed = []
-    dead_letter_path = out / REJECTED_DIR / "part-00000.jsonl"
+    dead_letter_path = Path(layout.raw_rejected_dir(out, SOURCE)) / "part-00000.jsonl"
     dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     behaviors: dict[str, PartitionWriter] = {}
@@ -261,7 +257,7 @@ def import_taobao(csv_path, out, start: str = DEFAULT_START, end: str = DEFAULT_
                 for day, part in frame.groupby("dt", sort=True):
                     if day not in behaviors:
                         behaviors[day] = PartitionWriter(
-                            out / "behaviors" / f"dt={day}" / f"part-00000.{fmt}", fmt, SCHEMAS["behaviors"])
+                            table_dir(out, "behaviors", day) / f"part-00000.{fmt}", fmt, SCHEMAS["behaviors"])
                     behaviors[day].append(part[list(SCHEMAS["behaviors"].names)])
                     # Distinct (item, category) pairs in order of last sight keep both the
                     # last-row-wins category and every conflict, at a fraction of the rows.
@@ -289,7 +285,7 @@ def import_taobao(csv_path, out, start: str = DEFAULT_START, end: str = DEFAULT_
                 table = pd.DataFrame({"item_id": latest["item_id"], "shop_id": "", "brand_id": "",
                                       "category_id": latest["category_id"],
                                       "tags": [[]] * len(latest), "price": np.nan})
-                items[day] = PartitionWriter(out / "items" / f"dt={day}" / f"part-00000.{fmt}",
+                items[day] = PartitionWriter(table_dir(out, "items", day) / f"part-00000.{fmt}",
                                              fmt, SCHEMAS["items"])
                 items[day].append(table)
         except BaseException:

@@ -12,8 +12,6 @@ A model dir: config.yaml (the resolved configuration), checkpoints/, history.jso
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
@@ -191,27 +189,5 @@ def load_model(model_dir, with_optimizer: bool = False):
     return config, model
 
 
-def write_json(path, value) -> None:
-    """Writes JSON atomically (to a temporary file, then renamed over the old one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def read_json(path, default=None):
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else default
-
-
 __all__ = ["RunCheckpoints", "load_model", "latest_checkpoint", "make_optimizer", "new_model",
-           "variables_digest", "dump_config", "write_json", "read_json"]
+           "variables_digest", "dump_config"]

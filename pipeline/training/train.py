@@ -17,7 +17,6 @@ Examples may be local or remote (s3://, hdfs://, gs://: tensorflow-io registers 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import sys
@@ -33,25 +32,15 @@ from configs.loader import ConfigError, add_config_args, config_from_args, dump_
 from configs.schema import Config
 from features.contract import TASKS, Contract
 from features.tfrecord import list_files, read_dataset
+from pipeline import layout
 from pipeline.training import cluster
 from pipeline.training.checkpoints import (CONFIG_FILE, KEEP_CHECKPOINTS, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
-                                  read_json, variables_digest, write_json)
+                                  variables_digest)
+from pipeline.layout import read_json, write_json
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
 REMOTE_SCHEMES = ("s3://", "hdfs://")
-
-
-def days(start: str, end: str) -> list[str]:
-    """Every day from start to end, both included, as YYYY-MM-DD."""
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    if last < first:
-        raise ValueError(f"--end {end} is before --start {start}")
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-
-
-def next_day(date: str, offset: int = 1) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=offset)).isoformat()
 
 
 def register_filesystems(*paths) -> None:
@@ -60,13 +49,9 @@ def register_filesystems(*paths) -> None:
         import tensorflow_io  # noqa: F401
 
 
-def _join(root, *parts) -> str:
-    return "/".join([str(root).rstrip("/"), *parts])
-
-
 def day_stats(examples_root, date: str) -> dict | None:
     """EXAMPLES/_stats/dt=D.json (written last by the Beam job: the day is complete), or None."""
-    path = _join(examples_root, "_stats", f"dt={date}.json")
+    path = layout.stats_file(examples_root, date)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
@@ -99,16 +84,16 @@ def range_data(examples_root, start: str, end: str, tasks, require_every_task: b
     """
     register_filesystems(examples_root)
     files, by_task = [], {t: 0 for t in tasks}
-    for date in days(start, end):
+    for date in layout.days_between(start, end, names=("--start", "--end")):
         stats = day_stats(examples_root, date)
         if stats is None:
-            raise FileNotFoundError(f"{_join(examples_root, '_stats', f'dt={date}.json')}: no examples "
+            raise FileNotFoundError(f"{layout.stats_file(examples_root, date)}: no examples "
                                     f"for {date} (run dupn build-examples for that day)")
         for task in tasks:
-            day_files = list_files(_join(examples_root, task, f"dt={date}", "part-*.tfrecord.gz"))
+            day_files = list_files(layout.example_pattern(examples_root, task, date))
             n = task_samples(stats, task)
             if n and not day_files:
-                raise FileNotFoundError(f"{_join(examples_root, task, f'dt={date}')}: the statistics "
+                raise FileNotFoundError(f"{layout.example_dir(examples_root, task, date)}: the statistics "
                                         f"count {n} {task} samples but no files are there")
             files += day_files
             by_task[task] += n
