@@ -9,7 +9,8 @@ from pipeline.jobs import backfill
 from pipeline.jobs import daily
 from pipeline.jobs import jobrun
 from pipeline.training.checkpoints import load_model, variables_digest
-from train_helpers import DAYS, config_args, copy_work, read_json, shared_work  # noqa: F401
+from pipeline.layout import read_json
+from train_helpers import DAYS, config_args, copy_work
 
 
 def record(work, date):
@@ -20,7 +21,7 @@ def latest(work):
     return (work / "published" / "LATEST").read_text().strip()
 
 
-def test_backfill_builds_trains_evaluates_on_the_next_day_and_publishes(shared_work):  # noqa: F811
+def test_backfill_builds_trains_evaluates_on_the_next_day_and_publishes(shared_work):
     work, raw = shared_work
     entry = record(work, DAYS[1])
     assert entry["kind"] == "backfill" and entry["status"] == "published" and entry["published"]
@@ -39,7 +40,7 @@ def test_backfill_builds_trains_evaluates_on_the_next_day_and_publishes(shared_w
         assert (work / "examples" / "_stats" / f"dt={day}.json").exists()
 
 
-def test_backfill_rerun_is_a_noop(shared_work, capsys):  # noqa: F811
+def test_backfill_rerun_is_a_noop(shared_work, capsys):
     work, raw = shared_work
     before = (work / "manifest.json").read_text()
     assert backfill.main(["--raw", str(raw), "--work", str(work), "--end", DAYS[1], "--days", "2",

@@ -14,11 +14,11 @@ from pipeline.serving import score
 from models.dupn import build_model
 from models_batches import write_examples
 from pipeline.training.checkpoints import load_model
-from train_helpers import DAYS, shared_work, tiny_config  # noqa: F401
+from train_helpers import DAYS, tiny_config
 
 
 @pytest.fixture(scope="module")
-def exported(shared_work, tmp_path_factory):  # noqa: F811
+def exported(shared_work, tmp_path_factory):
     work, _ = shared_work
     out = tmp_path_factory.mktemp("export")
     assert export.main(["--work", str(work), "--out", str(out)]) == 0

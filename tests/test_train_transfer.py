@@ -5,7 +5,8 @@ import csv
 import tensorflow as tf
 
 from pipeline.jobs import transfer
-from train_helpers import DAYS, copy_work, read_json
+from pipeline.layout import read_json
+from train_helpers import DAYS, copy_work
 
 
 def test_all_four_modes_record_auc_against_training_time(tmp_path):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from features.contract import Contract
 from pipeline.training import cluster
 from pipeline.jobs import daydata
+from pipeline import layout
 from pipeline.jobs import publish
 from pipeline.serving import score
 from pipeline.training import train
@@ -163,7 +164,7 @@ def test_range_data_counts_from_the_statistics_and_names_what_is_missing(example
     config = tiny_config()
     assert train.target_steps(data.samples, config.trainer) == math.ceil(data.samples / 32)
     assert train.target_steps(65, config.trainer, steps_multiple=2) == 4   # 3 batches -> 2 executions
-    assert train.days("2026-10-30", "2026-11-02") == ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]
+    assert layout.days_between("2026-10-30", "2026-11-02") == ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]
 
 
 def test_resumed_stream_goes_on_where_the_checkpoint_stopped(examples):

@@ -2,15 +2,12 @@
 work directory (synthetic raw logs -> Beam -> training -> publish) shared by the test modules."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -88,11 +85,3 @@ def copy_work(destination) -> tuple[Path, Path]:
     shutil.copytree(work, target)
     return target, raw
 
-
-@pytest.fixture(scope="session")
-def shared_work():
-    return backfilled_work()
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text())
