@@ -1,4 +1,4 @@
-"""The on-disk layout (raw partitions, examples, the work directory), day arithmetic and atomic JSON files; no TensorFlow.
+"""The on-disk layout (raw partitions, examples, work directory), day arithmetic, atomic JSON; TensorFlow-free.
 
 Every other module asks this one for a path; none spells a partition or a marker out itself.
 

@@ -33,7 +33,8 @@ from pipeline.beam.write import WriteExamples, WriteRejected, WriteStats, publis
 from pipeline.layout import days_between, shift
 from pipeline.rawlogs.schema import TABLES
 
-LOOKBACK_TABLES = ("behaviors", "items")    # read from start - lookback_days; the rest from start
+LOOKBACK_TABLES = ("behaviors", "items")
+NAME_PATTERN = "<name>.jsonl|csv|parquet[.gz]"    # shown in the error for a raw root without files    # read from start - lookback_days; the rest from start
 
 
 class BuildFailed(RuntimeError):
@@ -67,7 +68,7 @@ def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
     files = {t: list_files(raw, t, with_lookback if t in LOOKBACK_TABLES else window) for t in TABLES}
     if not any(files[t] for t in ("behaviors", "impressions", "follows", "shop_prefs", "users")):
         raise RawLayoutError(f"{raw}: no raw files for {start}..{end} (expected "
-                             f"{layout.join(layout.raw_dir(raw, '<table>', 'YYYY-MM-DD'), '<name>.jsonl|csv|parquet[.gz]')})")
+                             f"{layout.join(layout.raw_dir(raw, '<table>', 'YYYY-MM-DD'), NAME_PATTERN)})")
     run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(3)}"
     return Plan(raw=raw, out=out, staging=layout.staging_dir(out, run), spec=spec, contract=contract,
                 rank_features=config.features.rank_features, pool_size=config.data.ctr_negative_pool,
