@@ -79,10 +79,11 @@ def error_bar_grid(rows: dict, path, title: str) -> Path:
             ax.bar(x[shown], values[shown], yerr=half[shown], capsize=3,
                    color=[colours(i % colours.N) for i in x[shown]])
             extremes = list(values[shown] - half[shown]) + list(values[shown] + half[shown])
-            for label, value in lines.get(metric, {}).items():
-                if np.isfinite(value):
+            for k, (label, value) in enumerate(lines.get(metric, {}).items()):
+                if np.isfinite(value):     # labels alternate right and left: equal lines stay legible
                     ax.axhline(value, linestyle="--", linewidth=1, color="grey")
-                    ax.text(len(names) - 0.5, value, label, fontsize=6, ha="right", va="bottom")
+                    ax.text(len(names) - 0.5 if k % 2 == 0 else -0.5, value, label, fontsize=6,
+                            ha="right" if k % 2 == 0 else "left", va="bottom")
                     extremes.append(value)
             if extremes:
                 low, high = min(extremes), max(extremes)
