@@ -114,6 +114,24 @@ def test_oracle_auc_joined_on_request_and_item(examples, contract, tmp_path):
     # the model's AUC on the same 6 samples: the hand-checked 7/9.
     assert ctr["auc_on_oracle_samples"] == pytest.approx(7 / 9)
     assert evaluate.read_oracle(raw, "2026-11-13") is None
+    assert "blind_oracle_auc" not in ctr and "blind_prob" not in oracle   # old data: no column
+
+
+def test_blind_oracle_auc_where_the_column_exists(examples, contract, tmp_path):
+    raw = tmp_path / "raw"
+    oracle_dir = raw / "_oracle" / "impressions" / f"dt={DATE}"
+    oracle_dir.mkdir(parents=True)
+    # The blind oracle ranks the positives (i0, i1, i3) .9 .3 .4 against negatives .5 .1 .2:
+    # 3 + 2 + 2 of 9 pairs; the oracle is perfect.
+    pd.DataFrame({"request_id": ["r0", "r0", "r0", "r1", "r1", "r1"],
+                  "item_id": ["i0", "i1", "i2", "i3", "i4", "i5"],
+                  "click_prob": [0.9, 0.8, 0.5, 0.7, 0.1, 0.2],
+                  "blind_prob": [0.9, 0.3, 0.5, 0.4, 0.1, 0.2]}).to_parquet(oracle_dir / "part-00000.parquet")
+    oracle = evaluate.read_oracle(raw, DATE)
+    ctr = evaluate.evaluate_model(StandInModel(), contract, evaluate.example_files(examples, DATE, ["ctr"]),
+                                  oracle=oracle)["ctr"]
+    assert ctr["oracle_auc"] == pytest.approx(1.0)
+    assert ctr["blind_oracle_auc"] == pytest.approx(7 / 9)
 
 
 def test_missing_head_is_named(examples, contract):

@@ -105,7 +105,7 @@ def test_one_file_per_table_and_day_with_the_contract_columns(small_in_every_for
         assert len(frame) > 0
     oracle = sorted((out / "_oracle" / "impressions").glob("dt=*/part-00000.parquet"))
     assert [p.parent.name for p in oracle] == [f"dt={d}" for d in days]
-    assert pq.read_schema(oracle[0]).names == ["request_id", "item_id", "click_prob"]
+    assert pq.read_schema(oracle[0]).names == ["request_id", "item_id", "click_prob", "blind_prob"]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])

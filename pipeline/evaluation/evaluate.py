@@ -4,7 +4,9 @@ AUC (and log loss) for the binary tasks ctr, l2r, talent and shop; accuracy and 
 precision and recall for the 7-class purchasing power; the sample count n of each. Where the
 synthetic generator wrote the true click probabilities (RAW/_oracle/impressions/dt=D), the ctr
 entry also holds the oracle AUC: the AUC of those probabilities against the labels of the same
-samples (joined on request_id + item_id), the ceiling any model can reach on that day. A model
+samples (joined on request_id + item_id), the ceiling any model can reach on that day; and,
+where the oracle file has the column blind_prob (worlds of `dupn synth --world`), blind_oracle_auc:
+the same world's best score without behaviour type and age. A model
 whose ctr head is ESMM's adds to the ctr entry ctcvr_auc (click·buy vs pCTCVR, every ctr
 sample), cvr_auc (buy vs pCVR, clicked samples only) and the data's buy_rate (click·buy over
 the samples) and buy_rate_of_clicks, the rates that tell whether those AUCs are defined.
@@ -19,6 +21,7 @@ from pathlib import Path
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import tensorflow as tf
 import tf_keras as keras
 
@@ -47,14 +50,17 @@ def read_oracle(raw_root, date: str) -> pd.DataFrame | None:
     """The generator's true click probability of each impression on `date`, or None if absent.
 
     Returns:
-      DataFrame with columns request_id, item_id (str) and click_prob (float64), one row per pair.
+      DataFrame with columns request_id, item_id (str), click_prob (float64) and, where every
+      file has it, blind_prob (float64; older data lacks it), one row per pair.
     """
     folder = oracle_dir(raw_root, date)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         return None
-    frame = pd.concat([pd.read_parquet(f, columns=["request_id", "item_id", "click_prob"])
-                       for f in files], ignore_index=True)
+    columns = ["request_id", "item_id", "click_prob"]
+    if all("blind_prob" in pq.read_schema(f).names for f in files):
+        columns.append("blind_prob")
+    frame = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
     frame["request_id"] = frame["request_id"].astype(str)
     frame["item_id"] = frame["item_id"].astype(str)
     return frame.drop_duplicates(["request_id", "item_id"], keep="last")
@@ -179,6 +185,8 @@ def _oracle_metrics(predicted: dict, oracle: pd.DataFrame) -> dict:
     joined = samples.merge(oracle, on=["request_id", "item_id"], how="inner")
     out = {"oracle_auc": metrics.auc(joined["label"], joined["click_prob"]),
            "oracle_n": int(len(joined))}
+    if "blind_prob" in joined:
+        out["blind_oracle_auc"] = metrics.auc(joined["label"], joined["blind_prob"])
     if len(joined) != len(samples):   # the model's AUC on exactly the samples the oracle scored
         out["auc_on_oracle_samples"] = metrics.auc(joined["label"], joined["prediction"])
     return out

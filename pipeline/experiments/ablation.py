@@ -35,13 +35,15 @@ def run(setup: Setup):
         for task, label in COLUMNS.items():
             row[label] = headline(task, result[task]) if task in result else None
         row.update({"CTR oracle AUC": result.get("ctr", {}).get("oracle_auc"),
+                    "CTR blind oracle AUC": result.get("ctr", {}).get("blind_oracle_auc"),
                     "steps": trained["steps"], "train seconds": round(seconds, 1),
                     "eval examples": sum(v["n"] for v in result.values()), "error": ""})
         setup.log(f"{variant}: {trained['steps']} steps in {seconds:.0f} s; "
                   + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k in COLUMNS.values() and v is not None))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["model", *COLUMNS.values(), "CTR oracle AUC", "steps",
+    table = pd.DataFrame(rows, columns=["model", *COLUMNS.values(), "CTR oracle AUC",
+                                        "CTR blind oracle AUC", "steps",
                                         "train seconds", "eval examples", "error"])
     chart = table.set_index("model")[list(COLUMNS.values())].astype(float)
     png = plots.bar_panels(

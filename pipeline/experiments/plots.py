@@ -52,6 +52,52 @@ def bar_panels(table: pd.DataFrame, path, title: str) -> Path:
     return save(fig, path)
 
 
+def error_bar_grid(rows: dict, path, title: str) -> Path:
+    """A row of bar panels per group (e.g. a world), one panel per metric, one bar per model with
+    an error bar over its range; each panel zoomed on its own range as in bar_panels.
+
+    Args:
+      rows: group -> (means, spreads, lines): means and spreads DataFrames with index = models and
+        columns = metrics (the error bar spans mean +- spread / 2); lines: metric -> label ->
+        value, drawn as dashed horizontal lines (e.g. the oracle's AUC).
+    """
+    groups = list(rows)
+    metrics = list(rows[groups[0]][0].columns) if groups else []
+    models = len(rows[groups[0]][0]) if groups else 0
+    fig, axes = plt.subplots(max(len(groups), 1), max(len(metrics), 1),
+                             figsize=(max(6.0, (0.3 * models + 1.6) * len(metrics)), 2.8 * max(len(groups), 1)),
+                             squeeze=False)
+    colours = plt.get_cmap("tab10" if models <= 10 else "tab20")
+    for axes_row, group in zip(axes, groups):
+        means, spreads, lines = rows[group]
+        names = [str(m) for m in means.index]
+        for ax, metric in zip(axes_row, metrics):
+            values = means[metric].to_numpy(dtype=np.float64)
+            half = np.nan_to_num(spreads[metric].to_numpy(dtype=np.float64)) / 2
+            shown = np.isfinite(values)
+            x = np.arange(len(names))
+            ax.bar(x[shown], values[shown], yerr=half[shown], capsize=3,
+                   color=[colours(i % colours.N) for i in x[shown]])
+            extremes = list(values[shown] - half[shown]) + list(values[shown] + half[shown])
+            for k, (label, value) in enumerate(lines.get(metric, {}).items()):
+                if np.isfinite(value):     # labels alternate right and left: equal lines stay legible
+                    ax.axhline(value, linestyle="--", linewidth=1, color="grey")
+                    ax.text(len(names) - 0.5 if k % 2 == 0 else -0.5, value, label, fontsize=6,
+                            ha="right" if k % 2 == 0 else "left", va="bottom")
+                    extremes.append(value)
+            if extremes:
+                low, high = min(extremes), max(extremes)
+                pad = max(0.02, (high - low) * 0.2)
+                ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+            ax.set_xticks(x, names if group == groups[-1] else [""] * len(names), rotation=60,
+                          ha="right", fontsize=7)
+            ax.set_title(f"{group}: {metric}", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def panels(curves: dict, path, title: str, xlabel, ylabels: dict | None = None,
            rotate_x: bool = False) -> Path:
     """One panel per key of `curves`, each with one line per series.

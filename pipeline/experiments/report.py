@@ -17,6 +17,7 @@ from pipeline import layout
 from pipeline.layout import published_model_dir, read_manifest
 
 EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
+WORLDS_FILES = ("worlds", "worlds_summary")     # shown in their own section, not among the experiments
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 LONG_TABLE = 40     # rows above which a table is folded away
 NOT_RUN = '<p class="missing">Not run yet: {}</p>'
@@ -279,7 +280,7 @@ def section_eval(work: Path) -> str:
 def section_experiments(work: Path) -> str:
     folder = layout.experiments_dir(work)
     found = sorted(p.stem for p in folder.glob("*.csv")) if folder.exists() else []
-    names = list(EXPERIMENTS) + [n for n in found if n not in EXPERIMENTS]
+    names = list(EXPERIMENTS) + [n for n in found if n not in EXPERIMENTS + WORLDS_FILES]
     parts = []
     for name in names:
         parts.append(f"<h3>{html.escape(name)}</h3>")
@@ -297,6 +298,25 @@ def section_experiments(work: Path) -> str:
         parts.append(image_tag(png, name) if png.exists() else NOT_RUN.format(f"no {png.name}"))
         # Second figures of an experiment: NAME_<view>.png (sharing_gates, balance_weights).
         parts.extend(image_tag(extra, extra.stem) for extra in sorted(folder.glob(f"{name}_*.png")))
+    return "".join(parts)
+
+
+def section_worlds(work: Path) -> str:
+    """`dupn experiment worlds`: the summary over seeds, the plot, and every run folded away."""
+    folder = work / "experiments"
+    summary = pd.read_csv(folder / "worlds_summary.csv")
+    table = pd.read_csv(folder / "worlds.csv")
+
+    def rows(frame):
+        return {str(i): {c: _plain(v) for c, v in row.items()} for i, row in frame.iterrows()}
+    parts = [f'<p class="note">Per world and model: the mean of each metric over seeds and its '
+             f'spread (max - min); the oracle is the generator\'s true click probability, the blind '
+             f'oracle the same world\'s best score without behaviour type and age.</p>',
+             '<div class="scroll">' + html_table(rows(summary), None, list(summary.columns)) + "</div>"]
+    png = folder / "worlds.png"
+    parts.append(image_tag(png, "worlds") if png.exists() else NOT_RUN.format(f"no {png.name}"))
+    parts.append(details(f"every run: {len(table)} rows of {folder / 'worlds.csv'}",
+                         html_table(rows(table), None, list(table.columns))))
     return "".join(parts)
 
 
@@ -327,6 +347,8 @@ def render(work) -> str:
                 ("daily", "Daily runs", section_daily(work, plot_dir)),
                 ("evaluation", "Evaluation", section_eval(work)),
                 ("experiments", "Experiments", section_experiments(work)),
+                *([("worlds", "Worlds", section_worlds(work))]
+                  if (work / "experiments" / "worlds.csv").exists() else []),
                 ("configuration", "Configuration of the published model", section_config(work))]
     toc = "".join(f'<li><a href="#{key}">{title}</a></li>' for key, title, _ in sections)
     body = "".join(f'<h2 id="{key}">{title}</h2>{content}' for key, title, content in sections)

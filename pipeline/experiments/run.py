@@ -7,6 +7,7 @@ WORK/experiments/NAME.csv and NAME.png.
     attention  mean attention by behaviour type x time bucket; one user's attention under several queries
     sharing    hard, shared-bottom, mmoe and ple against each task alone; the experts' gate weights
     balance    fixed, uncertainty, gradnorm, dwa and pcgrad against each task alone; weights over training
+    worlds     the ablation on every world of `dupn synth --world` and seed, from its own raw logs
 
 The evaluation day is the last day with examples (--eval-date to choose); the models train on the
 days before it (--train-days). --small keeps it quick for the demo and tests: the `small`
@@ -34,7 +35,7 @@ from configs.loader import ConfigError, load_config
 from configs.schema import Config, HeadConfig
 from pipeline import layout
 
-EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
+EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance", "worlds")
 SMALL_EVAL_EXAMPLES = 5000
 DEFAULT_TRAIN_DAYS = 10      # the paper's window
 
@@ -227,7 +228,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     parser.add_argument("name", choices=EXPERIMENTS)
-    parser.add_argument("--work", required=True, help="work directory (examples/ from dupn backfill)")
+    parser.add_argument("--work", required=True, help="work directory (examples/ from dupn backfill; "
+                        "worlds: any directory, it writes its own data under WORK/worlds/)")
     parser.add_argument("--small", action="store_true", help="quick: few evaluation examples, the "
                         "small configuration")
     parser.add_argument("--eval-date", help="evaluation day (default: the last day with examples)")
@@ -239,6 +241,11 @@ def parse_args(argv):
     parser.add_argument("--tasks", help="multitask: comma-separated tasks (default: the configured heads)")
     parser.add_argument("--model", help="attention: model dir (default: the published model, else "
                         "the ablation's dupn-all run, else a new dupn-all run)")
+    parser.add_argument("--worlds", help="worlds: comma-separated worlds (default: all)")
+    parser.add_argument("--seeds", default="1,2", help="worlds: comma-separated seeds (default: 1,2)")
+    parser.add_argument("--users", type=int, default=1000, help="worlds: users per world (default: 1000)")
+    parser.add_argument("--days", type=int, default=12, help="worlds: days of raw logs; the first is "
+                        "the lookback, the last the evaluation day (default: 12)")
     parser.add_argument("--config", help="YAML file or name in configs/ (default: dupn; small with --small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting (repeatable)")
@@ -249,20 +256,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = lambda message: print(f"dupn experiment {args.name}: {message}", flush=True)  # noqa: E731
     work = Path(args.work)
+    module = importlib.import_module(f"pipeline.experiments.{args.name}")
+    # An experiment that generates its own data chooses its windows itself.
+    own_data = getattr(module, "GENERATES_DATA", False)
     try:
         config = load_config(args.config or ("small" if args.small else "dupn"), args.overrides)
         train_days = args.train_days or DEFAULT_TRAIN_DAYS
-        eval_date, start, end = choose_window(example_days(layout.examples_dir(work)), args.eval_date, train_days)
+        eval_date, start, end = ("", "", "") if own_data else \
+            choose_window(example_days(layout.examples_dir(work)), args.eval_date, train_days)
+        seeds = [int(s) for s in args.seeds.split(",")]
     except (ConfigError, FileNotFoundError) as err:
         print(f"dupn experiment {args.name}: {err}", file=sys.stderr)
         return 1
+    except ValueError:
+        print(f"dupn experiment {args.name}: --seeds {args.seeds!r} is not a list of integers",
+              file=sys.stderr)
+        return 1
     options = {"variants": args.variants.split(",") if args.variants else None,
                "tasks": args.tasks.split(",") if args.tasks else None,
-               "model": args.model, "raw": args.raw}
+               "model": args.model, "raw": args.raw,
+               "worlds": args.worlds.split(",") if args.worlds else None, "seeds": seeds,
+               "users": args.users, "days": args.days, "train_days": train_days}
     setup = Setup(work, config, args.small, eval_date, start, end,
                   SMALL_EVAL_EXAMPLES if args.small else None, options, log)
-    log(f"training on {start}..{end}, evaluating on {eval_date}")
-    module = importlib.import_module(f"pipeline.experiments.{args.name}")
+    if not own_data:
+        log(f"training on {start}..{end}, evaluating on {eval_date}")
     started = time.monotonic()
     try:
         table, png = module.run(setup)

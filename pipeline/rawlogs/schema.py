@@ -31,7 +31,8 @@ LIST_FIELDS = frozenset(f.name for schema in SCHEMAS.values() for f in schema if
 # The synthetic generator's true click probability of every impression, beside the tables (a
 # folder starting with '_' is not a table, so the Beam job never reads it).
 ORACLE = Path("_oracle") / "impressions"
-ORACLE_SCHEMA = pa.schema([("request_id", _STR), ("item_id", _STR), ("click_prob", _FLOAT)])
+ORACLE_SCHEMA = pa.schema([("request_id", _STR), ("item_id", _STR), ("click_prob", _FLOAT),
+                           ("blind_prob", _FLOAT)])   # blind_prob: the property-blind oracle
 
 
 def table_dir(raw, table: str, day: str) -> Path:

@@ -1,11 +1,14 @@
 """`dupn synth`: synthetic raw logs (all six tables of docs/RAW_LOGS.md) with planted, documented structure.
 
     dupn synth --out RAW --start 2026-11-01 --days 11 --users 2000 --seed 1 [--format parquet]
+               [--world taobao|interests|properties|revisits|price|mixed]
 
 Writes RAW/<table>/dt=YYYY-MM-DD/part-00000.<ext> for behaviors, items, users, impressions, follows
 and shop_prefs (items and users: one full snapshot per day), and the true click probability of every
-impression at RAW/_oracle/impressions/dt=D/part-00000.parquet (request_id, item_id, click_prob).
-The same arguments give the same bytes. Ids are strings with a prefix naming their kind (u, i, s,
+impression at RAW/_oracle/impressions/dt=D/part-00000.parquet (request_id, item_id, click_prob,
+and blind_prob: the world's best score without behaviour type and age). The same arguments give
+the same bytes. --world picks the planted click model (pipeline/rawlogs/worlds/ lists them); what
+follows describes the default, `taobao`. Ids are strings with a prefix naming their kind (u, i, s,
 b, c, t); timestamps are Unix seconds UTC inside their partition's day. The simulation lives in
 pipeline/rawlogs/synth_world.py (constants named below are defined there).
 
@@ -78,6 +81,7 @@ import pyarrow.parquet as pq
 from pipeline.rawlogs.schema import ORACLE, ORACLE_SCHEMA, SCHEMAS, TABLES, table_dir
 from pipeline.rawlogs.synth_world import (BEHAVIOR_TYPES, DAY_S, SCENES, TALENT_TYPES, TARGET_MIX, History,
                                   World)
+from pipeline.rawlogs.worlds import DEFAULT_WORLD, WORLDS, make_world
 
 FORMATS = ("parquet", "jsonl", "csv")
 PART = "part-00000"
@@ -204,7 +208,8 @@ class Tables:
             "click": pa.array(imp["click"][row, slot].astype(np.int64)),
             "buy": pa.array(imp["buy"][row, slot].astype(np.int64))}, schema=SCHEMAS["impressions"])
         oracle = pa.table({"request_id": request_ids.take(request), "item_id": item_ids,
-                           "click_prob": pa.array(imp["click_prob"][row, slot], _FLOAT)},
+                           "click_prob": pa.array(imp["click_prob"][row, slot], _FLOAT),
+                           "blind_prob": pa.array(imp["blind_prob"][row, slot], _FLOAT)},
                           schema=ORACLE_SCHEMA)
         return table, oracle
 
@@ -281,7 +286,7 @@ def _partition(out: Path, table: str, date: dt.date, fmt: str) -> Path:
 
 
 def generate(out, start: str = "2026-11-01", days: int = 11, users: int = 2000, seed: int = 1,
-             fmt: str = "parquet", log=print) -> dict:
+             fmt: str = "parquet", log=print, world: str = DEFAULT_WORLD) -> dict:
     """Simulates `days` days from `start` and writes every table; returns a summary.
 
     Returns:
@@ -296,7 +301,7 @@ def generate(out, start: str = "2026-11-01", days: int = 11, users: int = 2000, 
     out = Path(out)
     first = dt.date.fromisoformat(start)
     first_ts = int(dt.datetime.combine(first, dt.time(), dt.timezone.utc).timestamp())
-    world = World(users, seed)
+    name, world = world, make_world(world, users, seed)
     tables = Tables(world, seed)
     history = History(first_ts - 30 * DAY_S)
     rows = {name: 0 for name in TABLES}
@@ -319,7 +324,7 @@ def generate(out, start: str = "2026-11-01", days: int = 11, users: int = 2000, 
             log(f"  {date}: {written['behaviors'].num_rows} behaviours, "
                 f"{written['impressions'].num_rows} impressions")
     shown = max(rows["impressions"], 1)
-    return {"rows": rows, "seconds": time.monotonic() - started, "click_rate": clicks / shown,
+    return {"world": name, "rows": rows, "seconds": time.monotonic() - started, "click_rate": clicks / shown,
             "mean_click_prob": prob / shown,
             "behavior_mix": dict(zip(BEHAVIOR_TYPES, (types / max(types.sum(), 1)).tolist()))}
 
@@ -333,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--format", default="parquet", choices=FORMATS)
+    parser.add_argument("--world", default=DEFAULT_WORLD, choices=tuple(WORLDS),
+                        help="planted click model (pipeline/rawlogs/worlds/)")
     args = parser.parse_args(argv)
     try:
         dt.date.fromisoformat(args.start)
@@ -340,9 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--start {args.start!r} is not a date YYYY-MM-DD")
     if args.days < 1 or args.users < 1:
         parser.error("--days and --users must be at least 1")
-    summary = generate(args.out, args.start, args.days, args.users, args.seed, args.format)
+    summary = generate(args.out, args.start, args.days, args.users, args.seed, args.format,
+                       world=args.world)
     seconds = summary["seconds"]
-    print(f"dupn synth: {args.users} users, {args.days} days from {args.start}, seed {args.seed}, "
+    print(f"dupn synth: world {args.world}, {args.users} users, {args.days} days from {args.start}, "
+          f"seed {args.seed}, "
           f"{args.format} -> {args.out}")
     for name, count in summary["rows"].items():
         print(f"  {name:<12} {count:>10,} rows")

@@ -186,7 +186,19 @@ class History:
 
 
 class World:
-    """Catalogue, users and talents of one seed, and the daily simulation over them."""
+    """Catalogue, users and talents of one seed, and the daily simulation over them.
+
+    This is the `taobao` world; the others (pipeline/rawlogs/worlds/) subclass it and change the
+    knobs below and the click model (_click_logits), keeping catalogue, users, talents, shops
+    and the tables.
+    """
+
+    follow_up_rate = FOLLOW_UP_RATE     # cart / fav / buy per visit (mean)
+    item_zipf = 1.0                     # long tail of item popularity
+    power_price_step = POWER_PRICE_STEP
+    lately_share = 0.7                  # pages holding one item the user saw lately
+    match_feature_noise = 1.2           # noise of the behaviour-match ranking feature
+    click_rate = (0.06, 0.13)           # share of impressions clicked, small worlds to 12 days
 
     def __init__(self, users: int, seed: int):
         self.sizes = s = Sizes.for_users(users)
@@ -236,7 +248,7 @@ class World:
         n_tags = rng.choice([1, 2, 3, 4], size=s.items, p=[0.2, 0.35, 0.3, 0.15])
         self.item_tags = _draw_tags(self.tag_pools[self.item_cat], self.tag_pool_weights, n_tags, rng)
         self.item_tag_bits = self._tag_bits(s)
-        self.item_pop = _zipf(s.items, 1.0, rng) * np.exp(0.4 * self.item_quality)
+        self.item_pop = _zipf(s.items, self.item_zipf, rng) * np.exp(0.4 * self.item_quality)
         log_pop = np.log(self.item_pop)
         self.item_pop_z = (log_pop - log_pop.mean()) / log_pop.std()
         self.shop_pop = np.bincount(self.item_shop, weights=self.item_pop, minlength=s.shops) + 1e-9
@@ -309,9 +321,8 @@ class World:
         self.talent_sampler = SegmentSampler(self.talent_group, self.talent_pop, s.groups)
 
     # ---- helpers ----------------------------------------------------------------------------
-    @staticmethod
-    def power_shift(level):
-        return (np.asarray(level) - 4) * POWER_PRICE_STEP
+    def power_shift(self, level):
+        return (np.asarray(level) - 4) * self.power_price_step
 
     def _new_interest(self, users: np.ndarray, rng) -> np.ndarray:
         """A category for each entry of users: mostly from the user's favourite groups."""
@@ -365,7 +376,7 @@ class World:
                   "scene": scenes, "visit": np.arange(n)}]
         bought = np.zeros(n, bool)
         for kind, delay in ((CART, 60.0), (FAV, 60.0), (BUY, 300.0)):
-            p = np.minimum(FOLLOW_UP_RATE[kind] * weights / self.follow_up_norm, 0.9)
+            p = np.minimum(self.follow_up_rate[kind] * weights / self.follow_up_norm, 0.9)
             hit = rng.random(n) < p
             when = np.minimum(ts + 5 + rng.exponential(delay, n).astype(np.int64), day_end - 1)
             parts.append({"user": users[hit], "ts": when[hit], "item": items[hit],
@@ -459,14 +470,17 @@ class World:
 
         n, pages = len(users), items.shape[1]
         logits = np.zeros((n, pages))
+        blind = np.zeros((n, pages))
         features = np.zeros((n, pages, RANK_FEATURES))
         clicks = np.zeros((n, pages), bool)
         buys = np.zeros((n, pages), bool)
         searched = []
         for r in range(int(rounds.max(initial=-1)) + 1):
             m = np.flatnonzero(rounds == r)
-            logit, match = self.click_logits(users[m], ts[m], qcat[m], items[m], log_price, history)
+            logit, blind_logit, match = self.click_logits(users[m], ts[m], qcat[m], items[m],
+                                                          log_price, history)
             logits[m] = logit
+            blind[m] = blind_logit
             features[m] = self._rank_features(qcat[m], items[m], match, engine[m], log_price, rng)
             clicked = valid[m] & (rng.random(logit.shape) < _sigmoid(logit))
             clicks[m] = clicked
@@ -483,7 +497,7 @@ class World:
                      for f in History.FIELDS}
         impressions = {"user": users, "ts": ts, "qcat": qcat, "terms": terms, "items": items,
                        "valid": valid, "features": features, "click": clicks, "buy": buys,
-                       "click_prob": _sigmoid(logits)}
+                       "click_prob": _sigmoid(logits), "blind_prob": _sigmoid(blind)}
         return impressions, behaviors
 
     def _query_terms(self, qcat, rng) -> np.ndarray:
@@ -516,7 +530,7 @@ class World:
         idx, seen = history.before(users, ts, HISTORY_DEPTH)
         n_seen = seen.sum(axis=1)                              # valid columns come first
         lately = history.item[idx[np.arange(n), (rng.random(n) * n_seen).astype(np.int64)]]
-        mine[:, 0] = np.where((n_seen > 0) & (rng.random(n) < 0.7), lately, mine[:, 0])
+        mine[:, 0] = np.where((n_seen > 0) & (rng.random(n) < self.lately_share), lately, mine[:, 0])
         cand = np.concatenate([own, near, mine], axis=1)
         k = cand.shape[1]
         dup = ((cand[:, :, None] == cand[:, None, :]) & np.tri(k, k, -1, dtype=bool)[None]).any(axis=2)
@@ -537,23 +551,23 @@ class World:
         return np.where(cat == qcat[:, None], 0, np.where(same_group, 1, 2))
 
     def click_logits(self, users, ts, qcat, items, log_price, history, chunk: int = 2000):
-        """The true click logit of each (request, item) and the behaviour-match score behind it.
+        """The true click logit of each (request, item), the property-blind one and the
+        behaviour-match score behind them (the world's informative ranking feature).
+
+        The blind logit is the world's best score when every past behaviour is a click of unknown
+        age: type and time gap replaced by their mean effect over the same requests' histories.
 
         Args:
           users, ts, qcat: (n,) the requests; items: (n, P) their pages; log_price: (items,) today.
         Returns:
-          logits (n, P) and match (n, P) = weighted similarity to the user's recent behaviours.
+          logits (n, P), blind logits (n, P) and match (n, P).
         """
-        logits, matches = [], []
-        for lo in range(0, len(users), chunk):
-            part = slice(lo, lo + chunk)
-            logit, match = self._click_logits(users[part], ts[part], qcat[part], items[part],
-                                              log_price, history)
-            logits.append(logit)
-            matches.append(match)
-        if not logits:
-            return np.zeros(items.shape), np.zeros(items.shape)
-        return np.concatenate(logits), np.concatenate(matches)
+        parts = [self._click_logits(users[lo:lo + chunk], ts[lo:lo + chunk], qcat[lo:lo + chunk],
+                                    items[lo:lo + chunk], log_price, history)
+                 for lo in range(0, len(users), chunk)]
+        if not parts:
+            return np.zeros(items.shape), np.zeros(items.shape), np.zeros(items.shape)
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
     def _click_logits(self, users, ts, qcat, items, log_price, history):
         idx, valid = history.before(users, ts, HISTORY_DEPTH)
@@ -562,9 +576,42 @@ class World:
         age = (ts[:, None] - history.ts[idx]).astype(np.float64)
         h_cat = self.item_cat[h_item]
         # Each behaviour's weight: its type and scene, fading with age, mostly within the query.
+        in_query = np.where(h_cat == qcat[:, None], 1.0, OFF_QUERY_WEIGHT)
         weight = (TYPE_WEIGHT[h_type] * SCENE_WEIGHT[h_scene] * np.exp2(-age / MATCH_HALF_LIFE_S)
-                  * valid * np.where(h_cat == qcat[:, None], 1.0, OFF_QUERY_WEIGHT))
+                  * valid * in_query)
+        recent_buys = (h_type == BUY) * valid * np.exp2(-age / SATIATION_HALF_LIFE_S)
+        # Blind, type and age are unknown: every behaviour weighs their mean effect.
+        blind_weight = (mean_over(TYPE_WEIGHT[h_type] * np.exp2(-age / MATCH_HALF_LIFE_S), valid)
+                        * SCENE_WEIGHT[h_scene] * valid * in_query)
+        blind_buys = mean_over((h_type == BUY) * np.exp2(-age / SATIATION_HALF_LIFE_S), valid) * valid
         cat = self.item_cat[items]
+        interest = self.interest_share(users, cat)
+        relevance = np.take(RELEVANCE_PENALTY, self._relevance(qcat, items))
+        misfit = self.price_misfit(users, items, log_price, 0.6)
+        similarity, same_cat = self._similarity(items, cat, h_item, h_cat)
+
+        def logit(weight, buys):        # the terms in synth.py's order (same bytes as before)
+            match = np.einsum("nph,nh->np", similarity, weight)
+            focus = match / (weight.sum(axis=1, keepdims=True) + 1.0)
+            satiation = np.einsum("nph,nh->np", same_cat, buys)
+            return (CLICK_BIAS + MATCH_WEIGHT * np.log1p(match) + FOCUS_WEIGHT * focus
+                    - SATIATION_WEIGHT * satiation + INTEREST_WEIGHT * interest - relevance
+                    - PRICE_WEIGHT * misfit
+                    + QUALITY_WEIGHT * self.item_quality[items] + POPULARITY_WEIGHT * self.item_pop_z[items]
+                    - POSITION_WEIGHT * np.arange(items.shape[1])[None, :]), match
+        true, match = logit(weight, recent_buys)
+        blind, _ = logit(blind_weight, blind_buys)
+        return true, blind, match
+
+    def price_misfit(self, users, items, log_price, width: float) -> np.ndarray:
+        """Squared distance (capped at 9) of each item's log price from its user's price level."""
+        cat = self.item_cat[items]
+        z = (log_price[items] - self.cat_mu[cat] - self.power_shift(self.user_power[users])[:, None]) / width
+        return np.minimum(z * z, 9.0)
+
+    def _similarity(self, items, cat, h_item, h_cat):
+        """What each shown item (n, P) shares with each past behaviour's item (n, H): the
+        similarity (n, P, H) of synth.py and whether they share the category (n, P, H)."""
         same_cat = cat[:, :, None] == h_cat[:, None, :]
         def same(attribute):        # (n, P, H): shown item and past item agree on attribute
             return attribute[items][:, :, None] == attribute[h_item][:, None, :]
@@ -574,20 +621,7 @@ class World:
         same_group = same(self.cat_group[self.item_cat])
         shared = self.item_tag_bits[items][:, :, None] & self.item_tag_bits[h_item][:, None, :]
         similarity += SIMILARITY["tag"] * np.where(same_group, _popcount(shared), 0)
-        match = np.einsum("nph,nh->np", similarity, weight)
-        focus = match / (weight.sum(axis=1, keepdims=True) + 1.0)
-        recent_buys = (h_type == BUY) * valid * np.exp2(-age / SATIATION_HALF_LIFE_S)
-        satiation = np.einsum("nph,nh->np", same_cat, recent_buys)
-
-        z = (log_price[items] - self.cat_mu[cat] - self.power_shift(self.user_power[users])[:, None]) / 0.6
-        logit = (CLICK_BIAS + MATCH_WEIGHT * np.log1p(match) + FOCUS_WEIGHT * focus
-                 - SATIATION_WEIGHT * satiation
-                 + INTEREST_WEIGHT * self.interest_share(users, cat)
-                 - np.take(RELEVANCE_PENALTY, self._relevance(qcat, items))
-                 - PRICE_WEIGHT * np.minimum(z * z, 9.0)
-                 + QUALITY_WEIGHT * self.item_quality[items] + POPULARITY_WEIGHT * self.item_pop_z[items]
-                 - POSITION_WEIGHT * np.arange(items.shape[1])[None, :])
-        return logit, match
+        return similarity, same_cat
 
     def _rank_features(self, qcat, items, match, engine, log_price, rng) -> np.ndarray:
         """The search engine's 8 ranking features: part of the click signal, with noise. (n, P, 8)"""
@@ -597,7 +631,7 @@ class World:
         return np.stack([
             self.item_pop_z[items] + 0.3 * noise[..., 0],
             relevance + 0.2 * noise[..., 1],
-            np.log1p(match) + 1.2 * noise[..., 2],
+            np.log1p(match) + self.match_feature_noise * noise[..., 2],
             log_price[items] - self.cat_mu[cat],
             self.item_quality[items] + 0.7 * noise[..., 4],
             self.shop_quality[self.item_shop[items]] + 0.5 * noise[..., 5],
@@ -644,6 +678,12 @@ class World:
         logit = -1.9 + 1.4 * np.log1p(affinity) + 0.4 * self.shop_quality[shops]
         label = rng.random(n) < _sigmoid(logit)
         return {"user": users, "ts": ts, "shop": shops, "label": label}
+
+
+def mean_over(values: np.ndarray, valid: np.ndarray) -> float:
+    """Mean of values over the valid entries (0 when none): a property's effect when unknown."""
+    count = valid.sum()
+    return float((values * valid).sum() / count) if count else 0.0
 
 
 _POPCOUNT16 = np.array([bin(k).count("1") for k in range(1 << 16)], np.uint8)
