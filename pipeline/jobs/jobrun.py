@@ -100,7 +100,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
             record["previous_metrics"] = previous
             record["previous_model"] = str(compare_with)
         if new is not None:
-            reasons += pub.gate(new, previous, config.trainer.publish_margin)
+            reasons += pub.gate(new, previous, config.trainer.publish_margin,
+                                config.trainer.publish_metric)
     except Exception as err:   # recorded, so the manifest says what happened to the date
         record.update({"reason": f"{type(err).__name__}: {err}",
                        "seconds": round(time.monotonic() - started, 1)})
