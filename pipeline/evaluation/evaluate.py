@@ -29,6 +29,7 @@ from features.contract import NUM_POWER_LEVELS, TASKS, Contract
 from features.tfrecord import hash_features, list_files, parse_batch, split_labels
 from pipeline.evaluation import metrics
 from pipeline.layout import find_raw, published_model_dir
+from pipeline.training.summaries import log_evaluation
 
 BINARY_TASKS = ("ctr", "l2r", "talent", "shop")
 ORACLE_DIR = Path("_oracle") / "impressions"
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_model(model, Contract.from_config(config), files, batch_size, oracle)
     out = work / "eval" / f"{args.date}.json"
     write_json(result, out)
-    print(f"dupn evaluate: {model_dir} on {args.date} -> {out}", file=sys.stderr)
+    board = log_evaluation(work, args.date, result)
+    print(f"dupn evaluate: {model_dir} on {args.date} -> {out}, {board}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics.nan_to_none(result)))
     else:

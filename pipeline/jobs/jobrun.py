@@ -66,6 +66,7 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
     from features.contract import Contract
     from pipeline.training.checkpoints import load_model
     from pipeline.evaluation.evaluate import evaluate_model, read_oracle, write_json
+    from pipeline.training.summaries import log_evaluation
     from pipeline.training.train import train
 
     work, run_dir = Path(work), Path(run_dir)
@@ -125,6 +126,7 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         log(f"{date}: published {target}")
     if in_service is not None:
         write_json(in_service, work / "eval" / f"{evaluation_name(eval_info)}.json")
+        log_evaluation(work, evaluation_name(eval_info), in_service)   # TensorBoard's daily view
     record["seconds"] = round(time.monotonic() - started, 1)
     pub.record_date(work, date, record)
     return code
