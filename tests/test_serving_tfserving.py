@@ -12,9 +12,7 @@ import tensorflow as tf
 
 from features.tfrecord import parse_batch
 from pipeline.serving import export, score, warmup
-from pipeline.training.checkpoints import load_model
-from train_helpers import DAYS, read_json, shared_work  # noqa: F401
-from features.contract import Contract
+from train_helpers import export_published, read_json, shared_work  # noqa: F401
 
 SAVED_MODEL_CLI = str(Path(sys.executable).parent / "saved_model_cli")
 
@@ -24,12 +22,8 @@ def exported(shared_work, tmp_path_factory):  # noqa: F811
     """(export dir, published model dir, one request's serialized examples, its request rows)."""
     work, _ = shared_work
     out = tmp_path_factory.mktemp("serving")
-    assert export.main(["--work", str(work), "--out", str(out)]) == 0
-    model_dir = work / "published" / (work / "published" / "LATEST").read_text().strip()
-    config, _ = load_model(model_dir)
-    contract = Contract.from_config(config)
-    files = sorted((work / "examples" / "ctr" / f"dt={DAYS[2]}").glob("part-*.tfrecord.gz"))
-    serialized = next(iter(tf.data.TFRecordDataset([str(f) for f in files], "GZIP").batch(60))).numpy()
+    model_dir, _, contract, serialized = export_published(work, out)
+    serialized = serialized.numpy()
     raw = parse_batch(serialized, contract, hash_ids=False)
     ids = [r.decode() for r in raw["request_id"].numpy()]
     largest = max(set(ids), key=ids.count)
