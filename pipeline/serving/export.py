@@ -18,7 +18,7 @@ Signatures of every part:
                    feature contract (the item part also takes user_representation).
 Each version carries warm-up requests (assets.extra/tf_serving_warmup_requests), one per signature.
 A request for one user and K candidates runs the user part once and the item part on K rows.
-The user part is portable by default; --xla compiles its network with XLA (about 5x faster for
+The user part is portable by default; --xla compiles its network with XLA (about 7x faster for
 one user, docs/BENCHMARKS.md), which servers built without XLA's CPU JIT cannot run.
 """
 from __future__ import annotations
