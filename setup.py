@@ -11,6 +11,7 @@ setup(
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         "tensorflow==2.17.*",
+        "tensorflow-serving-api==2.17.*",   # PredictionLog protos of the warm-up records
         "tf-keras==2.17.*",
         "tensorflow-recommenders==0.7.7",
         "tensorflow-io==0.37.1",

@@ -132,6 +132,9 @@ class TrainerConfig:
     dwa_temperature: float = _float(2.0, lo=0.01)   # dwa: softmax temperature over loss ratios
     # The daily job refuses a model this much worse, when the drop also exceeds its standard error.
     publish_margin: float = _float(0.01, hi=1.0)
+    # The gate's headline metric per task: auc (power: accuracy), or gauc (per-user AUC; l2r:
+    # NDCG@10 per request; power: accuracy). docs/OPERATIONS.md.
+    publish_metric: str = _choice("auc", ("auc", "gauc"))
     keep_published: int = _int(3)
 
 

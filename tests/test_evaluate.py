@@ -239,3 +239,46 @@ def test_a_keras_esmm_model_is_evaluated_through_its_scores(tmp_path):
     assert ctr["n"] == 8 * 3 * 4 and 0.0 < ctr["buy_rate"] < ctr["positive_rate"]
     for name in ("auc", "ctcvr_auc", "cvr_auc"):
         assert 0.0 <= ctr[name] <= 1.0, name
+
+
+def test_the_publish_gate_compares_the_configured_headline_metric():
+    from pipeline.jobs.publish import gate, headline
+    old = {"ctr": {"auc": 0.70, "gauc": 0.60, "gauc_users": 50, "gauc_se": 0.01, "n": 10_000,
+                   "positive_rate": 0.1},
+           "l2r": {"auc": 0.60, "gauc": 0.55, "ndcg_at_10": 0.50, "ndcg_requests": 40,
+                   "ndcg_at_10_se": 0.01, "gauc_users": 40, "gauc_se": 0.01, "n": 10_000,
+                   "positive_rate": 0.2}}
+    # AUC holds, the per-user metrics drop by 0.05 (five standard errors).
+    new = {"ctr": {**old["ctr"], "gauc": 0.55}, "l2r": {**old["l2r"], "ndcg_at_10": 0.45}}
+    assert headline("ctr") == "auc" and headline("power", "gauc") == "accuracy"
+    assert headline("l2r", "gauc") == "ndcg_at_10" and headline("talent", "gauc") == "gauc"
+    assert gate(new, old, 0.01) == []            # the default keeps today's gate: AUC
+    reasons = gate(new, old, 0.01, "gauc")
+    assert len(reasons) == 2 and reasons[0].startswith("ctr gauc 0.5500")
+    assert reasons[1].startswith("l2r ndcg_at_10 0.4500")
+    # A drop within the measured standard error passes.
+    wide = {"ctr": {**new["ctr"], "gauc_se": 0.1}, "l2r": {**new["l2r"], "ndcg_at_10_se": 0.1}}
+    assert gate(wide, old, 0.01, "gauc") == []
+    # A GAUC no user defines (every user one class) is not a reason to refuse.
+    assert gate({"ctr": {**old["ctr"], "gauc": float("nan"), "gauc_users": 0}}, None, 0.01, "gauc") == []
+
+
+def test_evaluate_reports_gauc_per_user_and_ndcg_per_request(tmp_path, contract):
+    # l2r rows: request r0 = user u0 (rows 0-2), r1 = u1 (rows 3-5).
+    # u0/r0: labels 1 0 1, weights 5 1 1, scores .2 .6 .4: AUC 0 (both positives below the
+    #   negative .6), gains 5 0 1 ranked .6 .4 .2 ->
+    #   0, 1, 5: DCG 1 / log2(3) + 5 / 2; ideal 5, 1, 0: 5 + 1 / log2(3).
+    # u1/r1: labels 0 1 0, scores .1 .9 .3: AUC 1, gain 1 ranked first: NDCG 1.
+    rows = binary_rows(1, [1, 0, 1, 0, 1, 0], [0.2, 0.6, 0.4, 0.1, 0.9, 0.3],
+                       [5.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    for i, row in enumerate(rows):
+        row["user_id"] = f"u{i // 3}"
+    path = tmp_path / "l2r" / f"dt={DATE}" / "part-00000.tfrecord.gz"
+    write_records(path, rows, contract)
+    result = evaluate.evaluate_model(StandInModel(), contract, {"l2r": [str(path)]}, batch_size=4)
+    l2r = result["l2r"]
+    assert l2r["gauc"] == pytest.approx((3 * 0.0 + 3 * 1.0) / 6)
+    assert l2r["gauc_users"] == 2 and l2r["gauc_users_excluded"] == 0
+    r0 = (1 / np.log2(3) + 5 / 2) / (5 + 1 / np.log2(3))
+    assert l2r["ndcg_at_10"] == pytest.approx((r0 + 1.0) / 2)
+    assert l2r["ndcg_requests"] == 2

@@ -89,3 +89,44 @@ def test_confusion_matrix_rejects_out_of_range_class():
 def test_nan_to_none_makes_json_safe_values():
     value = {"a": float("nan"), "b": [np.float32(0.5), np.nan], "c": np.int64(3)}
     assert metrics.nan_to_none(value) == {"a": None, "b": [0.5, None], "c": 3}
+
+
+def test_gauc_by_hand_weights_users_by_samples_and_counts_single_class_users():
+    # user a: labels 1 0 0, scores .9 .5 .7 -> the positive beats both: AUC 1, 3 samples.
+    # user b: labels 1 0 1 0, scores .2 .4 .6 .1 -> pairs won: .2 > .1 and .6 > both: 3 of 4.
+    # user c: all negative -> excluded. GAUC = (3 * 1 + 4 * 0.75) / 7 = 6 / 7.
+    users = ["a", "b", "a", "c", "b", "a", "b", "b", "c"]
+    labels = [1, 1, 0, 0, 0, 0, 1, 0, 0]
+    scores = [0.9, 0.2, 0.5, 0.3, 0.4, 0.7, 0.6, 0.1, 0.8]
+    result = metrics.group_auc(users, labels, scores)
+    assert result["gauc"] == pytest.approx(6 / 7)
+    assert result["gauc_users"] == 2 and result["gauc_users_excluded"] == 1
+    # Weighted spread: sqrt((9 * (1 - 6/7)^2 + 16 * (0.75 - 6/7)^2) * 2 / 1) / 7.
+    expected_se = math.sqrt((9 * (1 / 7) ** 2 + 16 * (0.75 - 6 / 7) ** 2) * 2) / 7
+    assert result["gauc_se"] == pytest.approx(expected_se)
+
+
+def test_gauc_without_a_user_of_both_classes_is_nan():
+    result = metrics.group_auc(["a", "a", "b"], [1, 1, 0], [0.1, 0.2, 0.3])
+    assert math.isnan(result["gauc"]) and result["gauc_users"] == 0
+    assert result["gauc_users_excluded"] == 2 and result["gauc_se"] == 0.0
+
+
+def test_ndcg_at_k_by_hand():
+    # request r1: gains 0 5 1 scored .9 .8 .1 -> DCG = 5 / log2(3) + 1 / log2(4) = 5 / log2(3) + 0.5;
+    #   ideal order 5 1 0 -> 5 + 1 / log2(3).
+    # request r2: gains 1 0 scored .3 .7 -> DCG 1 / log2(3), ideal 1: NDCG 1 / log2(3).
+    # request r3: no gain -> excluded.
+    groups = ["r1", "r1", "r1", "r2", "r2", "r3"]
+    gains = [0, 5, 1, 1, 0, 0]
+    scores = [0.9, 0.8, 0.1, 0.3, 0.7, 0.5]
+    r1 = (5 / math.log2(3) + 0.5) / (5 + 1 / math.log2(3))
+    r2 = 1 / math.log2(3)
+    result = metrics.ndcg(groups, gains, scores, k=10)
+    assert result["ndcg_at_10"] == pytest.approx((r1 + r2) / 2)
+    assert result["ndcg_requests"] == 2 and result["ndcg_requests_excluded"] == 1
+    assert result["ndcg_at_10_se"] == pytest.approx(abs(r1 - r2) / 2)
+    # k = 1: only the top candidate counts: r1's is gain 0, r2's gain 0 too.
+    assert metrics.ndcg(groups, gains, scores, k=1)["ndcg_at_1"] == 0.0
+    # Perfect order scores 1.
+    assert metrics.ndcg(groups, gains, gains, k=10)["ndcg_at_10"] == pytest.approx(1.0)

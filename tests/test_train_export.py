@@ -13,20 +13,14 @@ from pipeline.serving import export
 from pipeline.serving import score
 from models.dupn import build_model
 from models_batches import write_examples
-from pipeline.training.checkpoints import load_model
-from train_helpers import DAYS, tiny_config
+from train_helpers import export_published, tiny_config
 
 
 @pytest.fixture(scope="module")
 def exported(shared_work, tmp_path_factory):
     work, _ = shared_work
     out = tmp_path_factory.mktemp("export")
-    assert export.main(["--work", str(work), "--out", str(out)]) == 0
-    model_dir = work / "published" / (work / "published" / "LATEST").read_text().strip()
-    config, model = load_model(model_dir)
-    contract = Contract.from_config(config)
-    files = sorted((work / "examples" / "ctr" / f"dt={DAYS[2]}").glob("part-*.tfrecord.gz"))
-    serialized = next(iter(tf.data.TFRecordDataset([str(f) for f in files], "GZIP").batch(60)))
+    _, model, contract, serialized = export_published(work, out)
     return out, model, contract, serialized
 
 

@@ -85,3 +85,17 @@ def copy_work(destination) -> tuple[Path, Path]:
     shutil.copytree(work, target)
     return target, raw
 
+
+def export_published(work, out, candidates: int = 60):
+    """`dupn export` of the work dir's published model into `out`; returns (model dir, model,
+    contract, the first `candidates` serialized ctr examples of the evaluation day DAYS[2])."""
+    import tensorflow as tf
+    from features.contract import Contract
+    from pipeline.serving import export
+    from pipeline.training.checkpoints import load_model
+    assert export.main(["--work", str(work), "--out", str(out)]) == 0
+    model_dir = work / "published" / (work / "published" / "LATEST").read_text().strip()
+    config, model = load_model(model_dir)
+    files = sorted((work / "examples" / "ctr" / f"dt={DAYS[2]}").glob("part-*.tfrecord.gz"))
+    serialized = next(iter(tf.data.TFRecordDataset([str(f) for f in files], "GZIP").batch(candidates)))
+    return model_dir, model, Contract.from_config(config), serialized

@@ -1,6 +1,6 @@
 """`dupn bench serve`: latency of scoring one user's candidates with the whole model against the split pair.
 
-    dupn bench serve [--work WORK | --model MODEL_DIR | --config dupn] [--candidates 1000] [--json]
+    dupn bench serve [--work WORK | --model MODEL_DIR | --config dupn] [--candidates 1000] [--xla] [--json]
 
 Exports the model (the published one, a model dir, or a freshly built one of --config: latency
 does not depend on the weights) to a temporary folder, loads the three SavedModels, and times
@@ -55,7 +55,7 @@ def median_ms(function, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def run(model, contract: Contract, candidates: int, repeats: int, xla: bool = True) -> dict:
+def run(model, contract: Contract, candidates: int, repeats: int, xla: bool = False) -> dict:
     user_features, item_features = request(contract, candidates)
     with tempfile.TemporaryDirectory(prefix="dupn-bench-serve-") as folder:
         export(model, contract, folder, xla=xla)
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--no-xla", action="store_true", help="export the user part without XLA")
+    parser.add_argument("--xla", action="store_true",
+                        help="export the user part XLA-compiled (dupn export --xla)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     from configs.loader import ConfigError, load_config
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dupn bench serve: {err}", file=sys.stderr)
         return 1
     result = {"model": source, **run(model, Contract.from_config(config), args.candidates, args.repeats,
-                                          xla=not args.no_xla)}
+                                          xla=args.xla)}
     if args.json:
         print(json.dumps(result))
     else:

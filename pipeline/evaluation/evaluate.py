@@ -1,7 +1,9 @@
 """`dupn evaluate`: per-task metrics of a model on one day's examples, beside the oracle's CTR AUC.
 
-AUC (and log loss) for the binary tasks ctr, l2r, talent and shop; accuracy and per-class
-precision and recall for the 7-class purchasing power; the sample count n of each. Where the
+AUC (and log loss) for the binary tasks ctr, l2r, talent and shop, and their GAUC (per-user AUCs
+weighted by the user's samples; users with one class only left out and counted); NDCG@10 per
+request for l2r (gains: label x weight, a buy above a click); accuracy and per-class precision
+and recall for the 7-class purchasing power; the sample count n of each. Where the
 synthetic generator wrote the true click probabilities (RAW/_oracle/impressions/dt=D), the ctr
 entry also holds the oracle AUC: the AUC of those probabilities against the labels of the same
 samples (joined on request_id + item_id), the ceiling any model can reach on that day; and,
@@ -32,8 +34,11 @@ from pipeline.evaluation import metrics
 from pipeline import layout
 from pipeline.layout import find_raw, published_model_dir
 from pipeline.rawlogs.schema import ORACLE, oracle_dir
+from pipeline.training.summaries import log_evaluation
 
 BINARY_TASKS = ("ctr", "l2r", "talent", "shop")
+KEYS = ("user_id", "request_id", "item_id")   # raw ids kept beside each prediction
+NDCG_AT = 10
 
 
 def example_files(examples_root, date: str, tasks=TASKS) -> dict[str, list[str]]:
@@ -92,7 +97,7 @@ def predictor(model):
 
 
 def read_batches(files, contract: Contract, batch_size: int, max_examples: int | None = None):
-    """tf.data of (inputs, labels, raw keys {request_id, item_id}) batches of the files, in order.
+    """tf.data of (inputs, labels, raw keys {user_id, request_id, item_id}) batches of the files, in order.
 
     Args:
       max_examples: stop after this many examples (rounded up to whole batches), in file order.
@@ -105,7 +110,7 @@ def read_batches(files, contract: Contract, batch_size: int, max_examples: int |
     def parse(serialized):
         raw = parse_batch(serialized, contract, hash_ids=False)
         inputs, labels = split_labels(hash_features(raw, contract))
-        return inputs, labels, {"request_id": raw["request_id"], "item_id": raw["item_id"]}
+        return inputs, labels, {k: raw[k] for k in KEYS}
 
     ds = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
@@ -120,11 +125,11 @@ def predict_task(model, task: str, batches, predict=None) -> dict:
       predict: predictor(model), to share one traced function between tasks.
     Returns:
       dict of numpy arrays over the n examples: label [n], weight [n], prediction [n] (binary
-      heads) or [n, 7] (power), request_id [n] and item_id [n] (the raw ids, str); for an ESMM
+      heads) or [n, 7] (power), user_id, request_id and item_id [n] (the raw ids, str); for an ESMM
       ctr head also label_buy, cvr and ctcvr [n].
     """
     predict = predict or predictor(model)
-    parts = {k: [] for k in ("label", "weight", "prediction", "request_id", "item_id")}
+    parts = {k: [] for k in ("label", "weight", "prediction", *KEYS)}
     for inputs, labels, keys in batches:
         outputs = predict(inputs)
         if task not in outputs:
@@ -136,8 +141,8 @@ def predict_task(model, task: str, batches, predict=None) -> dict:
         parts["prediction"].append(np.asarray(outputs[task], dtype=np.float64))
         parts["label"].append(labels["label"].numpy())
         parts["weight"].append(labels["weight"].numpy())
-        parts["request_id"].append(_decode(keys["request_id"].numpy()))
-        parts["item_id"].append(_decode(keys["item_id"].numpy()))
+        for key in KEYS:
+            parts[key].append(_decode(keys[key].numpy()))
     out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     if task == "power":
         out["prediction"] = out["prediction"].reshape(-1, NUM_POWER_LEVELS)
@@ -161,6 +166,9 @@ def task_metrics(task: str, predicted: dict, oracle: pd.DataFrame | None = None)
               "positive_rate": float(np.mean(y > 0)) if n else float("nan"), "n": n}
     if np.any(w != 1.0):   # l2r weighs buys above clicks: the AUC that training optimises
         result["weighted_auc"] = metrics.auc(y, p, w)
+    result.update(metrics.group_auc(predicted["user_id"], y, p))
+    if task == "l2r":
+        result.update(metrics.ndcg(predicted["request_id"], y * w, p, NDCG_AT))
     if task == "ctr" and "ctcvr" in predicted:
         result.update(_conversion_metrics(predicted))
     if task == "ctr" and oracle is not None:
@@ -275,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_model(model, Contract.from_config(config), files, batch_size, oracle)
     out = layout.eval_file(work, args.date)
     metrics.write_metrics(out, result)
-    print(f"dupn evaluate: {model_dir} on {args.date} -> {out}", file=sys.stderr)
+    board = log_evaluation(work, args.date, result)
+    print(f"dupn evaluate: {model_dir} on {args.date} -> {out}, {board}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics.nan_to_none(result)))
     else:

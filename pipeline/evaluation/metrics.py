@@ -1,4 +1,4 @@
-"""Numpy metrics of the evaluation: AUC, log loss, accuracy, per-class precision and recall.
+"""Numpy metrics of the evaluation: AUC, GAUC, NDCG@k, log loss, accuracy, per-class precision and recall.
 
 Plain numpy on whole arrays (no TensorFlow), so evaluation, experiments and tests agree on one
 definition. Undefined values follow one rule: an AUC with no positive or no negative sample is
@@ -55,6 +55,99 @@ def auc(labels, scores, weights=None) -> float:
     neg_below = np.cumsum(neg) - neg          # negative weight strictly below each score
     won = np.sum(pos * (neg_below + 0.5 * neg))
     return float(won / (pos_total * neg_total))
+
+
+def group_auc(groups, labels, scores) -> dict:
+    """GAUC: the mean of per-group (per-user) AUCs, each weighted by its group's sample count.
+
+    A group whose samples are all of one class has no AUC and is left out (as in EasyRec's gauc).
+
+    Args:
+      groups: [n] group keys (user ids); labels: [n] 0/1; scores: [n].
+    Returns:
+      {"gauc": value (NaN when no group has both classes), "gauc_users": groups that count,
+       "gauc_users_excluded": single-class groups left out, "gauc_se": standard error of the
+       weighted mean over the counted groups (0 with fewer than two)}.
+    """
+    g = np.asarray(groups).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel() > 0
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not g.shape == y.shape == s.shape:
+        raise ValueError(f"group_auc: {g.shape[0]} groups, {y.shape[0]} labels, {s.shape[0]} scores")
+    values, sizes, excluded = [], [], 0
+    for rows in _group_rows(g):
+        positives = int(y[rows].sum())
+        if positives == 0 or positives == rows.size:
+            excluded += 1
+            continue
+        values.append(auc(y[rows], s[rows]))
+        sizes.append(rows.size)
+    mean, se = _weighted_mean_and_se(values, sizes)
+    return {"gauc": mean, "gauc_users": len(values), "gauc_users_excluded": excluded, "gauc_se": se}
+
+
+def ndcg(groups, relevance, scores, k: int = 10) -> dict:
+    """Mean NDCG@k over groups (requests): the scores rank each request's candidates.
+
+    DCG@k = sum over the top k of gain / log2(position + 1), positions from 1, with linear gains
+    (the relevance); NDCG divides by the DCG of the ideal order. Ties in score keep the input
+    order (a stable sort), so a model that scores everything the same gets the input order's
+    NDCG. A request with no relevant candidate has no NDCG and is left out and counted.
+
+    Args:
+      groups: [n] request ids; relevance: [n] non-negative gains; scores: [n].
+    Returns:
+      {"ndcg_at_<k>": mean (NaN with no request left), "ndcg_requests", "ndcg_requests_excluded",
+       "ndcg_at_<k>_se": standard error of the mean over requests (0 with fewer than two)}.
+    """
+    g = np.asarray(groups).ravel()
+    rel = np.asarray(relevance, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not g.shape == rel.shape == s.shape:
+        raise ValueError(f"ndcg: {g.shape[0]} groups, {rel.shape[0]} relevances, {s.shape[0]} scores")
+    if np.any(rel < 0):
+        raise ValueError("ndcg: relevance must be non-negative")
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    values, excluded = [], 0
+    for rows in _group_rows(g):
+        gains = rel[rows]
+        ideal = np.sort(gains)[::-1][:k]
+        best = float(np.sum(ideal * discount[:ideal.size]))
+        if best == 0.0:
+            excluded += 1
+            continue
+        ranked = gains[np.argsort(-s[rows], kind="stable")][:k]
+        values.append(float(np.sum(ranked * discount[:ranked.size])) / best)
+    mean, se = _weighted_mean_and_se(values, [1] * len(values))
+    return {f"ndcg_at_{k}": mean, "ndcg_requests": len(values), "ndcg_requests_excluded": excluded,
+            f"ndcg_at_{k}_se": se}
+
+
+def _group_rows(groups: np.ndarray):
+    """The row indices of each distinct key, keys in sorted order, rows in input order."""
+    if groups.size == 0:
+        return
+    order = np.argsort(groups, kind="stable")
+    keys = groups[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    yield from np.split(order, starts[1:])
+
+
+def _weighted_mean_and_se(values, weights) -> tuple[float, float]:
+    """(weighted mean, its standard error) of per-group values; (NaN, 0) without any.
+
+    The standard error treats the groups as independent draws: sqrt(sum w^2 (v - mean)^2) / sum w,
+    what the publish gate compares a drop with.
+    """
+    if not values:
+        return float("nan"), 0.0
+    v, w = np.asarray(values, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    mean = float(np.sum(w * v) / np.sum(w))
+    if v.size < 2:
+        return mean, 0.0
+    # The n / (n - 1) correction makes it the usual s / sqrt(n) when the weights are equal.
+    se = float(np.sqrt(np.sum(w ** 2 * (v - mean) ** 2) * v.size / (v.size - 1)) / np.sum(w))
+    return mean, se
 
 
 def log_loss(labels, probabilities, weights=None) -> float:

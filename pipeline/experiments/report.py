@@ -229,12 +229,24 @@ def section_daily(work: Path, plot_dir: Path) -> str:
     return "".join(parts)
 
 
+# The per-user (per-request for l2r) metric of each binary task, shown beside its AUC.
+PER_GROUP = {"l2r": ("NDCG@10", "ndcg_at_10")}
+PER_USER = ("GAUC", "gauc")
+
+
+def per_group_metric(task: str) -> tuple[str, str] | None:
+    """(column label, metric key) of a task's per-user or per-request metric; None for power."""
+    return None if task == "power" else PER_GROUP.get(task, PER_USER)
+
+
 def daily_columns() -> list[str]:
     """daily_summary's columns in display order: each task's metric beside the model in service's."""
     columns = ["job", "status", "published", "trained on", "samples", "steps", "evaluated on"]
     for task in TASKS:
         metric = "accuracy" if task == "power" else "AUC"
         columns += [f"{task} {metric}", f"{task} {metric}, in service"]
+        if per_group_metric(task):
+            columns.append(f"{task} {per_group_metric(task)[0]}")
     return columns + ["ctr oracle AUC", "seconds", "reason"]
 
 
@@ -255,6 +267,9 @@ def daily_summary(record: dict) -> dict:
             row[f"{task} {metric}"] = new[task].get(metric.lower())
             if task in old:
                 row[f"{task} {metric}, in service"] = old[task].get(metric.lower())
+            if per_group_metric(task):
+                label, key = per_group_metric(task)
+                row[f"{task} {label}"] = new[task].get(key)
     if isinstance(new.get("ctr"), dict) and "oracle_auc" in new["ctr"]:
         row["ctr oracle AUC"] = new["ctr"]["oracle_auc"]
     row.update({"seconds": record.get("seconds"), "reason": record.get("reason")})
@@ -273,7 +288,9 @@ def section_eval(work: Path) -> str:
         parts.append(html_table({task: flatten(values) for task, values in result.items()}, "task"))
     parts.append('<p class="note">precision and recall of power: one value per level 1..7; '
                  "a level never predicted has precision 0. oracle_auc: the AUC of the generator's "
-                 "true click probabilities on the same samples.</p>")
+                 "true click probabilities on the same samples. gauc: the users' AUCs weighted by "
+                 "their samples (gauc_users counted, gauc_users_excluded had one class only); "
+                 "ndcg_at_10: NDCG@10 per request of l2r, a buy's gain above a click's.</p>")
     return "".join(parts)
 
 

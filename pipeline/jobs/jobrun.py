@@ -68,6 +68,7 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
     from pipeline.training.checkpoints import load_model
     from pipeline.evaluation.evaluate import evaluate_model, read_oracle
     from pipeline.evaluation.metrics import write_metrics
+    from pipeline.training.summaries import log_evaluation
     from pipeline.training.train import train
 
     work, run_dir = Path(work), Path(run_dir)
@@ -102,7 +103,8 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
             record["previous_metrics"] = previous
             record["previous_model"] = str(compare_with)
         if new is not None:
-            reasons += pub.gate(new, previous, config.trainer.publish_margin)
+            reasons += pub.gate(new, previous, config.trainer.publish_margin,
+                                config.trainer.publish_metric)
     except Exception as err:   # recorded, so the manifest says what happened to the date
         record.update({"reason": f"{type(err).__name__}: {err}",
                        "seconds": round(time.monotonic() - started, 1)})
@@ -126,6 +128,7 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         log(f"{date}: published {target}")
     if in_service is not None:
         write_metrics(eval_file(work, evaluation_name(eval_info)), in_service)
+        log_evaluation(work, evaluation_name(eval_info), in_service)   # TensorBoard's daily view
     record["seconds"] = round(time.monotonic() - started, 1)
     pub.record_date(work, date, record)
     return code

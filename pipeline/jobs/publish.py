@@ -98,34 +98,46 @@ def prune(work, order: list[str], keep: int) -> list[str]:
 
 # ---- the publish gate --------------------------------------------------------------------------
 
-HEADLINE = {"power": "accuracy"}      # every other task: auc (higher is better for both)
-# Facts of the data, not the model.
-DATA_METRICS = ("n", "positive_rate", "oracle_auc", "oracle_n", "buy_rate", "buy_rate_of_clicks")
+# trainer.publish_metric -> task -> the gate's headline metric (every other task: the "*" entry);
+# higher is better for all of them.
+HEADLINES = {"auc": {"power": "accuracy", "*": "auc"},
+             "gauc": {"power": "accuracy", "l2r": "ndcg_at_10", "*": "gauc"}}
+# Facts of the data, not the model, and the per-group metrics' counts and standard errors.
+DATA_METRICS = ("n", "positive_rate", "oracle_auc", "oracle_n", "buy_rate", "buy_rate_of_clicks",
+                "gauc_users", "gauc_users_excluded", "gauc_se",
+                "ndcg_requests", "ndcg_requests_excluded", "ndcg_at_10_se")
+# A per-group metric is defined when some group counts.
+GROUP_COUNTS = {"gauc": "gauc_users", "ndcg_at_10": "ndcg_requests"}
 # An AUC is defined when the rate of positives among its samples lies strictly between 0 and 1.
 AUC_RATES = {"auc": "positive_rate", "weighted_auc": "positive_rate",
              "auc_on_oracle_samples": "positive_rate",
              "ctcvr_auc": "buy_rate", "cvr_auc": "buy_rate_of_clicks"}   # an ESMM ctr head's
 
 
-def headline(task: str) -> str:
-    return HEADLINE.get(task, "auc")
+def headline(task: str, publish_metric: str = "auc") -> str:
+    """The metric the gate compares for `task` under trainer.publish_metric."""
+    chosen = HEADLINES[publish_metric]
+    return chosen.get(task, chosen["*"])
 
 
 def _defined_by_data(task: str, metric: str, values: dict) -> bool:
     """False where the evaluation data cannot define the metric (no rows, or one class only)."""
     if not values.get("n"):
         return False
+    if metric in GROUP_COUNTS:
+        return bool(values.get(GROUP_COUNTS[metric]))
     if metric in AUC_RATES:
         rate = values.get(AUC_RATES[metric])
         return rate is not None and 0.0 < rate < 1.0
     return True
 
 
-def gate(new: dict, previous: dict | None, margin: float) -> list[str]:
+def gate(new: dict, previous: dict | None, margin: float, publish_metric: str = "auc") -> list[str]:
     """Why a model must not be published (an empty list: it may be).
 
     Refused when any metric the data defines is not finite (NaN, inf, None) or a task's headline
-    metric (AUC; accuracy for power) is below the previous model's on the same evaluation data by
+    metric (headline(task, publish_metric): AUC or GAUC, NDCG@10 for l2r under gauc; accuracy
+    for power) is below the previous model's on the same evaluation data by
     more than `margin` and more than the metric's standard error there (standard_error): on a
     day with 500 talent samples an AUC moves by 0.02 from noise alone, and a gate that refused
     such drops would keep refusing good models.
@@ -143,7 +155,7 @@ def gate(new: dict, previous: dict | None, margin: float) -> list[str]:
                 continue
             if value is None or not math.isfinite(value):
                 reasons.append(f"{task} {metric} is {value}")
-        key = headline(task)
+        key = headline(task, publish_metric)
         old = (previous or {}).get(task, {}).get(key)
         now = values.get(key)
         if (old is not None and math.isfinite(old) and now is not None and math.isfinite(now)
@@ -156,9 +168,13 @@ def gate(new: dict, previous: dict | None, margin: float) -> list[str]:
 
 
 def standard_error(metric: str, value: float, values: dict) -> float:
-    """The standard error of a headline metric on its evaluation data: Hanley and McNeil (1982)
-    for an AUC (from n and the positive rate), the binomial one for an accuracy; 0 when unknown."""
+    """The standard error of a headline metric on its evaluation data: the one evaluation measured
+    (<metric>_se: GAUC, NDCG over users or requests), Hanley and McNeil (1982) for an AUC (from n
+    and the positive rate), the binomial one for an accuracy; 0 when unknown."""
     import math
+    if f"{metric}_se" in values or metric in GROUP_COUNTS:
+        se = values.get(f"{metric}_se")
+        return float(se) if se is not None and math.isfinite(se) else 0.0
     n = values.get("n") or 0
     if metric == "accuracy":
         return math.sqrt(value * (1.0 - value) / n) if n else 0.0

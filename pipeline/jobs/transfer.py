@@ -36,6 +36,7 @@ from features.tfrecord import list_files, parse_batch, read_dataset, split_label
 from pipeline.evaluation import metrics
 from pipeline import layout
 from pipeline.training.checkpoints import RunCheckpoints, dump_config, make_optimizer, new_model
+from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verbosity
 from pipeline.training.train import head_tasks, range_data
 
 MODES = ("rs", "ra", "rt", "ft")
@@ -72,18 +73,23 @@ def shop_auc(model, contract: Contract, files, batch_size: int) -> float:
 
 
 def fit_and_track(mode: str, model, contract, config, data, test_files, epochs: int, log,
-                  started_seconds: float = 0.0) -> list[dict]:
-    """Trains `epochs` passes over `data`, evaluating the shop AUC after each; one row per epoch."""
+                  out_dir, started_seconds: float = 0.0) -> list[dict]:
+    """Trains `epochs` passes over `data`, evaluating the shop AUC after each; one row per epoch.
+    TensorBoard scalars of the training and the shop AUC go to OUT_DIR/tensorboard."""
     trainer = config.trainer
     steps = math.ceil(data.samples / trainer.batch_size)
+    board = TensorBoardLog(Path(out_dir) / TRAIN_DIR, trainer.batch_size)
     rows, elapsed = [], started_seconds
     for epoch in range(1, epochs + 1):
         dataset = read_dataset(data.files, contract, trainer.batch_size, trainer.shuffle_buffer,
                                repeat=True, seed=config.runtime.seed + epoch)
         began = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[board],
+                  verbose=progress_verbosity())
         elapsed += time.perf_counter() - began
         auc = shop_auc(model, contract, test_files, trainer.batch_size)
+        with board.writer.as_default(step=int(model.optimizer.iterations.numpy())):
+            tf.summary.scalar("shop/test_auc", auc)
         rows.append({"mode": mode, "epoch": epoch, "steps": epoch * steps,
                      "seconds": round(elapsed, 3), "auc": auc})
         log(f"{mode} epoch {epoch}: shop AUC {auc:.4f} after {elapsed:.1f} s")
@@ -98,7 +104,7 @@ def run_retrain(mode: str, config, examples, train_days, test_files, epochs, out
     data = range_data(examples, train_days[0], train_days[-1], head_tasks(config))
     model = new_model(config, contract)
     model.compile(optimizer=make_optimizer(config.trainer, model))
-    rows = fit_and_track(mode, model, contract, config, data, test_files, epochs, log)
+    rows = fit_and_track(mode, model, contract, config, data, test_files, epochs, log, out_dir)
     _save(model, config, out_dir)
     return rows, data.samples
 
@@ -114,7 +120,7 @@ def run_finetune(published, config, examples, train_days, test_files, epochs, ou
     checkpoints = RunCheckpoints(model, optimizer, Path(out_dir))
     source = checkpoints.warm_start(published, allow_new_layers=True)
     log(f"ft: warm start from {source} (global step {checkpoints.global_step})")
-    rows = fit_and_track("ft", model, contract, config, data, test_files, epochs, log)
+    rows = fit_and_track("ft", model, contract, config, data, test_files, epochs, log, out_dir)
     checkpoints.save()
     dump_config(config, out_dir)
     return rows, data.samples
@@ -137,7 +143,7 @@ def representations(model, contract: Contract, files, batch_size: int) -> tuple[
     return np.concatenate(features_), np.concatenate(labels)
 
 
-def run_frozen(published, examples, train_days, test_files, epochs, log):
+def run_frozen(published, examples, train_days, test_files, epochs, out_dir, log):
     """rt: a shallow network on the published model's frozen representation and shop embedding."""
     from pipeline.training.checkpoints import load_model
     config, model = load_model(published)
@@ -154,10 +160,11 @@ def run_frozen(published, examples, train_days, test_files, epochs, log):
                                 keras.layers.Dense(1, activation="sigmoid")], name="shop_on_frozen")
     shallow.compile(optimizer=make_optimizer(trainer, shallow), loss="binary_crossentropy")
     rows, elapsed = [], prepare
+    board = TensorBoardLog(Path(out_dir) / TRAIN_DIR, trainer.batch_size)
     for epoch in range(1, epochs + 1):
         began = time.perf_counter()
-        shallow.fit(x_train, y_train, batch_size=trainer.batch_size, epochs=1, verbose=0,
-                    shuffle=True)
+        shallow.fit(x_train, y_train, batch_size=trainer.batch_size, epochs=1,
+                    verbose=progress_verbosity(), shuffle=True, callbacks=[board])
         elapsed += time.perf_counter() - began
         auc = metrics.auc(y_test, shallow.predict(x_test, batch_size=trainer.batch_size, verbose=0)[:, 0])
         steps = epoch * math.ceil(len(y_train) / trainer.batch_size)
@@ -242,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows, samples = run_finetune(published, config, examples, train_days, test_files,
                                              args.epochs, out / mode, log)
             else:
-                rows, samples = run_frozen(published, examples, train_days, test_files, args.epochs, log)
+                rows, samples = run_frozen(published, examples, train_days, test_files, args.epochs,
+                                           out / mode, log)
         except FileNotFoundError as err:
             print(f"dupn transfer: {mode}: {err}", file=sys.stderr)
             return 1

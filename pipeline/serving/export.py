@@ -1,15 +1,25 @@
 """`dupn export`: three SavedModels of a published model for serving: user part, item part and whole.
 
-    dupn export --work WORK [--model MODEL_DIR] --out DIR
+    dupn export --work WORK [--model MODEL_DIR] --out DIR [--version N] [--xla]
 
-  DIR/user   behaviour sequence, query and profile -> user_representation [B, shared_dim]
-  DIR/item   user_representation ([B, D], or [1, D] for one user's candidates) + the candidates'
-             item and ranking features -> ctr, l2r [B] (with model.esmm also cvr, ctcvr; model.sharing's
-             experts and gates run here)
-  DIR/whole  every feature of each candidate row -> the same scores (the user part recomputed per row)
-Every signature ("serving_default") takes the contract's raw values under the contract's names:
-string ids are hashed inside (features.tfrecord.hash_features), so clients never see hash tables.
+  DIR/user/<version>/   behaviour sequence, query and profile -> user_representation [B, shared_dim]
+  DIR/item/<version>/   user_representation ([B, D], or [1, D] for one user's candidates) + the
+                        candidates' item and ranking features -> ctr, l2r [B] (with model.esmm also
+                        cvr, ctcvr; model.sharing's experts and gates run here)
+  DIR/whole/<version>/  every feature of each candidate row -> the same scores (the user part
+                        recomputed per row)
+  DIR/export.json       what was exported last: source, version, heads, inputs, contract sizes
+The layout TF Serving loads (model_base_path DIR/user, DIR/item; docs/OPERATIONS.md): the version
+is an integer, the model's global step (or the time of the export), and older versions stay.
+Signatures of every part:
+  serving_default  the contract's raw values under the contract's names: string ids are hashed
+                   inside (features.tfrecord.hash_features), so clients never see hash tables.
+  from_examples    `examples`: serialized tf.Examples as the Beam job writes them, parsed by the
+                   feature contract (the item part also takes user_representation).
+Each version carries warm-up requests (assets.extra/tf_serving_warmup_requests), one per signature.
 A request for one user and K candidates runs the user part once and the item part on K rows.
+The user part is portable by default; --xla compiles its network with XLA (about 7x faster for
+one user, docs/BENCHMARKS.md), which servers built without XLA's CPU JIT cannot run.
 """
 from __future__ import annotations
 
@@ -17,19 +27,25 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
 import tensorflow as tf
 
 from features.contract import Contract
-from features.tfrecord import hash_features
+from features.tfrecord import encode_example, hash_features, parse_batch
+from pipeline.serving.warmup import predict_log, write_warmup
 
 USER_FEATURES = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
                  "seq_type", "seq_scene", "seq_time_bucket", "query", "age_bucket", "gender")
 ITEM_FEATURES = ("item_id", "shop_id", "brand_id", "category_id", "tags", "rank_features")
 REPRESENTATION = "user_representation"
 PARTS = ("user", "item", "whole")
+DEFAULT_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "from_examples"
+EXAMPLES = "examples"   # the serialized tf.Examples input of from_examples
 TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
 
 
@@ -40,13 +56,38 @@ def input_specs(contract: Contract, names) -> dict[str, tf.TensorSpec]:
 
 
 class ServingPart(tf.Module):
-    """One exported part: its serving function and only the variables that function reads."""
+    """One exported part: its serving functions (raw tensors, serialized examples) and only the
+    variables they read."""
 
-    def __init__(self, function, specs: dict):
+    def __init__(self, function, specs: dict, parse, extra: tuple[str, ...] = ()):
+        """function: raw inputs -> outputs; parse: serialized examples -> the contract's raw
+        values; extra: inputs of `specs` the examples do not hold (the item part's representation)."""
         super().__init__()
+        self.specs = specs
         self.serve = tf.function(function, input_signature=[specs])
+
+        def from_examples(inputs):
+            raw = parse(inputs[EXAMPLES])
+            return function({k: inputs[k] if k in extra else raw[k] for k in specs})
+
+        self.serve_examples = tf.function(from_examples, input_signature=[{
+            EXAMPLES: tf.TensorSpec([None], tf.string, name=EXAMPLES),
+            **{k: specs[k] for k in extra}}])
         # Tracing once tells which variables the part reads; only those are saved with it.
         self.part_variables = list(self.serve.get_concrete_function().variables)
+
+    def signatures(self) -> dict:
+        return {DEFAULT_SIGNATURE: self.serve, EXAMPLES_SIGNATURE: self.serve_examples}
+
+    def warmup_logs(self, name: str, contract: Contract) -> list:
+        """One PredictionLog per signature on one padded example (the contract's defaults)."""
+        padded = {k: np.full([1, *spec.shape[1:]], b"" if spec.dtype == tf.string else 0,
+                             dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+                  for k, spec in self.specs.items()}
+        extra = {k: padded[k] for k in self.serve_examples.input_signature[0] if k != EXAMPLES}
+        return [predict_log(name, DEFAULT_SIGNATURE, padded),
+                predict_log(name, EXAMPLES_SIGNATURE,
+                            {EXAMPLES: np.array([encode_example({}, contract)], dtype=object), **extra})]
 
 
 def scored_heads(model) -> list[str]:
@@ -54,7 +95,7 @@ def scored_heads(model) -> list[str]:
     return [name for h in model.heads if h.task in ("ctr", "l2r") for name in h.score_names]
 
 
-def make_parts(model, contract: Contract, xla: bool = True) -> dict[str, ServingPart]:
+def make_parts(model, contract: Contract, xla: bool = False) -> dict[str, ServingPart]:
     """The user, item and whole serving parts of a representation model.
 
     Args:
@@ -93,24 +134,38 @@ def make_parts(model, contract: Contract, xla: bool = True) -> dict[str, Serving
                        input_specs(contract, USER_FEATURES).items()}, contract)).shape[-1]
     item_specs = {**input_specs(contract, ITEM_FEATURES),
                   REPRESENTATION: tf.TensorSpec([None, width], tf.float32, name=REPRESENTATION)}
-    return {"user": ServingPart(user, input_specs(contract, USER_FEATURES)),
-            "item": ServingPart(item, item_specs),
-            "whole": ServingPart(whole, input_specs(contract, USER_FEATURES + ITEM_FEATURES))}
+
+    def parse(serialized):
+        return parse_batch(serialized, contract, hash_ids=False)
+
+    return {"user": ServingPart(user, input_specs(contract, USER_FEATURES), parse),
+            "item": ServingPart(item, item_specs, parse, extra=(REPRESENTATION,)),
+            "whole": ServingPart(whole, input_specs(contract, USER_FEATURES + ITEM_FEATURES), parse)}
 
 
-def export(model, contract: Contract, out, source: str = "", xla: bool = True) -> dict:
-    """Writes OUT/user, OUT/item, OUT/whole and OUT/export.json; returns export.json's content."""
+def export(model, contract: Contract, out, source: str = "", xla: bool = False,
+           version: int | None = None) -> dict:
+    """Writes OUT/<part>/<version>/ for user, item and whole, and OUT/export.json; returns
+    export.json's content.
+
+    Args:
+      version: the integer version folder (default: the time of the export, in seconds); an
+        existing folder of that version is replaced, other versions are left as they are.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    version = int(time.time()) if version is None else int(version)
     parts = make_parts(model, contract, xla)
     for name, part in parts.items():
-        target = out / name
+        target = out / name / str(version)
         if target.exists():
             shutil.rmtree(target)
         # Serving needs no gradients: the LSTM's hand-written backward pass stays out.
-        tf.saved_model.save(part, str(target), signatures={"serving_default": part.serve},
+        tf.saved_model.save(part, str(target), signatures=part.signatures(),
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-    info = {"source": source, "heads": scored_heads(model), "user_part_xla": xla,
+        write_warmup(target, part.warmup_logs(name, contract))
+    info = {"source": source, "version": version, "heads": scored_heads(model), "user_part_xla": xla,
+            "signatures": [DEFAULT_SIGNATURE, EXAMPLES_SIGNATURE],
             "inputs": {"user": list(USER_FEATURES), "item": [REPRESENTATION, *ITEM_FEATURES],
                        "whole": list(USER_FEATURES + ITEM_FEATURES)},
             "outputs": {"user": [REPRESENTATION], "item": scored_heads(model),
@@ -121,9 +176,38 @@ def export(model, contract: Contract, out, source: str = "", xla: bool = True) -
     return info
 
 
-def load_part(export_dir, part: str):
-    """The serving function of an exported part: callable(**raw features) -> dict of tensors."""
-    return tf.saved_model.load(str(Path(export_dir) / part)).signatures["serving_default"]
+def versions(export_dir, part: str) -> list[int]:
+    """The integer version folders of an exported part, oldest first."""
+    folder = Path(export_dir) / part
+    found = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] \
+        if folder.is_dir() else []
+    return sorted(found)
+
+
+def part_dir(export_dir, part: str, version: int | None = None) -> Path:
+    """EXPORT_DIR/<part>/<version>: the given version, else the newest (as TF Serving picks)."""
+    if version is None:
+        found = versions(export_dir, part)
+        if not found:
+            raise FileNotFoundError(f"{Path(export_dir) / part}: no version folder (run dupn export)")
+        version = found[-1]
+    return Path(export_dir) / part / str(version)
+
+
+def load_part(export_dir, part: str, version: int | None = None, signature: str = DEFAULT_SIGNATURE):
+    """A signature of an exported part: callable(**inputs) -> dict of tensors."""
+    return tf.saved_model.load(str(part_dir(export_dir, part, version))).signatures[signature]
+
+
+def model_version(model_dir) -> int | None:
+    """The global step of a model dir (run.json, else its latest checkpoint's number), or None."""
+    from pipeline.layout import read_json
+    from pipeline.training.checkpoints import latest_checkpoint
+    from pipeline.training.train import RUN_FILE
+    step = read_json(Path(model_dir) / RUN_FILE, {}).get("global_step")
+    if step is None and latest_checkpoint(model_dir):
+        step = int(latest_checkpoint(model_dir).rsplit("-", 1)[-1])
+    return int(step) if step is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     parser.add_argument("--work", help="work directory (its published model is exported)")
     parser.add_argument("--model", help="model dir to export (default: WORK/published/LATEST)")
-    parser.add_argument("--out", required=True, help="folder for user/, item/, whole/")
-    parser.add_argument("--no-xla", action="store_true",
-                        help="do not XLA-compile the user part (for servers built without XLA)")
+    parser.add_argument("--out", required=True, help="folder for user/, item/, whole/ (their versions)")
+    parser.add_argument("--version", type=int,
+                        help="version folder (default: the model's global step, else the time)")
+    parser.add_argument("--xla", action="store_true",
+                        help="XLA-compile the user part (faster; needs a server built with XLA)")
     args = parser.parse_args(argv)
     from pipeline.training.checkpoints import load_model
     from pipeline.layout import published_model_dir
@@ -143,12 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("give --work or --model")
         model_dir = Path(args.model) if args.model else published_model_dir(args.work)
         config, model = load_model(model_dir)
+        version = args.version if args.version is not None else model_version(model_dir)
         info = export(model, Contract.from_config(config), args.out, source=str(model_dir),
-                      xla=not args.no_xla)
+                      xla=args.xla, version=version)
     except (FileNotFoundError, ValueError) as err:
         print(f"dupn export: {err}", file=sys.stderr)
         return 1
-    print(f"dupn export: {model_dir} -> {args.out}/{{{','.join(PARTS)}}} "
+    print(f"dupn export: {model_dir} -> {args.out}/{{{','.join(PARTS)}}}/{info['version']} "
           f"(scores: {', '.join(info['heads'])})")
     return 0
 

@@ -129,7 +129,9 @@ def export_contract(export_dir) -> tuple[Contract, dict]:
 def score_requests(export_dir, rows: list[dict], where: str = "request") -> list[dict]:
     """Scores every candidate row; returns [{request_id, item_id, <head>: score}] in input order."""
     contract, info = export_contract(export_dir)
-    user, item = load_part(export_dir, "user"), load_part(export_dir, "item")
+    # The version export.json names: the parts of one export, even after an older model's.
+    version = info.get("version")
+    user, item = load_part(export_dir, "user", version), load_part(export_dir, "item", version)
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         if row.get("request_id") in (None, ""):

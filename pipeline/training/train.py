@@ -5,8 +5,9 @@
 
 Steps: one pass over the range's samples (EXAMPLES/_stats/dt=D.json) per trainer.epochs, in
 batches of trainer.batch_size, from a repeated, seeded, shuffled stream. A checkpoint is saved
-every trainer.checkpoint_every_steps steps; started again with the same --model-dir, a run
-resumes from its latest checkpoint and trains only the remaining steps. --warm-start begins a
+every trainer.checkpoint_every_steps steps and TensorBoard scalars go to MODEL_DIR/tensorboard
+(pipeline/training/summaries.py; a progress bar on a terminal). Started again with the same
+--model-dir, a run resumes from its latest checkpoint and trains only the remaining steps. --warm-start begins a
 NEW run from another run's latest checkpoint (weights, optimizer slots, global step).
 
 TF_CONFIG with parameter servers: this process (the chief) coordinates a
@@ -34,6 +35,7 @@ from features.contract import TASKS, Contract
 from features.tfrecord import list_files, read_dataset
 from pipeline import layout
 from pipeline.training import cluster
+from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verbosity
 from pipeline.training.checkpoints import (CONFIG_FILE, KEEP_CHECKPOINTS, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
                                   variables_digest)
 from pipeline.layout import read_json, write_json
@@ -309,8 +311,15 @@ def _fit_one_process(model, checkpoints, data, contract, config, remaining, hist
     trainer = config.trainer
     dataset = training_stream(data, contract, config, skip=checkpoints.steps_done)
     callback = _SaveEvery(checkpoints, trainer.checkpoint_every_steps, history, log, target)
-    fitted = model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=[callback], verbose=0)
+    board = TensorBoardLog(_board_dir(checkpoints), trainer.batch_size)
+    fitted = model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=[callback, board],
+                       verbose=progress_verbosity())
     return _last(fitted)
+
+
+def _board_dir(checkpoints) -> Path:
+    """MODEL_DIR/tensorboard, beside the run's checkpoints."""
+    return Path(checkpoints.manager.directory).parent / TRAIN_DIR
 
 
 def _last(fitted) -> dict:
@@ -330,9 +339,11 @@ def _fit_with_parameter_servers(model, checkpoints, data, contract, config, rema
 
     creator = keras.utils.experimental.DatasetCreator(dataset_fn)
     callback = _SaveAtEpochEnd(checkpoints, history, log, target)
-    # One fit: a second one would build every worker's dataset and functions again.
+    board = TensorBoardLog(_board_dir(checkpoints), trainer.batch_size, per_batch=False)
+    # One fit: a second one would build every worker's dataset and functions again. On a
+    # terminal a line per epoch (verbose 2): the progress bar is a batch-level callback.
     fitted = model.fit(creator, epochs=remaining // interval, steps_per_epoch=interval,
-                       callbacks=[callback], verbose=0)
+                       callbacks=[callback, board], verbose=2 * progress_verbosity())
     return _last(fitted)
 
 
