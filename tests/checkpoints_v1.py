@@ -1,4 +1,4 @@
-"""Writes the checkpoints tests/test_models_checkpoints.py restores: run once, with the heads of before issue 13.
+"""The checkpoints of tests/data/checkpoints_v1 (written by the models of before issue 13) and their models.
 
 For each case of CASES: the model of configs/small.yaml shrunk by TINY (tables and widths) plus
 the case's overrides, one Adam step on a fixed batch, then tf.train.Checkpoint(model, optimizer)
@@ -8,13 +8,13 @@ saved as <case>/ckpt, and what the restored model must give back: <case>/expecte
 of model.trainable_variables, which the optimizer's slot list follows). batch.npz is the batch
 (inputs and labels) every case trains and predicts on.
 
-  PYTHONPATH=. python tests/data/checkpoints_v1/make_checkpoints.py
+  PYTHONPATH=. python tests/checkpoints_v1.py    # wrote them at commit 9838765; never again:
+                                                 # they stand for the runs made before the change
 """
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
@@ -22,13 +22,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))          # tests/, for models_batches
+from configs.loader import load_config
+from features.contract import Contract
+from models.dupn import build_model
+from models_batches import TINY, batches
 
-from configs.loader import load_config  # noqa: E402
-from features.contract import Contract  # noqa: E402
-from models.dupn import build_model  # noqa: E402
-from models_batches import TINY, batches  # noqa: E402
+HERE = Path(__file__).resolve().parent / "data" / "checkpoints_v1"
 
 # Tables a few rows long, so that each checkpoint (with Adam's two slots) stays some 100 KB.
 SMALL_TABLES = [f"features.{t}={{buckets: {b}, dim: {d}}}" for t, b, d in (
