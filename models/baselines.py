@@ -71,8 +71,8 @@ class Wide(MultiTaskModel):
     def __init__(self, contract: dict, heads: list[dict], l2: float = 0.0, dropout: float = 0.0,
                  **kwargs):
         buckets = _wide_buckets(contract)
-        super().__init__(contract, [wide_head(h["name"], h["weight"], buckets, l2, bool(h.get("esmm")))
-                                    for h in heads], **kwargs)
+        super().__init__(contract, [wide_head(h["name"], h["weight"], buckets, l2,
+                                              bool(h.get("esmm"))) for h in heads], **kwargs)
         self.buckets = buckets
         self.head_configs = [dict(h) for h in heads]
         self.l2 = l2
@@ -213,9 +213,11 @@ class CNNMax(RepresentationModel):
     def __init__(self, contract: dict, heads: list[dict], filters: int = 128, kernel_size: int = 3,
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
                  sharing: dict | None = None, ctr_rank_features: bool = False, **kwargs):
-        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2, head_inputs(
-            h["name"], ctr_rank_features=ctr_rank_features)) for h in heads], sharing, dropout, l2,
-            ctr_rank_features, **kwargs)
+        reads = {h["name"]: head_inputs(h["name"], ctr_rank_features=ctr_rank_features)
+                 for h in heads}
+        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
+                                              reads[h["name"]]) for h in heads],
+                         sharing, dropout, l2, ctr_rank_features, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.filters = filters
         self.kernel_size = kernel_size

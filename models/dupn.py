@@ -76,9 +76,11 @@ class DUPN(RepresentationModel):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
-        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2, head_inputs(
-            h["name"], interest_match, ctr_rank_features)) for h in heads], sharing, dropout, l2,
-            ctr_rank_features, **kwargs)
+        reads = {h["name"]: head_inputs(h["name"], interest_match, ctr_rank_features)
+                 for h in heads}
+        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
+                                              reads[h["name"]]) for h in heads],
+                         sharing, dropout, l2, ctr_rank_features, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.variant = variant
         self.lstm_units = lstm_units

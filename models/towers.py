@@ -92,8 +92,8 @@ class RankTower(Tower):
         super().__init__()
         self.prefix = prefix
         self.hidden = mlp(list(hidden_units), dropout, l2, prefix)
-        self.feature_weights = keras.layers.Dense(rank_features, kernel_regularizer=_regularizer(l2),
-                                                  name=f"{prefix}_feature_weights")
+        self.feature_weights = keras.layers.Dense(
+            rank_features, kernel_regularizer=_regularizer(l2), name=f"{prefix}_feature_weights")
         self.layers = {"hidden": self.hidden, "feature_weights": self.feature_weights}
 
     def attach(self, head):
