@@ -27,14 +27,9 @@ DWA_WINDOW_STEPS = 100
 GRADNORM_MIN_WEIGHT = 1e-3
 
 
-def balance_spec(trainer) -> dict:
-    """The balancing a model is built with, from configs.schema.TrainerConfig."""
-    return {"method": trainer.loss_balance, "gradnorm_alpha": trainer.gradnorm_alpha,
-            "dwa_temperature": trainer.dwa_temperature, "dwa_window": DWA_WINDOW_STEPS}
-
-
 def make_balancer(spec: dict | None, tasks, weights) -> "LossBalancer":
-    """The balancer of a balance_spec (None: fixed), for the heads' tasks and configured weights."""
+    """The balancer of a models.config.balance_spec (None: fixed), for the heads' tasks and
+    configured weights."""
     spec = dict(spec or {"method": "fixed"})
     method = spec.get("method", "fixed")
     if method == "fixed":

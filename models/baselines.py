@@ -9,9 +9,10 @@ Every configured head exists in every baseline, so the same multi-task data trai
   cnn-max    1-D convolutions over the behaviour embeddings, max-pooled over real steps
 dssm and cnn-max put model.sharing between their representation and heads as DUPN does; wide and
 wide-deep have no single representation to share, so they take hard sharing only.
-With model.esmm the ctr head is ESMM's (models/esmm.py) in each: wide regresses the click and
-the conversion logit on the same features, wide-deep adds a wide part to both of ESMMHead's
-logits, dssm scores both by a cosine of their own towers, cnn-max uses ESMMHead.
+With model.esmm the ctr head's task is ESMM's entire-space task (models/esmm.py) in each, over
+the model's own tower: wide regresses the click and the conversion logit on the same features,
+wide-deep adds a wide part to both logits of its two MLPs, dssm scores both by a cosine of their
+own towers, cnn-max uses two MLPs as DUPN does.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
+from models.config import sharing_config
 from models.embedding import FeatureEmbeddings, masked_mean
-from models.esmm import EntireSpaceHead
-from models.heads import CANDIDATES, TaskHead, make_head, mlp
+from models.head_inputs import READS, CandidateInputs, head_inputs
+from models.heads import cosine_head, make_head, wide_head
 from models.multitask import MultiTaskModel, RepresentationModel
-from models.sharing import sharing_config
+from models.towers import WideLinear, apply, mlp
 
 # Wide features: single ids and crosses of ids (feature names of the contract). A row's
 # candidate fields are empty (0) unless its task uses them, so one list serves every head.
@@ -51,65 +53,10 @@ def wide_ids(inputs: dict, buckets: int) -> tf.SparseTensor:
     return tf.sparse.concat(axis=1, sp_inputs=parts, expand_nonconcat_dims=True)
 
 
-@keras.saving.register_keras_serializable(package="dupn")
-class WideLinear(keras.layers.Layer):
-    """A linear model over hashed sparse ids plus the dense ranking features.
-
-    Call args:
-      ids: SparseTensor [B, ?] from wide_ids; rank_features: [B, R].
-    Returns:
-      logits [B, classes].
-    """
-
-    def __init__(self, classes: int, buckets: int, l2: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.classes = classes
-        self.buckets = buckets
-        self.l2 = l2
-        reg = keras.regularizers.L2(l2) if l2 else None
-        self.table = keras.layers.Embedding(buckets, classes, embeddings_initializer="zeros",
-                                            activity_regularizer=reg, name="weights")
-        self.dense = keras.layers.Dense(classes, kernel_regularizer=reg, name="rank_features")
-
-    def call(self, ids, rank_features):
-        weights = self.table(ids.values)                                     # [nnz, classes]
-        summed = tf.math.unsorted_segment_sum(weights, ids.indices[:, 0],
-                                              tf.shape(rank_features)[0])
-        return summed + self.dense(rank_features)
-
-    def get_config(self):
-        return {**super().get_config(), "classes": self.classes, "buckets": self.buckets,
-                "l2": self.l2}
-
-
-@keras.saving.register_keras_serializable(package="dupn")
-class WideHead(TaskHead):
-    """One task's logistic (or softmax) regression over the wide features."""
-
-    def __init__(self, task: str, weight: float = 1.0, buckets: int = 1 << 18, l2: float = 0.0,
-                 **kwargs):
-        super().__init__(task, weight, **kwargs)
-        self.buckets = buckets
-        self.l2 = l2
-        self.linear = WideLinear(self.output_width, buckets, l2, name=f"{task}_linear")
-
-    def call(self, ids, rank_features):
-        logits = self.linear(ids, rank_features)
-        return logits[:, 0] if self.output_width == 1 else logits
-
-    def get_config(self):
-        return {**super().get_config(), "buckets": self.buckets, "l2": self.l2}
-
-
 def hard_sharing_only(model_config) -> None:
     if model_config.sharing != "hard":
         raise ValueError(f"model.variant {model_config.variant} has no user representation to "
                          f"share: model.sharing must be hard, not {model_config.sharing}")
-
-
-@keras.saving.register_keras_serializable(package="dupn")
-class WideESMMHead(EntireSpaceHead, WideHead):
-    """ESMM's ctr head as two logistic regressions (click, conversion) over the wide features."""
 
 
 def _wide_buckets(contract: dict) -> int:
@@ -124,8 +71,8 @@ class Wide(MultiTaskModel):
     def __init__(self, contract: dict, heads: list[dict], l2: float = 0.0, dropout: float = 0.0,
                  **kwargs):
         buckets = _wide_buckets(contract)
-        super().__init__(contract, [(WideESMMHead if h.get("esmm") else WideHead)(
-            h["name"], h["weight"], buckets=buckets, l2=l2) for h in heads], **kwargs)
+        super().__init__(contract, [wide_head(h["name"], h["weight"], buckets, l2,
+                                              bool(h.get("esmm"))) for h in heads], **kwargs)
         self.buckets = buckets
         self.head_configs = [dict(h) for h in heads]
         self.l2 = l2
@@ -165,12 +112,6 @@ def last_dense(layers):
     return [layer for layer in layers if isinstance(layer, keras.layers.Dense)][-1]
 
 
-def apply(layers, x, training):
-    for layer in layers:
-        x = layer(x, training=training)
-    return x
-
-
 @keras.saving.register_keras_serializable(package="dupn")
 class WideDeep(MultiTaskModel):
     """Wide & Deep: each head's logit is its deep head's plus its wide regression's.
@@ -180,8 +121,8 @@ class WideDeep(MultiTaskModel):
 
     def __init__(self, contract: dict, heads: list[dict], shared_dim: int = 256,
                  dropout: float = 0.0, l2: float = 0.0, **kwargs):
-        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2)
-                                    for h in heads], **kwargs)
+        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
+                                              head_inputs(h["name"])) for h in heads], **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.shared_dim = shared_dim
         self.dropout = dropout
@@ -205,9 +146,10 @@ class WideDeep(MultiTaskModel):
         representation = apply(self.deep, pooled_user_features(self.embeddings, inputs), training)
         ids = wide_ids(inputs, self.buckets)
         rank = tf.cast(inputs["rank_features"], tf.float32)
+        candidates = CandidateInputs(self, inputs)
         out = {}
         for head, wide in zip(self.heads, self.wide):
-            candidate = self.embeddings.candidate(CANDIDATES[head.task], inputs)
+            candidate = candidates.join(head.candidate_inputs)
             wide_logits = wide(ids, rank)
             out[head.task] = head(representation, candidate, training=training) + (
                 wide_logits[:, 0] if head.output_width == 1 else wide_logits)
@@ -218,88 +160,27 @@ class WideDeep(MultiTaskModel):
                 "dropout": self.dropout, "l2": self.l2}
 
 
-def cosine_towers(hidden_units, dropout: float, l2: float, prefix: str) -> tuple:
-    """(candidate tower layers, its output layer, the user projection) of a DSSM score."""
-    reg = keras.regularizers.L2(l2) if l2 else None
-    return (mlp(hidden_units[:-1], dropout, l2, f"{prefix}_tower"),
-            keras.layers.Dense(hidden_units[-1], kernel_regularizer=reg, name=f"{prefix}_tower_out"),
-            keras.layers.Dense(hidden_units[-1], kernel_regularizer=reg, name=f"{prefix}_user"))
-
-
-def cosine_scale(layer, prefix: str) -> tuple:
-    """(s, b): the learnt scale (from 5) and bias of a DSSM score, weights of `layer`."""
-    return (layer.add_weight(f"{prefix}_scale", [], initializer=keras.initializers.Constant(5.0)),
-            layer.add_weight(f"{prefix}_bias", [], initializer="zeros"))
-
-
-def cosine_logit(tower, tower_out, user_projection, scale, bias, representation, candidate,
-                 training) -> tf.Tensor:
-    """s · cos(W_u r, tower(candidate)) + b, [B]."""
-    item = tf.math.l2_normalize(tower_out(apply(tower, candidate, training)), axis=-1)
-    user = tf.math.l2_normalize(user_projection(representation), axis=-1)
-    return scale * tf.reduce_sum(user * item, axis=-1) + bias
-
-
-@keras.saving.register_keras_serializable(package="dupn")
-class TowerHead(TaskHead):
-    """DSSM scoring: a candidate tower and a projection of the user, compared by scaled cosine.
-
-    logit = s · cos(W_u r, tower(candidate)) + b, with s and b learnt.
-    """
-
-    def __init__(self, task: str, weight: float = 1.0, hidden_units=(64,), dropout: float = 0.0,
-                 l2: float = 0.0, **kwargs):
-        super().__init__(task, weight, **kwargs)
-        self.hidden_units = list(hidden_units)
-        self.dropout = dropout
-        self.l2 = l2
-        self.tower, self.tower_out, self.user_projection = cosine_towers(
-            self.hidden_units, dropout, l2, task)
-        self.scale, self.bias = cosine_scale(self, task)
-
-    def call(self, representation, candidate=None, training=None):
-        return cosine_logit(self.tower, self.tower_out, self.user_projection, self.scale,
-                            self.bias, representation, candidate, training)
-
-    def get_config(self):
-        return {**super().get_config(), "hidden_units": self.hidden_units,
-                "dropout": self.dropout, "l2": self.l2}
-
-
-@keras.saving.register_keras_serializable(package="dupn")
-class ESMMTowerHead(EntireSpaceHead, TowerHead):
-    """ESMM's ctr head in DSSM: the click and the conversion logit each a scaled cosine of its
-    own candidate tower and user projection."""
-
-    def __init__(self, task: str = "ctr", weight: float = 1.0, hidden_units=(64,),
-                 dropout: float = 0.0, l2: float = 0.0, **kwargs):
-        super().__init__(task, weight, hidden_units=hidden_units, dropout=dropout, l2=l2, **kwargs)
-        self.cvr_tower, self.cvr_tower_out, self.cvr_user_projection = cosine_towers(
-            self.hidden_units, dropout, l2, "cvr")
-        self.cvr_scale, self.cvr_bias = cosine_scale(self, "cvr")
-
-    def call(self, representation, candidate=None, training=None):
-        click = super().call(representation, candidate, training)
-        conversion = cosine_logit(self.cvr_tower, self.cvr_tower_out, self.cvr_user_projection,
-                                  self.cvr_scale, self.cvr_bias, representation, candidate,
-                                  training)
-        return tf.stack([click, conversion], axis=-1)
+# The candidate inputs DSSM compares with the user by a cosine (models.towers.CosineTower).
+COSINE_INPUTS = {"item", "talent", "shop"}
 
 
 @keras.saving.register_keras_serializable(package="dupn")
 class DSSM(RepresentationModel):
-    """User tower (pooled_user_features, two layers) against candidate towers (TowerHead) for
+    """User tower (pooled_user_features, two layers) against candidate towers (CosineTower) for
     the heads that score a candidate."""
 
     def __init__(self, contract: dict, heads: list[dict], shared_dim: int = 256,
-                 dropout: float = 0.0, l2: float = 0.0, sharing: dict | None = None, **kwargs):
-        towers = ("item", "talent", "shop")
-        super().__init__(contract, [
-            (ESMMTowerHead if h.get("esmm") else TowerHead)(
-                h["name"], h["weight"], hidden_units=h["hidden_units"], dropout=dropout, l2=l2)
-            if CANDIDATES[h["name"]] in towers else make_head(h, contract["rank_features"],
-                                                              dropout, l2)
-            for h in heads], sharing, dropout, l2, **kwargs)
+                 dropout: float = 0.0, l2: float = 0.0, sharing: dict | None = None,
+                 ctr_rank_features: bool = False, **kwargs):
+        def head(h):
+            reads = head_inputs(h["name"], ctr_rank_features=ctr_rank_features)
+            if COSINE_INPUTS & set(READS[h["name"]]):
+                return cosine_head(h["name"], h["weight"], h["hidden_units"], dropout, l2,
+                                   bool(h.get("esmm")), reads)
+            return make_head(h, contract["rank_features"], dropout, l2, reads)
+
+        super().__init__(contract, [head(h) for h in heads], sharing, dropout, l2,
+                         ctr_rank_features, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.shared_dim = shared_dim
         self.dropout = dropout
@@ -331,9 +212,12 @@ class CNNMax(RepresentationModel):
 
     def __init__(self, contract: dict, heads: list[dict], filters: int = 128, kernel_size: int = 3,
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
-                 sharing: dict | None = None, **kwargs):
-        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2)
-                                    for h in heads], sharing, dropout, l2, **kwargs)
+                 sharing: dict | None = None, ctr_rank_features: bool = False, **kwargs):
+        reads = {h["name"]: head_inputs(h["name"], ctr_rank_features=ctr_rank_features)
+                 for h in heads}
+        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
+                                              reads[h["name"]]) for h in heads],
+                         sharing, dropout, l2, ctr_rank_features, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.filters = filters
         self.kernel_size = kernel_size

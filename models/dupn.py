@@ -14,12 +14,13 @@ import tf_keras as keras
 
 from features.contract import Contract
 from models.attention import AttentionPooling
-from models.balance import balance_spec
-from models.embedding import FeatureEmbeddings, contract_config, contract_from_config
+from models.config import (balance_spec, contract_config, contract_from_config, head_configs,
+                           sharing_config)
+from models.embedding import FeatureEmbeddings
 from models.gated_lstm import PropertyGatedLSTM
+from models.head_inputs import head_inputs
 from models.heads import make_head
 from models.multitask import RepresentationModel, dummy_inputs
-from models.sharing import sharing_config
 
 # variant -> (properties in the LSTM gates, properties in the attention)
 VARIANT_PROPERTIES = {
@@ -48,7 +49,7 @@ class DUPN(RepresentationModel):
     """The DUPN network and its ablations (VARIANT_PROPERTIES).
 
     Args:
-      contract: contract_config(contract).
+      contract: models.config.contract_config(contract).
       heads: [{name, weight, hidden_units, esmm (ctr only, optional)}] in order.
       variant: a key of VARIANT_PROPERTIES.
       lstm_units: LSTM width, also the width of the pooled representation.
@@ -58,24 +59,28 @@ class DUPN(RepresentationModel):
       dropout: on the shared representation, the experts' and the heads' hidden layers.
       l2: on every kernel and on looked-up embedding rows.
       interest_match: also pool the behaviours' item embeddings with the attention weights and
-        give the ctr head their match with the candidate (models.multitask.interest_match); the
-        user representation then ends with that interest vector (item_dim wide).
+        give the ctr head their match with the candidate (models.head_inputs.interest_terms);
+        the user representation then ends with that interest vector (item_dim wide).
       interest_heads: K > 1 pools K interests instead: the attention scores each step K times
         on its one tanh layer, the first weighting as before, and each interest is matched
         with the candidate; the representation then ends with K * item_dim.
-      sharing: models.sharing.sharing_config (None: hard, every head reads the representation).
+      sharing: models.config.sharing_config (None: hard, every head reads the representation).
+      ctr_rank_features: the ctr head also reads the impression's ranking features.
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
                  lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
                  sharing: dict | None = None, interest_match: bool = False,
-                 interest_heads: int = 1, **kwargs):
+                 interest_heads: int = 1, ctr_rank_features: bool = False, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
-        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2)
-                                    for h in heads], sharing, dropout, l2, **kwargs)
+        reads = {h["name"]: head_inputs(h["name"], interest_match, ctr_rank_features)
+                 for h in heads}
+        super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
+                                              reads[h["name"]]) for h in heads],
+                         sharing, dropout, l2, ctr_rank_features, **kwargs)
         self.head_configs = [dict(h) for h in heads]
         self.variant = variant
         self.lstm_units = lstm_units
@@ -102,6 +107,10 @@ class DUPN(RepresentationModel):
         self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
         self.interest_match = interest_match
         self.interest_dim = self.embeddings.item_dim * interest_heads if interest_match else 0
+
+    @property
+    def representation_parts(self):
+        return {"interest": self.interest_dim} if self.interest_dim else {}
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
         """(user representation [B, shared_dim (+ interest_heads * item_dim with
@@ -145,18 +154,6 @@ class DUPN(RepresentationModel):
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
                 "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match,
                 "interest_heads": self.interest_heads}
-
-
-def head_configs(config) -> list[dict]:
-    """The heads' dicts of config.model; the ctr head's carries esmm: True with model.esmm."""
-    heads = [{"name": h.name, "weight": h.weight, "hidden_units": list(h.hidden_units)}
-             for h in config.model.heads]
-    if config.model.esmm:
-        ctr = [h for h in heads if h["name"] == "ctr"]
-        if not ctr:
-            raise ValueError("model.esmm needs a ctr head in model.heads (ESMM is the ctr head's)")
-        ctr[0]["esmm"] = True
-    return heads
 
 
 def build_model(config, contract: Contract | None = None, pretrained_item_table=None,

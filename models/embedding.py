@@ -5,26 +5,13 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from features.contract import Contract
+# contract_config is imported from here by pipeline/bench/train.py (owned by another change).
+from models.config import contract_config, contract_from_config  # noqa: F401
 
 ITEM_TABLES = ("item_id", "shop_id", "brand_id", "category_id", "tags")   # e_t, in this order
 BEHAVIOUR_PROPERTIES = (("type", "seq_type"), ("scene", "seq_scene"),
                         ("time_bucket", "seq_time_bucket"))              # p_t, in this order
 PROFILE = (("age", "age_bucket"), ("gender", "gender"))                    # u, in this order
-
-
-def contract_config(contract: Contract) -> dict:
-    """A JSON-able description of a contract, enough to rebuild it (kept in models' get_config)."""
-    return {"sequence_length": contract.sequence_length, "tag_slots": contract.tag_slots,
-            "query_terms": contract.query_terms, "rank_features": contract.rank_features,
-            "tables": {k: list(v) for k, v in contract.tables.items()},
-            "property_dims": dict(contract.property_dims)}
-
-
-def contract_from_config(config: dict) -> Contract:
-    return Contract(config["sequence_length"], config["tag_slots"], config["query_terms"],
-                    config["rank_features"], {k: tuple(v) for k, v in config["tables"].items()},
-                    config["property_dims"])
 
 
 def valid_steps(ids: tf.Tensor) -> tf.Tensor:
@@ -134,18 +121,6 @@ class FeatureEmbeddings(keras.layers.Layer):
     def profile(self, inputs: dict) -> tf.Tensor:
         """u [B, profile_dim]: age bucket and gender."""
         return tf.concat([self.properties[name](inputs[key]) for name, key in PROFILE], axis=-1)
-
-    def candidate(self, kind: str | None, inputs: dict) -> tf.Tensor | None:
-        """What a head scores besides the user: 'item', 'talent', 'shop', 'rank_features', None."""
-        if kind is None:
-            return None
-        if kind == "rank_features":
-            return tf.cast(inputs["rank_features"], tf.float32)
-        return {"item": self.target_item, "talent": self.talent, "shop": self.shop}[kind](inputs)
-
-    def candidate_dim(self, kind: str | None) -> int:
-        return {None: 0, "item": self.item_dim, "talent": self.talent_dim, "shop": self.shop_dim,
-                "rank_features": self.contract["rank_features"]}[kind]
 
     def set_item_table(self, table) -> None:
         """Loads a pre-trained item_id table [buckets, dim] (dupn-w2v), checking its shape."""

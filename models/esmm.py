@@ -1,11 +1,12 @@
-"""ESMM on the CTR head (Ma et al., SIGIR 2018): pCTCVR = pCTR × pCVR, learnt over every impression.
+"""ESMM's entire-space task (Ma et al., SIGIR 2018): pCTCVR = pCTR × pCVR, learnt over every impression.
 
 A buy is only seen after a click, so a conversion model trained on clicked rows alone learns
 from a biased sample (sample-selection bias) that is also small. ESMM never fits pCVR on its
 own: it fits pCTR to the click and pCTCVR = pCTR × pCVR to the buy, both over all ctr rows, so
 the CVR tower learns from every impression, clicked or not.
 
-The head's logits are [B, 2]: (click logit a, conversion logit b), each from its own tower.
+The task reads logits [B, 2]: (click logit a, conversion logit b), each from its own tower (any
+tower of models/towers.py: two MLPs, two cosines, or one wide regression two wide).
 model(inputs)["ctr"] stays the click probability σ(a); `scores` adds cvr = σ(b) and
 ctcvr = σ(a)·σ(b) (what a serving ranker orders by). Loss over the ctr rows:
 
@@ -24,7 +25,7 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from models.heads import MLPHead, TaskHead, mlp
+from models.tasks import BinaryTask
 
 BUY = "label_buy"                  # the labels entry of the impression's buy
 SCORES = ("ctr", "cvr", "ctcvr")
@@ -42,23 +43,24 @@ def ctcvr_log_probabilities(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return log_yes, log_no
 
 
-class EntireSpaceHead(TaskHead):
-    """ESMM's loss, metrics and scores over logits [B, 2]; subclasses add the two towers.
+class EntireSpaceTask(BinaryTask):
+    """ESMM's loss, metrics and scores over logits [B, 2] (click, conversion).
 
     Metrics: ctr_auc (click vs pCTR, every ctr row), ctcvr_auc (click·buy vs pCTCVR, every ctr
     row) and cvr_auc (buy vs pCVR over clicked rows only: what pCVR means).
     """
 
-    def __init__(self, task: str = "ctr", weight: float = 1.0, **kwargs):
-        if task != "ctr":
-            raise ValueError(f"ESMM is a ctr head (click, then buy), not '{task}'")
-        super().__init__(task, weight, **kwargs)
+    output_width = 2
+
+    def __init__(self, name: str = "ctr", weight: float = 1.0):
+        if name != "ctr":
+            raise ValueError(f"ESMM is a ctr head (click, then buy), not '{name}'")
+        super().__init__(name, weight)
         self.ctcvr_auc = keras.metrics.AUC(name="ctcvr_auc")
         self.cvr_auc = keras.metrics.AUC(name="cvr_auc")
 
-    @property
-    def output_width(self) -> int:
-        return 2
+    def metrics(self):
+        return {**super().metrics(), "ctcvr_auc": self.ctcvr_auc, "cvr_auc": self.cvr_auc}
 
     @property
     def score_names(self) -> tuple[str, ...]:
@@ -71,18 +73,18 @@ class EntireSpaceHead(TaskHead):
         ctr, cvr = tf.sigmoid(logits[:, 0]), tf.sigmoid(logits[:, 1])
         return {"ctr": ctr, "cvr": cvr, "ctcvr": ctr * cvr}
 
-    def _targets(self, labels: dict, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def targets(self, labels: dict, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(click, click · buy) [B], 0 on other tasks' rows."""
         if BUY not in labels:
             raise ValueError(f"the ESMM ctr head needs labels['{BUY}'] (features.tfrecord.read_dataset "
                              "yields it)")
-        click = self._labels(labels, rows)
+        click = self.labels(labels, rows)
         return click, click * tf.cast(labels[BUY], tf.float32)
 
     def loss(self, labels: dict, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(mean over the ctr rows of BCE(click, pCTR) + BCE(click·buy, pCTCVR), number of rows)."""
         rows = self.rows(labels)
-        click, bought = self._targets(labels, rows)
+        click, bought = self.targets(labels, rows)
         ctr = tf.nn.sigmoid_cross_entropy_with_logits(labels=click, logits=logits[:, 0])
         log_yes, log_no = ctcvr_log_probabilities(logits)
         ctcvr = -(bought * log_yes + (1.0 - bought) * log_no)
@@ -92,36 +94,9 @@ class EntireSpaceHead(TaskHead):
     def update_metrics(self, labels: dict, logits: tf.Tensor, loss: tf.Tensor,
                        count: tf.Tensor) -> None:
         rows = self.rows(labels)
-        click, bought = self._targets(labels, rows)
+        click, bought = self.targets(labels, rows)
         scores = self.scores(logits)
         self.loss_tracker.update_state(loss, sample_weight=count)
         self.auc.update_state(click, scores["ctr"], sample_weight=rows)
         self.ctcvr_auc.update_state(bought, scores["ctcvr"], sample_weight=rows)
         self.cvr_auc.update_state(bought, scores["cvr"], sample_weight=click)
-
-
-@keras.saving.register_keras_serializable(package="dupn")
-class ESMMHead(EntireSpaceHead, MLPHead):
-    """ESMM over MLPs: MLPHead's network is the CTR tower, a second MLP of the same widths the
-    CVR tower, both over [representation, item embedding] (the embeddings are shared, as in
-    the paper).
-
-    Call args:
-      representation: [B, D]; candidate: the item embedding [B, C].
-    Returns:
-      logits [B, 2]: (click, conversion).
-    """
-
-    def __init__(self, task: str = "ctr", weight: float = 1.0, hidden_units=(128, 64),
-                 dropout: float = 0.0, l2: float = 0.0, **kwargs):
-        super().__init__(task, weight, hidden_units=hidden_units, dropout=dropout, l2=l2, **kwargs)
-        self.cvr_hidden = mlp(self.hidden_units, dropout, l2, "cvr")
-        self.cvr_out = keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(l2)
-                                          if l2 else None, name="cvr_logits")
-
-    def call(self, representation, candidate=None, training=None):
-        click = super().call(representation, candidate, training=training)
-        x = representation if candidate is None else tf.concat([representation, candidate], -1)
-        for layer in self.cvr_hidden:
-            x = layer(x, training=training)
-        return tf.stack([click, self.cvr_out(x)[:, 0]], axis=-1)

@@ -13,8 +13,9 @@ import tf_keras as keras
 
 from features.contract import Contract
 from models.balance import make_balancer
-from models.embedding import contract_from_config
-from models.heads import CANDIDATES, TaskHead
+from models.config import contract_from_config
+from models.head_inputs import CandidateInputs
+from models.heads import Head
 from models.sharing import make_sharing
 
 SCORED_ITEM_HEADS = ("ctr", "l2r")   # heads a serving item scorer computes from a representation
@@ -24,12 +25,13 @@ class MultiTaskModel(keras.Model):
     """Heads over a shared network; model(inputs) returns {head: probabilities}.
 
     Args:
-      contract: contract_config(contract) (kept so the model can rebuild itself on load).
-      heads: TaskHead layers, one per configured head.
-      loss_balance: models.balance.balance_spec of the training's loss balancing (None: fixed).
+      contract: models.config.contract_config(contract) (kept so the model can rebuild itself
+        on load).
+      heads: Head layers (models/heads.py), one per configured head.
+      loss_balance: models.config.balance_spec of the training's loss balancing (None: fixed).
     """
 
-    def __init__(self, contract: dict, heads: list[TaskHead], loss_balance: dict | None = None,
+    def __init__(self, contract: dict, heads: list[Head], loss_balance: dict | None = None,
                  **kwargs):
         super().__init__(**kwargs)
         self.contract = contract
@@ -155,18 +157,19 @@ class RepresentationModel(MultiTaskModel):
 
     Between the representation and the heads sits the sharing structure (models/sharing.py):
     each head reads its task's output of it (hard sharing: the representation itself).
+    Each head reads its candidate inputs (Head.candidate_inputs, models/head_inputs.py): item-side
+    inputs, and parts of the representation (representation_parts), so the split holds.
     Subclasses set self.embeddings (FeatureEmbeddings) and implement user_representation.
 
     Args:
       contract, heads: as MultiTaskModel.
-      sharing: models.sharing.sharing_config (None: hard).
+      sharing: models.config.sharing_config (None: hard).
       dropout, l2: of the sharing structure's layers.
-      ctr_rank_features: the ctr head also reads the impression's ranking features (the l2r
-        head's input; the wide baselines' logits always do); an item-side input, so the split
-        holds.
+      ctr_rank_features: model.ctr_rank_features, with which the heads were built (kept for
+        get_config).
     """
 
-    def __init__(self, contract: dict, heads: list[TaskHead], sharing: dict | None = None,
+    def __init__(self, contract: dict, heads: list[Head], sharing: dict | None = None,
                  dropout: float = 0.0, l2: float = 0.0, ctr_rank_features: bool = False,
                  **kwargs):
         super().__init__(contract, heads, **kwargs)
@@ -178,39 +181,39 @@ class RepresentationModel(MultiTaskModel):
         """[B, shared_dim] from the behaviour sequence, query and profile only."""
         raise NotImplementedError
 
-    # Width of an interest vector at the end of the user representation (DUPN's interest_match;
-    # 0: none): the history's item embeddings pooled by the attention, in the candidates' space.
+    # Width of DUPN's interest vector at the end of the representation (0: none).
     interest_dim = 0
 
-    def split_representation(self, representation) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """(what the sharing structure reads, the interest vector or None)."""
-        if not self.interest_dim:
-            return representation, None
-        return representation[:, :-self.interest_dim], representation[:, -self.interest_dim:]
+    @property
+    def representation_parts(self) -> dict:
+        """{name: width} of the vectors the user representation carries at its end, in order,
+        for the heads' candidate inputs to read (DUPN's interest vector); the sharing structure
+        reads what is before them. (A property: a dict attribute would be a checkpoint object.)"""
+        return {}
+
+    def split_representation(self, representation) -> tuple[tf.Tensor, dict]:
+        """(what the sharing structure reads, {part: [B, width]} of representation_parts)."""
+        parts, offset = {}, 0                          # offset: columns taken from the end
+        for name, width in reversed(list(self.representation_parts.items())):
+            parts[name] = representation[:, -(offset + width):(-offset or None)]
+            offset += width
+        shared = representation[:, :-offset] if offset else representation
+        return shared, dict(reversed(list(parts.items())))
 
     def task_logits(self, task_representations: dict, inputs: dict, training=False,
-                    tasks=None, interest=None) -> dict:
-        """{head: logits} of the heads (those in `tasks`), each reading its task's input; the ctr
-        head also reads the interest vector's match with the candidate item (when given) and the
-        ranking features (ctr_rank_features)."""
-        out = {}
-        for h in self.heads:
-            if tasks is None or h.task in tasks:
-                candidate = self.embeddings.candidate(CANDIDATES[h.task], inputs)
-                if h.task == "ctr":
-                    if interest is not None:
-                        candidate = interest_match(candidate, interest)
-                    if self.ctr_rank_features:
-                        rank = self.embeddings.candidate("rank_features", inputs)
-                        candidate = tf.concat([candidate, rank], axis=-1)
-                out[h.task] = h(task_representations[h.task], candidate, training=training)
-        return out
+                    tasks=None, parts=None) -> dict:
+        """{head: logits} of the heads (those in `tasks`), each reading its task's input and its
+        candidate inputs, joined from the batch and the representation's parts."""
+        candidates = CandidateInputs(self, inputs, parts)
+        return {h.task: h(task_representations[h.task], candidates.join(h.candidate_inputs),
+                          training=training)
+                for h in self.heads if tasks is None or h.task in tasks}
 
     def logits_from_representation(self, representation, inputs: dict, training=False,
                                    tasks=None) -> dict:
-        shared, interest = self.split_representation(representation)
+        shared, parts = self.split_representation(representation)
         task_representations, _ = self.sharing(shared, training=training)
-        return self.task_logits(task_representations, inputs, training, tasks, interest)
+        return self.task_logits(task_representations, inputs, training, tasks, parts)
 
     def head_logits(self, inputs, training=False):
         return self.logits_from_representation(self.user_representation(inputs, training),
@@ -231,15 +234,15 @@ class RepresentationModel(MultiTaskModel):
             [1, shared_dim]: one user's, for all B candidates.
           inputs: the candidates' item_id, shop_id, brand_id, category_id, tags, rank_features.
         """
-        shared, interest = self.split_representation(representation)
+        shared, parts = self.split_representation(representation)
         task_representations, _ = self.sharing(shared, training=False)
         rows = tf.shape(inputs["item_id"])[0]
         task_representations = {t: tf.broadcast_to(r, [rows, tf.shape(r)[1]])
                                 for t, r in task_representations.items()}
-        if interest is not None:
-            interest = tf.broadcast_to(interest, [rows, self.interest_dim])
+        parts = {k: tf.broadcast_to(v, [rows, self.representation_parts[k]])
+                 for k, v in parts.items()}
         logits = self.task_logits(task_representations, inputs, training=False,
-                                  tasks=SCORED_ITEM_HEADS, interest=interest)
+                                  tasks=SCORED_ITEM_HEADS, parts=parts)
         return {k: v for h in self.heads if h.task in logits
                 for k, v in h.scores(logits[h.task]).items()}
 
@@ -252,21 +255,6 @@ class RepresentationModel(MultiTaskModel):
     def get_config(self):
         return {**super().get_config(), "sharing": self.sharing_config,
                 "ctr_rank_features": self.ctr_rank_features}
-
-
-def interest_match(candidate: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
-    """[candidate, candidate ⊙ interest_k for each k, candidate · interest_k for each k]: the item
-    and how much each of the user's attended interests resembles it, explicit (an MLP over a
-    concatenation learns products slowly).
-
-    Args:
-      candidate: [B, D]; interest: [B, K * D], K interests of width D side by side.
-    """
-    width = candidate.shape[-1]
-    interests = tf.reshape(interest, [-1, interest.shape[-1] // width, width])   # [B, K, D]
-    product = candidate[:, None] * interests
-    return tf.concat([candidate, tf.reshape(product, [-1, interest.shape[-1]]),
-                      tf.reduce_sum(product, -1)], axis=-1)
 
 
 def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:

@@ -17,20 +17,13 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from models.heads import mlp
+from models.towers import mlp
 
 STRUCTURES = ("hard", "shared-bottom", "mmoe", "ple")
 
 
-def sharing_config(model_config) -> dict:
-    """The sharing fields of a configs.schema.ModelConfig as the models take them."""
-    m = model_config
-    return {"structure": m.sharing, "experts": m.experts, "task_experts": m.task_experts,
-            "expert_units": list(m.expert_units), "ple_levels": m.ple_levels}
-
-
 def make_sharing(config: dict | None, tasks, dropout: float = 0.0, l2: float = 0.0) -> "Sharing":
-    """The sharing layer of a sharing_config (None: hard) for the heads' tasks, in order."""
+    """The sharing layer of a models.config.sharing_config (None: hard) for the heads' tasks, in order."""
     config = dict(config or {"structure": "hard"})
     structure = config.pop("structure")
     if structure == "hard":

@@ -13,8 +13,9 @@ import tf_keras as keras
 from configs.schema import TrainerConfig
 from features.contract import Contract
 from models.balance import (METHODS, DynamicWeightAverage, GradNorm, LatestValue, PCGrad,
-                            UncertaintyWeighting, balance_spec, dwa_weights,
-                            gradnorm_weight_gradients, pcgrad_project)
+                            UncertaintyWeighting, dwa_weights, gradnorm_weight_gradients,
+                            pcgrad_project)
+from models.config import balance_spec
 from models.dupn import build_model
 from models_batches import as_dataset, batches, tiny_config
 

@@ -10,7 +10,9 @@ import tf_keras as keras
 
 from features.contract import TASK_INDEX, Contract
 from models.dupn import build_model
-from models.esmm import ESMMHead, EntireSpaceHead
+from models.esmm import EntireSpaceTask
+from models.heads import mlp_head
+from models.towers import MLPTower, Twin
 from models.multitask import RepresentationModel
 from models_batches import as_dataset, batches, tiny_config
 
@@ -45,7 +47,7 @@ def model(contract):
 
 
 def test_the_loss_is_click_and_ctcvr_cross_entropy_over_ctr_rows_by_hand():
-    head = ESMMHead(hidden_units=[4])
+    head = mlp_head("ctr", hidden_units=[4], esmm=True)
     # rows: bought; clicked only; shown only; an l2r row (ignored); a buy logged without a click
     # (ESMM's conversion is post-click: no conversion); a confident click and buy that did not happen.
     logits = np.array([[0.5, 1.0], [-0.3, 0.2], [1.2, -2.0], [9.0, 9.0], [0.0, 3.0], [40.0, 40.0]])
@@ -67,7 +69,7 @@ def test_the_loss_is_click_and_ctcvr_cross_entropy_over_ctr_rows_by_hand():
 
 
 def test_gradients_are_finite_at_saturated_logits():
-    head = ESMMHead(hidden_units=[4])
+    head = mlp_head("ctr", hidden_units=[4], esmm=True)
     logits = tf.Variable([[60.0, 60.0], [-60.0, -60.0], [60.0, -60.0]])
     with tf.GradientTape() as tape:
         loss, _ = head.loss(labels([CTR] * 3, [0, 1, 1], [0, 1, 1]), logits)
@@ -117,7 +119,9 @@ def test_save_load_round_trip_and_the_split_equals_the_whole(model, data, tmp_pa
     path = tmp_path / "esmm.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded.heads[0]) is ESMMHead and loaded.get_config()["heads"][0]["esmm"] is True
+    head = loaded.heads[0]
+    assert type(head.objective) is EntireSpaceTask and type(head.network) is Twin
+    assert type(head.network.first) is MLPTower and loaded.get_config()["heads"][0]["esmm"] is True
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
     reloaded = loaded.scores(inputs)
@@ -132,7 +136,7 @@ def test_save_load_round_trip_and_the_split_equals_the_whole(model, data, tmp_pa
 @pytest.mark.parametrize("variant", ["wide", "wide-deep", "dssm", "cnn-max"])
 def test_the_baselines_take_the_esmm_ctr_head(variant, contract, data, tmp_path):
     model = build_model(tiny_config(f"model.variant={variant}", ESMM, CTR_L2R), contract)
-    assert isinstance(model.heads[0], EntireSpaceHead)
+    assert isinstance(model.heads[0].objective, EntireSpaceTask)
     model.compile(optimizer=keras.optimizers.Adagrad(0.1))
     losses = model.fit(as_dataset(data), epochs=2, verbose=0).history["loss"]
     assert losses[-1] < losses[0], losses
@@ -152,8 +156,8 @@ def test_esmm_needs_a_ctr_head_and_the_labels_buy(contract):
         build_model(tiny_config(ESMM, "model.heads=[{name: l2r, weight: 1.0, hidden_units: [8]}]"),
                     contract)
     with pytest.raises(ValueError, match="ESMM is a ctr head"):
-        ESMMHead("l2r")
-    head = ESMMHead(hidden_units=[4])
+        mlp_head("l2r", esmm=True)
+    head = mlp_head("ctr", hidden_units=[4], esmm=True)
     without_buy = {k: v for k, v in labels([CTR], [1], [1]).items() if k != "label_buy"}
     with pytest.raises(ValueError, match="label_buy"):
         head.loss(without_buy, tf.zeros([1, 2]))

@@ -9,7 +9,8 @@ import tf_keras as keras
 
 from features.contract import Contract, TASK_INDEX
 from models.dupn import build_model
-from models.heads import MLPHead, RankHead
+from models.head_inputs import head_inputs
+from models.heads import mlp_head, rank_head
 from models_batches import as_dataset, batches, tiny_config
 
 CTR, L2R, POWER, TALENT = (TASK_INDEX[t] for t in ("ctr", "l2r", "power", "talent"))
@@ -21,7 +22,7 @@ def labels(tasks, values, weights=None):
 
 
 def test_binary_head_loss_ignores_other_tasks_rows():
-    head = MLPHead("ctr")
+    head = mlp_head("ctr")
     y = labels([CTR, L2R, CTR, POWER], [1.0, 1.0, 0.0, 3.0])
     # ctr rows: sigmoid(0) = 1/2 with label 1 -> ln 2; sigmoid(ln 3) = 3/4 with label 0 -> ln 4.
     logits = tf.constant([0.0, -50.0, math.log(3.0), 50.0])
@@ -34,7 +35,7 @@ def test_binary_head_loss_ignores_other_tasks_rows():
 
 
 def test_l2r_loss_is_weighted_per_row_and_averaged_over_its_rows():
-    head = RankHead("l2r", rank_features=2)
+    head = rank_head("l2r", rank_features=2)
     y = labels([L2R, L2R, CTR], [1.0, 0.0, 1.0], [5.0, 1.0, 7.0])
     loss, rows = head.loss(y, tf.constant([0.0, 0.0, 3.0]))
     assert float(rows) == 2.0
@@ -42,7 +43,7 @@ def test_l2r_loss_is_weighted_per_row_and_averaged_over_its_rows():
 
 
 def test_power_head_cross_entropy_over_seven_classes():
-    head = MLPHead("power")
+    head = mlp_head("power")
     logits = np.zeros((3, 7), np.float32)
     logits[1, 4] = math.log(8.0)          # p(class 4) = 8 / (8 + 6) on the second power row
     y = labels([POWER, POWER, CTR], [2.0, 4.0, 1.0])
@@ -53,7 +54,7 @@ def test_power_head_cross_entropy_over_seven_classes():
 
 
 def test_head_without_rows_contributes_zero_not_nan():
-    head = MLPHead("talent")
+    head = mlp_head("talent")
     logits = tf.Variable([0.3, -0.2])
     with tf.GradientTape() as tape:
         loss, rows = head.loss(labels([CTR, POWER], [1.0, 5.0]), logits)
@@ -115,7 +116,7 @@ def test_metrics_are_named_after_heads_and_a_missing_task_is_zero(weighted_model
 
 
 def test_power_metrics_match_hand_counts():
-    head = MLPHead("power")
+    head = mlp_head("power")
     logits = np.full((4, 7), -5.0, np.float32)
     predicted = [2, 2, 3, 0]
     logits[range(4), predicted] = 5.0
@@ -126,3 +127,13 @@ def test_power_metrics_match_hand_counts():
     assert float(head.precisions[2].result()) == pytest.approx(1 / 2)   # predicted 2 twice, right once
     assert float(head.recalls[3].result()) == pytest.approx(1 / 2)      # true 3 twice, found once
     assert float(head.precisions[0].result()) == 0.0                    # the ctr row does not count
+
+
+def test_each_head_declares_its_candidate_inputs_from_the_configuration():
+    config = tiny_config("model.interest_match=true", "model.ctr_rank_features=true")
+    model = build_model(config, Contract.from_config(config))
+    assert {h.task: h.candidate_inputs for h in model.heads} == {
+        "ctr": ("item", "interest_match", "rank_features"), "l2r": ("rank_features",),
+        "talent": ("talent",), "power": (), "shop": ("shop",)}
+    assert head_inputs("ctr") == ("item",)                  # both off: the paper's ctr head
+    assert model.representation_parts == {"interest": model.interest_dim}

@@ -8,7 +8,7 @@ import tf_keras as keras
 
 from features.contract import Contract
 from models.dupn import build_model, time_major
-from models.multitask import interest_match
+from models.head_inputs import interest_match
 from models_batches import as_dataset, batches, tiny_config
 
 HEADS = ("model.heads=[{name: ctr, weight: 1.0, hidden_units: [8]}, "

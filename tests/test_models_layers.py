@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from features.contract import Contract
 from models.attention import AttentionPooling, masked_softmax
-from models.embedding import FeatureEmbeddings, contract_config, masked_mean
+from models.config import contract_config
+from models.embedding import FeatureEmbeddings, masked_mean
 from models.gated_lstm import PropertyGatedLSTM
 from pipeline.bench.random_batch import random_batch
 from models_batches import tiny_config

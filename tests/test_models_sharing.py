@@ -9,9 +9,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from features.contract import Contract
-from models.dupn import DUPN, build_model, head_configs
-from models.embedding import contract_config
-from models.heads import CANDIDATES
+from models.config import contract_config, head_configs
+from models.dupn import DUPN, build_model
+from models.head_inputs import CandidateInputs
 from models.sharing import STRUCTURES, make_sharing
 from pipeline.bench.random_batch import random_batch
 from models_batches import as_dataset, batches, tiny_config
@@ -142,7 +142,7 @@ def test_hard_sharing_is_the_model_as_before(contract, data):
     representation = model.user_representation(inputs)
     outputs = model(inputs)
     for h in model.heads:
-        candidate = model.embeddings.candidate(CANDIDATES[h.task], inputs)
+        candidate = CandidateInputs(model, inputs).join(h.candidate_inputs)
         direct = h.probabilities(h(representation, candidate))
         np.testing.assert_array_equal(outputs[h.task], direct, err_msg=h.task)
         np.testing.assert_array_equal(outputs[h.task], plain(inputs)[h.task], err_msg=h.task)
