@@ -3,6 +3,7 @@
 Every other module asks this one for a path; none spells a partition or a marker out itself.
 
   RAW/<table>/dt=D/<name>.<ext>                  raw logs (tables and fields: pipeline/rawlogs/schema.py)
+  RAW/<table>/dt=D/_SUCCESS                      optional: the producer finished that table's day
   RAW/_rejected/<source>/part-00000.jsonl        rows an import (dupn import-taobao) did not write
   EXAMPLES/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz
   EXAMPLES/_stats/dt=D.json                      written last by the Beam job: the day is complete
@@ -25,6 +26,7 @@ import posixpath
 from pathlib import Path
 
 PARTITION = "dt="
+SUCCESS_MARKER = "_SUCCESS"
 STATS_DIR, REJECTED_DIR, TMP_DIR, RUN_FILE = "_stats", "_rejected", "_tmp", "_run.json"
 EXAMPLE_GLOB = "part-*.tfrecord.gz"
 PUBLISHED_DIR, LATEST_FILE, MANIFEST_FILE = "published", "LATEST", "manifest.json"
@@ -51,6 +53,11 @@ def partition_day(name: str) -> str:
 def raw_dir(raw, table: str, day: str) -> str:
     """RAW/<table>/dt=D."""
     return join(raw, table, partition(day))
+
+
+def success_marker(raw, table: str, day: str) -> str:
+    """RAW/<table>/dt=D/_SUCCESS: the Hadoop convention for "this folder is complete"."""
+    return join(raw_dir(raw, table, day), SUCCESS_MARKER)
 
 
 def raw_rejected_dir(raw, source: str) -> str:
