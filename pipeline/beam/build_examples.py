@@ -11,6 +11,7 @@ EXAMPLES/_rejected/dt=D/. Options it does not know go to Beam's PipelineOptions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -197,10 +198,22 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
       raw, out: the raw-log root and the examples root (local paths or URLs).
       runner: the Beam runner (default: runtime.runner); beam_args: further PipelineOptions flags.
     Returns:
-      the command's exit code: 0 done, 1 not published (BuildFailed) or no day had rows, 2 bad
-      input (no raw files, a malformed date). Each day's _stats records the raw files and
-      settings it was built from (pipeline/beam/inputs.py).
+      the command's exit code: 0 done; 1 not published (BuildFailed), no day had rows, or
+      another job holds EXAMPLES/.lock; 2 bad input (no raw files, a malformed date). Each
+      day's _stats records the raw files and settings it was built from (beam/inputs.py).
     """
+    # One job per local examples folder: two would publish over each other's days.
+    lock = (contextlib.nullcontext() if "://" in str(out)
+            else layout.hold_lock(layout.lock_file(out), "dupn build-examples"))
+    try:
+        with lock:
+            return _build_examples(config, raw, out, start, end, runner, beam_args)
+    except layout.LockHeld as err:
+        print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 1
+
+
+def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args) -> int:
     started = time.monotonic()
     try:
         plan = make_plan(str(raw), str(out), start, end or start, config)

@@ -34,6 +34,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return jobrun.single_flight(NAME, args.work, lambda: run(args))
+
+
+def run(args) -> int:
     log = lambda message: print(f"dupn backfill: {message}", flush=True)  # noqa: E731
     work, raw, end = Path(args.work), Path(args.raw), args.end
     from pipeline.training.train import head_tasks

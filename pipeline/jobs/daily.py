@@ -37,6 +37,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return jobrun.single_flight(NAME, args.work, lambda: run(args))
+
+
+def run(args) -> int:
     import datetime as dt
     log = lambda message: print(f"dupn daily: {message}", flush=True)  # noqa: E731
     work, raw, date = Path(args.work), Path(args.raw), args.date

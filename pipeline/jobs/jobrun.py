@@ -11,10 +11,12 @@ Exit codes of both jobs (docs/OPERATIONS.md):
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.jobs import publish as pub
 from pipeline.layout import eval_file
 
@@ -40,6 +42,17 @@ def add_shared_flags(parser, unit: str) -> None:
                         help="evaluate on the next day, on held-out users of the last day, or "
                              "(auto) the next day when its raw logs exist (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help=f"redo a {unit} already done")
+
+
+def single_flight(job: str, work, body) -> int:
+    """body()'s exit code, run while holding WORK's lock; EXIT_ERROR, naming the holder, when
+    another job has it (two runs on one work directory would both publish and race on the manifest)."""
+    try:
+        with layout.hold_lock(layout.lock_file(work), f"dupn {job}"):
+            return body()
+    except layout.LockHeld as err:
+        print(f"dupn {job}: {err}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def already_done(work, date: str) -> dict | None:
