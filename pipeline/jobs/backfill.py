@@ -49,6 +49,9 @@ def run(args) -> int:
     except (ConfigError, ValueError) as err:
         print(f"dupn backfill: {err}", file=sys.stderr)
         return jobrun.EXIT_USAGE
+    finished = None if args.force else jobrun.finish_publishing(work, end, log)
+    if finished is not None:
+        return finished
     done = jobrun.already_done(work, end)
     if done and not args.force:
         log(f"{end} already done ({done['kind']}, {done['status']}: {done.get('reason', '')}); "

@@ -49,6 +49,9 @@ def run(args) -> int:
     except ValueError:
         print(f"dupn daily: --date {date}: expected YYYY-MM-DD", file=sys.stderr)
         return jobrun.EXIT_USAGE
+    finished = None if args.force else jobrun.finish_publishing(work, date, log)
+    if finished is not None:
+        return finished
     done = jobrun.already_done(work, date)
     if done and not args.force:
         log(f"{date} already done ({done['status']}: {done.get('reason', '')}); nothing to do "

@@ -55,6 +55,25 @@ def single_flight(job: str, work, body) -> int:
         return EXIT_ERROR
 
 
+def finish_publishing(work, date: str, log=print) -> int | None:
+    """Completes a publish of `date` that a crash interrupted (its record says "publishing"):
+    publishes the run again (idempotent) and records it; EXIT_OK then, None when none is pending."""
+    from pipeline.evaluation.metrics import write_metrics
+    record = pub.dated_manifest(work)["dates"].get(date)
+    if not record or record.get("status") != "publishing":
+        return None
+    pending = record.pop("publishing")
+    run_dir = Path(record["run"])
+    log(f"{date}: finishing the publish of {run_dir.name} that was interrupted")
+    target = pub.publish(run_dir, work, run_dir.name, pending["keep"])
+    record.update({"status": "published", "published": True, "model": str(target)})
+    if record.get("metrics"):
+        write_metrics(eval_file(work, evaluation_name(record["inputs"]["eval"])), record["metrics"])
+    pub.record_date(work, date, {k: v for k, v in record.items() if k != "date"})
+    log(f"{date}: published {target}")
+    return EXIT_OK
+
+
 def already_done(work, date: str) -> dict | None:
     """The manifest record of `date` if its job finished (published or refused), else None."""
     record = pub.dated_manifest(work)["dates"].get(date)
@@ -129,11 +148,15 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         code = EXIT_REFUSED
         log(f"{date}: not published ({record['reason']}); the model in service stays")
     else:
+        record["reason"] = ("first model" if previous is None else
+                            f"no headline metric more than {config.trainer.publish_margin} and its "
+                            "standard error below the previous model's")
+        # Intent first: a crash between here and the final record leaves "publishing", which the
+        # next run completes (finish_publishing) instead of taking the new model for the old one.
+        pub.record_date(work, date, {**record, "status": "publishing",
+                                     "publishing": {"keep": config.trainer.keep_published}})
         target = pub.publish(run_dir, work, run_dir.name, config.trainer.keep_published)
-        record.update({"status": "published", "published": True, "model": str(target),
-                       "reason": "first model" if previous is None else
-                       f"no headline metric more than {config.trainer.publish_margin} and its "
-                       "standard error below the previous model's"})
+        record.update({"status": "published", "published": True, "model": str(target)})
         in_service = new
         code = EXIT_OK
         log(f"{date}: published {target}")
