@@ -3,11 +3,13 @@
 Every other module asks this one for a path; none spells a partition or a marker out itself.
 
   RAW/<table>/dt=D/<name>.<ext>                  raw logs (tables and fields: pipeline/rawlogs/schema.py)
+  RAW/<table>/dt=D/_SUCCESS                      optional: the producer finished that table's day
   RAW/_rejected/<source>/part-00000.jsonl        rows an import (dupn import-taobao) did not write
   EXAMPLES/<task>/dt=D/part-SSSSS-of-NNNNN.tfrecord.gz
   EXAMPLES/_stats/dt=D.json                      written last by the Beam job: the day is complete
   EXAMPLES/_rejected/dt=D/part-00000.jsonl       the day's dead letters
   EXAMPLES/_run.json, EXAMPLES/_tmp/<run>/       the last run's totals; a run's staging folder
+  EXAMPLES/.lock, WORK/.lock                     held by the one job writing there (hold_lock)
   WORK/examples/                                 EXAMPLES of the backfill and daily jobs
   WORK/runs/<name>/                              model dirs (config.yaml, checkpoints/, history.json, run.json)
   WORK/holdout/dt=D/                             held-out users' examples when no next day exists
@@ -18,16 +20,20 @@ Every other module asks this one for a path; none spells a partition or a marker
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import posixpath
 from pathlib import Path
 
 PARTITION = "dt="
+SUCCESS_MARKER = "_SUCCESS"
 STATS_DIR, REJECTED_DIR, TMP_DIR, RUN_FILE = "_stats", "_rejected", "_tmp", "_run.json"
 EXAMPLE_GLOB = "part-*.tfrecord.gz"
 PUBLISHED_DIR, LATEST_FILE, MANIFEST_FILE = "published", "LATEST", "manifest.json"
+LOCK_FILE = ".lock"
 
 
 # ---- paths on any filesystem --------------------------------------------------------------------
@@ -51,6 +57,11 @@ def partition_day(name: str) -> str:
 def raw_dir(raw, table: str, day: str) -> str:
     """RAW/<table>/dt=D."""
     return join(raw, table, partition(day))
+
+
+def success_marker(raw, table: str, day: str) -> str:
+    """RAW/<table>/dt=D/_SUCCESS: the Hadoop convention for "this folder is complete"."""
+    return join(raw_dir(raw, table, day), SUCCESS_MARKER)
 
 
 def raw_rejected_dir(raw, source: str) -> str:
@@ -149,6 +160,43 @@ def published_model_dir(work) -> Path:
     if not name or not path.exists():
         raise FileNotFoundError(f"{latest} names '{name}', but {path} does not exist")
     return path
+
+
+# ---- one job at a time ----------------------------------------------------------------------------
+
+def lock_file(root) -> Path:
+    """ROOT/.lock of a local work or examples directory."""
+    return Path(root) / LOCK_FILE
+
+
+class LockHeld(RuntimeError):
+    """Another job holds the lock (the message names it)."""
+
+
+@contextlib.contextmanager
+def hold_lock(path, holder: str):
+    """Holds an exclusive lock on a local file while the block runs; LockHeld when another has it.
+
+    flock: the kernel drops the lock with its process, so a killed job leaves nothing to clean
+    up. The file names the holder, for the message the next job prints.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            who = f.read().strip() or "another process"
+            raise LockHeld(f"{path.parent} is in use by {who}; run again when it has finished "
+                           f"(the lock ends with that process: nothing to delete)") from None
+        f.truncate(0)
+        f.write(f"{holder} (pid {os.getpid()}, since {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC)\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
 
 
 # ---- days ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ EXAMPLES/_rejected/dt=D/. Options it does not know go to Beam's PipelineOptions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from configs.loader import ConfigError, add_config_args, load_config
 from features.contract import TASKS, Contract
 from pipeline import layout
+from pipeline.beam.inputs import LOOKBACK_TABLES, day_inputs, record_builds
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
@@ -33,8 +35,7 @@ from pipeline.beam.write import WriteExamples, WriteRejected, WriteStats, publis
 from pipeline.layout import days_between, shift
 from pipeline.rawlogs.schema import TABLES
 
-LOOKBACK_TABLES = ("behaviors", "items")
-NAME_PATTERN = "<name>.jsonl|csv|parquet[.gz]"    # shown in the error for a raw root without files    # read from start - lookback_days; the rest from start
+NAME_PATTERN = "<name>.jsonl|csv|parquet[.gz]"    # shown in the error for a raw root without files
 
 
 class BuildFailed(RuntimeError):
@@ -197,19 +198,39 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
       raw, out: the raw-log root and the examples root (local paths or URLs).
       runner: the Beam runner (default: runtime.runner); beam_args: further PipelineOptions flags.
     Returns:
-      the command's exit code: 0 done, 1 not published (BuildFailed), 2 bad input (no raw
-      files, a malformed date).
+      the command's exit code: 0 done; 1 not published (BuildFailed), no day had rows, or
+      another job holds EXAMPLES/.lock; 2 bad input (no raw files, a malformed date). Each
+      day's _stats records the raw files and settings it was built from (beam/inputs.py).
     """
+    # One job per local examples folder: two would publish over each other's days.
+    lock = (contextlib.nullcontext() if "://" in str(out)
+            else layout.hold_lock(layout.lock_file(out), "dupn build-examples"))
+    try:
+        with lock:
+            return _build_examples(config, raw, out, start, end, runner, beam_args)
+    except layout.LockHeld as err:
+        print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 1
+
+
+def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args) -> int:
     started = time.monotonic()
     try:
         plan = make_plan(str(raw), str(out), start, end or start, config)
     except (RawLayoutError, ValueError) as err:   # ValueError: a malformed date
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 2
+    # Fingerprinted before the run: a file landing meanwhile makes the day stale, not silently whole.
+    inputs = {day: day_inputs(plan.raw, day, plan.spec.lookback_days) for day in plan.window}
     try:
         totals = run(plan, pipeline_options(config, runner, list(beam_args)))
     except BuildFailed as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 1
+    empty = record_builds(plan.out, inputs, config)
+    for day in empty:
+        print(f"dupn build-examples: {day}: no raw rows, nothing built for it", file=sys.stderr)
+    if len(empty) == len(plan.window):
         return 1
     examples = ", ".join(f"{t} {totals['examples'][t]:,}" for t in TASKS if t in totals["examples"])
     print(f"dupn build-examples: {plan.spec.start}..{plan.spec.end}: {totals['rows_total']:,} rows "

@@ -18,6 +18,7 @@ from pathlib import Path
 from configs.loader import ConfigError, add_config_args, config_from_args
 from pipeline import layout
 from pipeline.jobs import jobrun
+from pipeline.rawlogs.landing import incomplete_reason
 
 NAME = "backfill"
 
@@ -33,6 +34,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return jobrun.single_flight(NAME, args.work, lambda: run(args))
+
+
+def run(args) -> int:
     log = lambda message: print(f"dupn backfill: {message}", flush=True)  # noqa: E731
     work, raw, end = Path(args.work), Path(args.raw), args.end
     from pipeline.training.train import head_tasks
@@ -44,16 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"dupn backfill: {err}", file=sys.stderr)
         return jobrun.EXIT_USAGE
+    finished = None if args.force else jobrun.finish_publishing(work, end, log)
+    if finished is not None:
+        return finished
     done = jobrun.already_done(work, end)
     if done and not args.force:
         log(f"{end} already done ({done['kind']}, {done['status']}: {done.get('reason', '')}); "
             "nothing to do (--force redoes it)")
         return jobrun.EXIT_OK
 
-    from pipeline.jobs.daydata import ensure_examples, raw_has_day, run_config, training_and_evaluation
+    from pipeline.jobs.daydata import (ensure_examples, next_day_usable, raw_has_day, run_config,
+                                       training_and_evaluation)
     missing = [d for d in window if not raw_has_day(raw, d)]
     if missing:
         print(f"dupn backfill: {raw}: no raw logs for {', '.join(missing)}", file=sys.stderr)
+        return jobrun.EXIT_ERROR
+    landing = incomplete_reason(raw, end)   # the days before it have a later day: landed
+    if landing:
+        print(f"dupn backfill: {landing}; rerun once they have landed", file=sys.stderr)
         return jobrun.EXIT_ERROR
     run_dir = layout.run_dir(work, f"{end}-{NAME}")
     split_dir = layout.holdout_dir(work, end)
@@ -64,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build_config = run_config(config, run_dir)
         following = layout.shift(end)
-        use_next = args.eval != "holdout" and raw_has_day(raw, following)
+        use_next = next_day_usable(raw, end, args.eval, log)
         ensure_examples(raw, examples, window + ([following] if use_next else []), build_config, log)
         data, evaluation, eval_info = training_and_evaluation(
             raw, examples, end, head_tasks(config), config.data.holdout_share, split_dir,

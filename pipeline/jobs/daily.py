@@ -21,6 +21,7 @@ from configs.loader import ConfigError, add_config_args, load_config
 from pipeline import layout
 from pipeline.jobs import jobrun
 from pipeline.jobs.publish import current_model
+from pipeline.rawlogs.landing import incomplete_reason
 
 NAME = "daily"
 
@@ -36,6 +37,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return jobrun.single_flight(NAME, args.work, lambda: run(args))
+
+
+def run(args) -> int:
     import datetime as dt
     log = lambda message: print(f"dupn daily: {message}", flush=True)  # noqa: E731
     work, raw, date = Path(args.work), Path(args.raw), args.date
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"dupn daily: --date {date}: expected YYYY-MM-DD", file=sys.stderr)
         return jobrun.EXIT_USAGE
+    finished = None if args.force else jobrun.finish_publishing(work, date, log)
+    if finished is not None:
+        return finished
     done = jobrun.already_done(work, date)
     if done and not args.force:
         log(f"{date} already done ({done['status']}: {done.get('reason', '')}); nothing to do "
@@ -56,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return jobrun.EXIT_NO_MODEL
 
     from pipeline.training.checkpoints import load_config_of
-    from pipeline.jobs.daydata import ensure_examples, raw_has_day, run_config, training_and_evaluation
+    from pipeline.jobs.daydata import (ensure_examples, next_day_usable, raw_has_day, run_config,
+                                       training_and_evaluation)
     from pipeline.training.train import head_tasks
     try:
         published_config = load_config_of(current)
@@ -68,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if not raw_has_day(raw, date):
         print(f"dupn daily: {raw}: no raw logs for {date} (no {layout.raw_dir('', '<table>', date)}/)", file=sys.stderr)
         return jobrun.EXIT_ERROR
+    landing = incomplete_reason(raw, date)
+    if landing:   # a model trained on part of a day would be published as the day's
+        print(f"dupn daily: {landing}; rerun once they have landed", file=sys.stderr)
+        return jobrun.EXIT_ERROR
     run_dir = layout.run_dir(work, f"{date}-{NAME}")
     split_dir = layout.holdout_dir(work, date)
     if args.force:   # a forced redo is a new run on a new split, not a resume of the old one
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = head_tasks(config)
     try:
         build_config = run_config(config, run_dir)
-        use_next = args.eval != "holdout" and raw_has_day(raw, layout.shift(date))
+        use_next = next_day_usable(raw, date, args.eval, log)
         wanted = [date] + ([layout.shift(date)] if use_next else [])
         ensure_examples(raw, examples, wanted, build_config, log)
         data, evaluation, eval_info = training_and_evaluation(

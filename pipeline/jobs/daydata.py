@@ -15,6 +15,7 @@ from configs.loader import dump_config, load_config
 from features.tfrecord import list_files
 from pipeline import layout
 from pipeline.layout import shift
+from pipeline.rawlogs.landing import incomplete_reason
 from pipeline.rawlogs.schema import table_dir
 from pipeline.training.train import TrainingData, day_stats, range_data, task_samples
 
@@ -39,16 +40,26 @@ def run_config(config, run_dir):
 
 
 def ensure_examples(raw, examples, dates: list[str], config, log=print) -> list[str]:
-    """Runs the Beam job with `config` (a Config) for the dates whose examples are missing (no
-    _stats file); returns them.
+    """Runs the Beam job with `config` (a Config) for the dates whose examples are missing or
+    stale; returns them.
 
     A day's statistics file is published last by the Beam job, so its presence means the day's
-    examples are complete and are reused as they are (a rerun trains on the same data).
+    examples were written whole. They are reused only while the raw files and example settings
+    recorded in it are still those of `raw` and `config` (pipeline/beam/inputs.py): a day built
+    while its logs were still landing, or with another configuration, is rebuilt, saying why.
     """
-    missing = [d for d in dates if day_stats(examples, d) is None]
+    from pipeline.beam import build_examples
+    from pipeline.beam.inputs import stale_reason
+    missing = []
+    for d in dates:
+        stats = day_stats(examples, d)
+        reason = None if stats is None else stale_reason(stats, str(raw), d, config)
+        if stats is None or reason:
+            missing.append(d)
+        if reason:
+            log(f"rebuilding examples of {d}: {reason}")
     if not missing:
         return []
-    from pipeline.beam import build_examples
     # Consecutive missing days go to one Beam run each.
     for first, last in _runs_of_days(missing):
         log(f"building examples {first}..{last} from {raw}")
@@ -66,6 +77,26 @@ def _runs_of_days(dates: list[str]) -> list[tuple[str, str]]:
         else:
             runs.append((d, d))
     return runs
+
+
+def next_day_usable(raw, date: str, evaluation: str, log=print) -> bool:
+    """Whether a job ending on `date` evaluates on date + 1: only once that day has fully landed
+    (pipeline/rawlogs/landing.py), never on the part of it that is there so far.
+
+    evaluation 'auto' falls back to held-out users and says why; 'next-day' raises
+    FileNotFoundError with the reason; 'holdout' never uses the next day.
+    """
+    if evaluation == "holdout":
+        return False
+    following = shift(date)
+    reason = incomplete_reason(raw, following)
+    if reason is None:
+        return True
+    if evaluation == "next-day":
+        raise FileNotFoundError(f"cannot evaluate on {following}: {reason}")
+    if raw_has_day(raw, following):
+        log(f"evaluating on held-out users of {date}, not on {following}: {reason}")
+    return False
 
 
 def day_files(examples, date: str, tasks) -> dict[str, list[str]]:
@@ -138,7 +169,8 @@ def training_and_evaluation(raw, examples, date: str, tasks, share: float, split
                             ) -> tuple[TrainingData, dict, dict]:
     """What a job ending on `date` trains and evaluates on.
 
-    With examples of the next day (evaluation 'auto' or 'next-day'): trains on [first_day, date],
+    With examples of a fully landed next day (evaluation 'auto' or 'next-day'; next_day_usable):
+    trains on [first_day, date],
     evaluates on date + 1. Without them, or with evaluation 'holdout': the held-out users of
     `date` are split off; trains on the rest (and on the days before `date` from first_day),
     evaluates on them.
@@ -148,10 +180,11 @@ def training_and_evaluation(raw, examples, date: str, tasks, share: float, split
     """
     first_day = first_day or date
     following = shift(date)
+    use_next = next_day_usable(raw, date, evaluation, log=lambda _: None)
     if evaluation == "next-day" and day_stats(examples, following) is None:
         raise FileNotFoundError(f"{examples}: no examples of {following} to evaluate on "
                                 "(its raw logs are missing)")
-    if evaluation != "holdout" and day_stats(examples, following) is not None:
+    if use_next and day_stats(examples, following) is not None:
         data = range_data(examples, first_day, date, tasks)
         evaluation = day_files(examples, following, tasks)
         return data, evaluation, {"data": "next day", "date": following}

@@ -11,10 +11,12 @@ Exit codes of both jobs (docs/OPERATIONS.md):
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from pathlib import Path
 
+from pipeline import layout
 from pipeline.jobs import publish as pub
 from pipeline.layout import eval_file
 
@@ -40,6 +42,36 @@ def add_shared_flags(parser, unit: str) -> None:
                         help="evaluate on the next day, on held-out users of the last day, or "
                              "(auto) the next day when its raw logs exist (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help=f"redo a {unit} already done")
+
+
+def single_flight(job: str, work, body) -> int:
+    """body()'s exit code, run while holding WORK's lock; EXIT_ERROR, naming the holder, when
+    another job has it (two runs on one work directory would both publish and race on the manifest)."""
+    try:
+        with layout.hold_lock(layout.lock_file(work), f"dupn {job}"):
+            return body()
+    except layout.LockHeld as err:
+        print(f"dupn {job}: {err}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def finish_publishing(work, date: str, log=print) -> int | None:
+    """Completes a publish of `date` that a crash interrupted (its record says "publishing"):
+    publishes the run again (idempotent) and records it; EXIT_OK then, None when none is pending."""
+    from pipeline.evaluation.metrics import write_metrics
+    record = pub.dated_manifest(work)["dates"].get(date)
+    if not record or record.get("status") != "publishing":
+        return None
+    pending = record.pop("publishing")
+    run_dir = Path(record["run"])
+    log(f"{date}: finishing the publish of {run_dir.name} that was interrupted")
+    target = pub.publish(run_dir, work, run_dir.name, pending["keep"])
+    record.update({"status": "published", "published": True, "model": str(target)})
+    if record.get("metrics"):
+        write_metrics(eval_file(work, evaluation_name(record["inputs"]["eval"])), record["metrics"])
+    pub.record_date(work, date, {k: v for k, v in record.items() if k != "date"})
+    log(f"{date}: published {target}")
+    return EXIT_OK
 
 
 def already_done(work, date: str) -> dict | None:
@@ -118,11 +150,15 @@ def train_evaluate_publish(*, work, date: str, kind: str, config, run_dir, data,
         code = EXIT_REFUSED
         log(f"{date}: not published ({record['reason']}); the model in service stays")
     else:
+        record["reason"] = ("first model" if previous is None else
+                            f"no headline metric more than {config.trainer.publish_margin} and its "
+                            "standard error below the previous model's")
+        # Intent first: a crash between here and the final record leaves "publishing", which the
+        # next run completes (finish_publishing) instead of taking the new model for the old one.
+        pub.record_date(work, date, {**record, "status": "publishing",
+                                     "publishing": {"keep": config.trainer.keep_published}})
         target = pub.publish(run_dir, work, run_dir.name, config.trainer.keep_published)
-        record.update({"status": "published", "published": True, "model": str(target),
-                       "reason": "first model" if previous is None else
-                       f"no headline metric more than {config.trainer.publish_margin} and its "
-                       "standard error below the previous model's"})
+        record.update({"status": "published", "published": True, "model": str(target)})
         in_service = new
         code = EXIT_OK
         log(f"{date}: published {target}")

@@ -78,6 +78,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.layout import days_between, shift
+from pipeline.rawlogs.landing import mark_complete
 from pipeline.rawlogs.schema import ORACLE, ORACLE_SCHEMA, SCHEMAS, TABLES, table_dir
 from pipeline.rawlogs.synth_world import (BEHAVIOR_TYPES, DAY_S, SCENES, TALENT_TYPES, TARGET_MIX, History,
                                   World)
@@ -349,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days and --users must be at least 1")
     summary = generate(args.out, args.start, args.days, args.users, args.seed, args.format,
                        world=args.world)
+    for day in days_between(args.start, shift(args.start, args.days - 1)):
+        mark_complete(args.out, day)     # every day written is whole: say so as producers do
     seconds = summary["seconds"]
     print(f"dupn synth: world {args.world}, {args.users} users, {args.days} days from {args.start}, "
           f"seed {args.seed}, "

@@ -12,6 +12,7 @@ A model dir: config.yaml (the resolved configuration), checkpoints/, history.jso
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
@@ -73,10 +74,56 @@ def checkpoint_dir(model_dir) -> Path:
     return Path(model_dir) / CHECKPOINT_DIR
 
 
-def latest_checkpoint(model_dir) -> str | None:
-    """Path prefix of the model dir's latest checkpoint, or None."""
+class UnreadableCheckpoints(FileNotFoundError):
+    """Every checkpoint of a model dir is damaged (the message names each and why)."""
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why the checkpoint at `path` (a prefix) cannot be restored, or None when every tensor reads.
+
+    Reading each tensor checks its length and checksum: a truncated or corrupt file shows here,
+    not halfway through a restore that has already overwritten some variables.
+    """
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as err:
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def checkpoint_paths(model_dir) -> list[str]:
+    """Every checkpoint prefix in the model dir, newest (highest step) first; from the files, so
+    that a damaged `checkpoint` state file hides none."""
     folder = checkpoint_dir(model_dir)
-    return tf.train.latest_checkpoint(str(folder)) if folder.is_dir() else None
+    prefixes = {str(index.with_suffix("")) for index in folder.glob("*.index")} if folder.is_dir() else set()
+    return sorted(prefixes, key=lambda p: int(p.rsplit("-", 1)[-1]) if p.rsplit("-", 1)[-1].isdigit() else -1,
+                  reverse=True)
+
+
+def latest_checkpoint(model_dir, warn=None) -> str | None:
+    """Path prefix of the model dir's newest readable checkpoint, or None when it has none.
+
+    A damaged checkpoint (a crash or a full disk while it was written, a truncated copy) is
+    skipped for the one before it, and `warn` (default: stderr) names it; when every checkpoint
+    is damaged, UnreadableCheckpoints names them all.
+    """
+    warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+    skipped = []
+    for path in checkpoint_paths(model_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            for bad, why in skipped:
+                warn(f"skipped damaged checkpoint {bad} ({why}); using {path}")
+            return path
+        skipped.append((path, problem))
+    if skipped:
+        listed = "; ".join(f"{bad} ({why})" for bad, why in skipped)
+        raise UnreadableCheckpoints(f"{checkpoint_dir(model_dir)}: no readable checkpoint: {listed}. "
+                                    "Delete the folder to start the run again, or, for a published "
+                                    "model, write an older name into WORK/published/LATEST")
+    return None
 
 
 class RunCheckpoints:
@@ -107,7 +154,7 @@ class RunCheckpoints:
 
     def resume(self) -> str | None:
         """Restores this run's latest checkpoint; returns its path, or None for a fresh run."""
-        path = self.manager.latest_checkpoint
+        path = latest_checkpoint(Path(self.manager.directory).parent)
         if path:
             self.checkpoint.restore(path).assert_existing_objects_matched()
         return path

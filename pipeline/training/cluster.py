@@ -92,6 +92,20 @@ def make_strategy(tf_config: dict | None = None) -> tf.distribute.Strategy:
     return parameter_server_strategy(tf.distribute.cluster_resolver.TFConfigClusterResolver())
 
 
+def exposure_notice(address: str) -> str:
+    """What an operator must know about a server TF_CONFIG places at `address` ('host:port').
+
+    TensorFlow's gRPC server binds 0.0.0.0:<port> whatever host TF_CONFIG names (GrpcServer::Init
+    hard-codes it, up to at least TF 2.17) and authenticates nobody: whoever reaches the port can
+    run any graph there, file reads and writes included. Only a firewall or a private network
+    keeps the port to the cluster.
+    """
+    port = address.rsplit(":", 1)[-1]
+    return (f"listening on every interface (0.0.0.0:{port}; TensorFlow ignores the host in "
+            f"TF_CONFIG) with no authentication: keep port {port} on a private network or behind "
+            f"a firewall that admits only the cluster's machines")
+
+
 def serve(tf_config: dict) -> None:
     """Runs this process's worker or ps server until it is killed."""
     kind, index = task_of(tf_config)
@@ -109,8 +123,9 @@ def serve(tf_config: dict) -> None:
     cluster = tf.train.ClusterSpec(tf_config["cluster"])
     server = tf.distribute.Server(cluster, job_name=kind, task_index=index, protocol="grpc",
                                   config=server_config(cluster.num_tasks("worker")), start=True)
-    print(f"pipeline.training.cluster: {kind} {index} serving at {cluster.task_address(kind, index)}",
-          flush=True)
+    address = cluster.task_address(kind, index)
+    print(f"pipeline.training.cluster: {kind} {index} serving at {address}", flush=True)
+    print(f"pipeline.training.cluster: {kind} {index} {exposure_notice(address)}", file=sys.stderr, flush=True)
     server.join()
 
 

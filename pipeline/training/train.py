@@ -29,6 +29,7 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
+from configs.example_settings import example_settings, settings_difference
 from configs.loader import ConfigError, add_config_args, config_from_args, dump_config, to_dict
 from configs.schema import Config
 from features.contract import TASKS, Contract
@@ -106,6 +107,19 @@ def range_data(examples_root, start: str, end: str, tasks, require_every_task: b
     return TrainingData(files, sum(by_task.values()), by_task,
                         {"examples": str(examples_root), "start": start, "end": end,
                          "tasks": list(tasks)})
+
+
+def settings_mismatch(examples_root, start: str, end: str, config: Config) -> str | None:
+    """Why the examples of [start, end] do not fit `config` (built with other example settings,
+    as recorded in their _stats by the Beam job), or None. Days without a record are not judged."""
+    for date in layout.days_between(start, end, names=("--start", "--end")):
+        recorded = ((day_stats(examples_root, date) or {}).get("build") or {}).get("settings")
+        changed = recorded and settings_difference(recorded, example_settings(config))
+        if changed:
+            return (f"the examples of {date} were built with other settings ({changed}; "
+                    f"recorded -> this configuration): rebuild them with dupn build-examples, "
+                    f"or train with the configuration they were built with")
+    return None
 
 
 def head_tasks(config: Config) -> list[str]:
@@ -373,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         shape = cluster.parse_cluster_shape(args.local_cluster) if args.local_cluster else None
         data = range_data(args.examples, args.start, args.end or args.start, head_tasks(config))
+        mismatch = settings_mismatch(args.examples, args.start, args.end or args.start, config)
+        if mismatch:
+            raise ValueError(mismatch)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"dupn train: {err}", file=sys.stderr)
         return 2 if isinstance(err, (ConfigError, ValueError)) else 1
