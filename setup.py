@@ -13,7 +13,6 @@ setup(
         "tensorflow==2.17.*",
         "tensorflow-serving-api==2.17.*",   # PredictionLog protos of the warm-up records
         "tf-keras==2.17.*",
-        "tensorflow-recommenders==0.7.7",
         "tensorflow-io==0.37.1",
         "apache-beam>=2.60,<3",
         "pyarrow>=14",

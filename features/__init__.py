@@ -1,7 +1,7 @@
 """The feature contract of DUPN; importing this package selects Keras 2 before TensorFlow loads."""
 import os
 
-# The one place that selects Keras 2 (tf_keras): TFRS needs it, and Keras 3 cannot run
+# The one place that selects Keras 2 (tf_keras): Keras 3 cannot run
 # model.fit under ParameterServerStrategy. It must happen before TensorFlow is imported,
 # so `models` and `pipeline` import this package first.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
