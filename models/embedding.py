@@ -5,8 +5,7 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-# contract_config is imported from here by pipeline/bench/train.py (owned by another change).
-from models.config import contract_config, contract_from_config  # noqa: F401
+from models.config import contract_from_config
 
 ITEM_TABLES = ("item_id", "shop_id", "brand_id", "category_id", "tags")   # e_t, in this order
 BEHAVIOUR_PROPERTIES = (("type", "seq_type"), ("scene", "seq_scene"),

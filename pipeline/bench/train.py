@@ -94,7 +94,8 @@ def build_embedded_lstm(contract, units: int, learning_rate: float):
     import tensorflow as tf
     import tf_keras as keras
 
-    from models.embedding import FeatureEmbeddings, contract_config
+    from models.config import contract_config
+    from models.embedding import FeatureEmbeddings
 
     class EmbeddedLSTM(keras.Model):
         def __init__(self):
@@ -183,8 +184,8 @@ def run(args) -> dict:
         "lstm_on_embeddings_step_s": round(seconds["lstm_on_embeddings"], 4),
         "lstm_on_embeddings_samples_per_s": round(batch / seconds["lstm_on_embeddings"], 1),
         "ratio_vs_lstm_on_embeddings": round(seconds["lstm_on_embeddings"] / seconds["dupn"], 3),
-        "achieved_gflops": round(dupn_flops / seconds["dupn"] / 1e9, 3),
-        "lstm_achieved_gflops": round(lstm_flops / seconds["lstm"] / 1e9, 3),
+        "achieved_gflops": round(dupn_flops / seconds["dupn"] / 1e9, 6),
+        "lstm_achieved_gflops": round(lstm_flops / seconds["lstm"] / 1e9, 6),
         "peak_gflops": round(peak, 1),
         "peak_source": f"best of 5 float32 {args.matmul_size}^3 matmuls in this process",
         "allocator": args.allocator if allocator_set else "as already loaded",
