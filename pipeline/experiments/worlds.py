@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs.loader import dump_config
 from pipeline.experiments import ablation, plots
 from pipeline.experiments.run import DEFAULT_TRAIN_DAYS, Setup, choose_window, example_days
 from pipeline.rawlogs.worlds import WORLDS
@@ -56,7 +55,7 @@ def world_setup(setup: Setup, world: str, seed: int) -> Setup:
     config.runtime.seed = seed
     first = dt.date.fromisoformat(START)
     dates = [(first + dt.timedelta(days=d)).isoformat() for d in range(1, days)]
-    ensure_examples(raw, work / "examples", dates, dump_config(config, work), setup.log)
+    ensure_examples(raw, work / "examples", dates, config, setup.log)
     eval_date, start, end = choose_window(example_days(work / "examples"), None,
                                           options.get("train_days") or DEFAULT_TRAIN_DAYS)
     return dataclasses.replace(setup, work=work, config=config, eval_date=eval_date, train_start=start,
