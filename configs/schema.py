@@ -108,6 +108,11 @@ class ModelConfig:
     # DUPN, dssm, cnn-max: the ctr head also reads the impression's ranking features (the l2r
     # head's input), as the wide baselines' logits always do; docs/QUALITY.md (CTR 0.72 -> 0.75).
     ctr_rank_features: bool = False
+    # DUPN variants: candidate-aware (target) attention of the ctr head over per-step keys of the
+    # history that the user part computes once per request (models/target_attention.py), this
+    # many units wide; 0: none (the paper's model). Keys read the behaviours' properties when the
+    # variant's attention does (dupn-all, dupn-bpatt).
+    target_attention: int = _int(0, lo=0)
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),
@@ -122,6 +127,9 @@ class TrainerConfig:
     optimizer: str = _choice("adagrad", ("adagrad", "adam", "sgd"))
     learning_rate: float = _float(0.05)
     epochs: int = _int(1)
+    # With epochs > 1: users held out to stop when a pass stops helping them
+    # (pipeline/training/stopping.py); one pass holds nothing out.
+    validation_share: float = _float(0.1, hi=0.5)
     steps_per_execution: int = _int(10)
     checkpoint_every_steps: int = _int(500)
     shuffle_buffer: int = _int(10_000)

@@ -18,6 +18,7 @@ from models.config import (balance_spec, contract_config, contract_from_config, 
                            sharing_config)
 from models.embedding import FeatureEmbeddings
 from models.gated_lstm import PropertyGatedLSTM
+from models.target_attention import TargetAttention
 from models.head_inputs import head_inputs
 from models.heads import make_head
 from models.multitask import RepresentationModel, dummy_inputs
@@ -66,17 +67,21 @@ class DUPN(RepresentationModel):
         with the candidate; the representation then ends with K * item_dim.
       sharing: models.config.sharing_config (None: hard, every head reads the representation).
       ctr_rank_features: the ctr head also reads the impression's ranking features.
+      target_attention: d > 0: the ctr head also reads a candidate-aware attention over per-step
+        keys of width d (models/target_attention.py); the representation then ends with them.
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
                  lstm_units: int = 128, peepholes: bool = False, attention_units: int = 64,
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
                  sharing: dict | None = None, interest_match: bool = False,
-                 interest_heads: int = 1, ctr_rank_features: bool = False, **kwargs):
+                 interest_heads: int = 1, ctr_rank_features: bool = False,
+                 target_attention: int = 0, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
-        reads = {h["name"]: head_inputs(h["name"], interest_match, ctr_rank_features)
+        reads = {h["name"]: head_inputs(h["name"], interest_match, ctr_rank_features,
+                                        bool(target_attention))
                  for h in heads}
         super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
                                               reads[h["name"]]) for h in heads],
@@ -107,14 +112,21 @@ class DUPN(RepresentationModel):
         self.shared_dropout = keras.layers.Dropout(dropout, name="shared_dropout")
         self.interest_match = interest_match
         self.interest_dim = self.embeddings.item_dim * interest_heads if interest_match else 0
+        self.target_attention = target_attention
+        self.target = (TargetAttention(target_attention, contract["sequence_length"], l2,
+                                       name="target_attention") if target_attention else None)
 
     @property
     def representation_parts(self):
-        return {"interest": self.interest_dim} if self.interest_dim else {}
+        parts = {"interest": self.interest_dim} if self.interest_dim else {}
+        if self.target is not None:
+            parts["keys"] = self.target.width
+        return parts
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
-        """(user representation [B, shared_dim (+ interest_heads * item_dim with
-        interest_match)], attention weights [B, N]: the weighting that pools the states)."""
+        """(user representation [B, shared_dim (+ interest_heads * item_dim with interest_match)
+        (+ N * (target_attention + 1) keys with target_attention)], attention weights [B, N]:
+        the weighting that pools the states)."""
         seq = time_major(inputs)
         e, valid = self.embeddings.behaviour(seq)                      # [N, B, De], [N, B]
         p = (self.embeddings.behaviour_properties(seq)
@@ -135,6 +147,11 @@ class DUPN(RepresentationModel):
             interest = tf.reduce_sum(by_step[..., None] * e[:, :, None], axis=0)   # [B, K, De]
             representation = tf.concat(
                 [representation, tf.reshape(interest, [-1, self.interest_dim])], axis=-1)
+        if self.target is not None:
+            # Per-step keys for the item part's target attention, once per user; they read the
+            # properties where the variant's attention does (dupn-all, dupn-bpatt).
+            keys = self.target.keys(e, valid, p if self.attention_property else None)
+            representation = tf.concat([representation, keys], axis=-1)
         return representation, (weights if weights.shape.rank == 2 else weights[:, 0])
 
     @property
@@ -153,7 +170,7 @@ class DUPN(RepresentationModel):
                 "lstm_units": self.lstm_units, "peepholes": self.peepholes,
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
                 "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match,
-                "interest_heads": self.interest_heads}
+                "interest_heads": self.interest_heads, "target_attention": self.target_attention}
 
 
 def build_model(config, contract: Contract | None = None, pretrained_item_table=None,
@@ -178,7 +195,7 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
         model = DUPN(variant=m.variant, lstm_units=m.lstm_units, peepholes=m.peepholes,
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
                      sharing=sharing_config(m), interest_match=m.interest_match,
-                     interest_heads=m.interest_heads,
+                     interest_heads=m.interest_heads, target_attention=m.target_attention,
                      ctr_rank_features=m.ctr_rank_features, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)

@@ -17,11 +17,14 @@ READS = {"ctr": ("item",), "l2r": ("rank_features",), "talent": ("talent",), "sh
          "power": ()}
 
 
-def head_inputs(task: str, interest_match: bool = False, ctr_rank_features: bool = False) -> tuple:
+def head_inputs(task: str, interest_match: bool = False, ctr_rank_features: bool = False,
+                target_attention: bool = False) -> tuple:
     """The kinds the head of `task` reads under the model's configuration: the ctr head also
-    reads the interest vector's match with the item (model.interest_match) and the ranking
+    reads the interest vector's match with the item (model.interest_match), the target
+    attention's match of the item with the history (model.target_attention) and the ranking
     features (model.ctr_rank_features; the wide baselines' logits always do)."""
     extensions = {"ctr": (("interest_match",) if interest_match else ())
+                  + (("target_attention",) if target_attention else ())
                   + (("rank_features",) if ctr_rank_features else ())}
     return READS[task] + extensions.get(task, ())
 
@@ -84,4 +87,6 @@ KINDS = {
     "rank_features": lambda c: tf.cast(c.inputs["rank_features"], tf.float32),
     # Reads the representation's interest part (DUPN with model.interest_match).
     "interest_match": lambda c: interest_terms(c["item"], c.parts["interest"]),
+    # Reads the representation's per-step keys (DUPN with model.target_attention).
+    "target_attention": lambda c: c.model.target.match(c.parts["keys"], c["item"]),
 }

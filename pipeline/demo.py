@@ -20,8 +20,6 @@ KEPT_GOING = {"pipeline.jobs.daily": {3: "refused by the publish gate, old model
 
 START = "2026-11-01"
 DAYS = 12          # 10-day backfill window, one daily fine-tune day, one evaluation day
-# Three passes over the data: one leaves the sequence models half-trained (docs/QUALITY.md).
-TRAINING = ["--set", "trainer.epochs=3"]
 
 
 def day(offset: int) -> str:
@@ -36,9 +34,9 @@ def stages(out: Path, users: int, config: str) -> list[tuple[str, str, list[str]
         ("synthetic logs", "pipeline.rawlogs.synth",
          ["--out", raw, "--start", day(0), "--days", str(DAYS), "--users", str(users), "--seed", "1"]),
         ("10-day backfill (Beam job, training, evaluation, publish)", "pipeline.jobs.backfill",
-         ["--raw", raw, "--work", work, "--end", day(9), "--days", "10", *cfg, *TRAINING]),
+         ["--raw", raw, "--work", work, "--end", day(9), "--days", "10", *cfg]),
         ("daily fine-tune", "pipeline.jobs.daily",
-         ["--raw", raw, "--work", work, "--date", day(10), *cfg, *TRAINING]),
+         ["--raw", raw, "--work", work, "--date", day(10), *cfg]),
         ("evaluation", "pipeline.evaluation.evaluate", ["--work", work, "--date", day(11), "--json", *cfg]),
         # One pass for each of the nine models keeps the demo near 15 minutes.
         ("ablation experiment", "pipeline.experiments.run", ["ablation", "--work", work, "--small", *cfg]),

@@ -23,13 +23,15 @@ def test_dupn_yaml_holds_the_papers_settings():
     assert c.model.dropout > 0 and c.model.l2 > 0
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
     assert c.model.heads[0] == HeadConfig("ctr", 1.0, [256, 128, 64])
-    # the file and the schema's defaults agree: the YAML restates the paper and adds two
-    # extensions of ours, the interest match (two interests) and rank features in the ctr head (off in the
-    # schema, so configurations written before them still build the model they trained)
+    # the file and the schema's defaults agree: the YAML restates the paper and adds three
+    # extensions of ours, the interest match (two interests), rank features in the ctr head and
+    # the target attention (off in the schema, so configurations written before them still
+    # build the model they trained)
     paper = Config()
     paper.model.interest_match = True
     paper.model.interest_heads = 2
     paper.model.ctr_rank_features = True
+    paper.model.target_attention = 32
     assert c == paper
 
 
@@ -39,6 +41,7 @@ def test_small_yaml_is_the_same_structure_at_small_widths():
     assert c.features.item_id == Table(20011, 16)
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
     assert c.model.variant == "dupn-all" and c.trainer.optimizer == "adam"
+    assert c.model.target_attention == 16 and c.trainer.epochs == 1
     # keys small.yaml leaves out keep the defaults
     assert c.trainer.publish_margin == 0.01 and c.runtime.runner == "DirectRunner"
 

@@ -4,7 +4,9 @@
         [--warm-start OTHER_MODEL_DIR] [--local-cluster workers=2,ps=1]
 
 Steps: one pass over the range's samples (EXAMPLES/_stats/dt=D.json) per trainer.epochs, in
-batches of trainer.batch_size, from a repeated, seeded, shuffled stream. A checkpoint is saved
+batches of trainer.batch_size, from a repeated, seeded, shuffled stream. With more than one pass,
+trainer.validation_share of the users are held out and training stops at the first pass that
+does not improve their loss (pipeline/training/stopping.py). A checkpoint is saved
 every trainer.checkpoint_every_steps steps and TensorBoard scalars go to MODEL_DIR/tensorboard
 (pipeline/training/summaries.py; a progress bar on a terminal). Started again with the same
 --model-dir, a run resumes from its latest checkpoint and trains only the remaining steps. --warm-start begins a
@@ -36,6 +38,7 @@ from features.contract import TASKS, Contract
 from features.tfrecord import list_files, read_dataset
 from pipeline import layout
 from pipeline.training import cluster
+from pipeline.training.stopping import StopWhenWorse, keep_rows
 from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verbosity
 from pipeline.training.checkpoints import (CONFIG_FILE, KEEP_CHECKPOINTS, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
                                   variables_digest)
@@ -282,10 +285,11 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         write_json(model_dir / RUN_FILE, run)
 
     done_before = checkpoints.steps_done
-    remaining = target - done_before
-    logs = None
+    remaining = 0 if run.get("stopped") else target - done_before
+    logs, stopped = None, None
     if remaining <= 0:
-        log(f"{model_dir}: all {target} steps already trained")
+        log(f"{model_dir}: all {target} steps already trained" if not run.get("stopped") else
+            f"{model_dir}: stopped after pass {run['stopped']['after_pass']} (held-out users)")
     elif parameter_servers:
         interval = run.get("checkpoint_interval")
         if not interval or remaining % interval:   # a run begun in one process, resumed here
@@ -296,10 +300,12 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         logs = _fit_with_parameter_servers(model, checkpoints, data, contract, config, remaining,
                                            history, log, target, interval)
     else:
-        logs = _fit_one_process(model, checkpoints, data, contract, config, remaining, history, log,
-                                target)
+        logs, stopped = _fit_one_process(model, checkpoints, data, contract, config, remaining,
+                                         history, log, target)
     if not history or history[-1]["global_step"] != checkpoints.global_step:
         _record(checkpoints, history, logs, started, log, target)
+    if stopped:
+        run["stopped"] = stopped
     run.update({"finished": True, "steps": checkpoints.steps_done, "global_step": checkpoints.global_step,
                 "resumed_from": str(resumed_from) if resumed_from else None,
                 "steps_this_call": checkpoints.steps_done - done_before,
@@ -322,13 +328,22 @@ def training_stream(data: TrainingData, contract: Contract, config: Config, skip
 
 
 def _fit_one_process(model, checkpoints, data, contract, config, remaining, history, log, target):
+    """(the last logs, the stopping rule's record or None)."""
     trainer = config.trainer
     dataset = training_stream(data, contract, config, skip=checkpoints.steps_done)
-    callback = _SaveEvery(checkpoints, trainer.checkpoint_every_steps, history, log, target)
-    board = TensorBoardLog(_board_dir(checkpoints), trainer.batch_size)
-    fitted = model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=[callback, board],
+    callbacks = [_SaveEvery(checkpoints, trainer.checkpoint_every_steps, history, log, target),
+                 TensorBoardLog(_board_dir(checkpoints), trainer.batch_size)]
+    stopper = None
+    if trainer.epochs > 1 and trainer.validation_share > 0:
+        share = trainer.validation_share
+        dataset = keep_rows(dataset, share, held=False)
+        held = keep_rows(read_dataset(data.files, contract, trainer.batch_size), share, held=True)
+        stopper = StopWhenWorse(checkpoints, target // trainer.epochs, held,
+                                config.model.heads[0].name, log)   # the headline head
+        callbacks.insert(0, stopper)     # first: a checkpoint at the same step gets its weights
+    fitted = model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks,
                        verbose=progress_verbosity())
-    return _last(fitted)
+    return _last(fitted), stopper and stopper.stopped
 
 
 def _board_dir(checkpoints) -> Path:

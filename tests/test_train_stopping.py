@@ -1,0 +1,70 @@
+"""The stopping rule of multi-pass training: held-out users apart from the trained ones, the best
+pass's weights kept when a pass makes them worse, and a stopped run that a resume leaves alone."""
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from pipeline.layout import read_json
+from pipeline.training import stopping, train as training
+from train_helpers import DAYS, tiny_config, tiny_examples
+
+
+def test_held_out_users_are_a_stable_share_apart_from_the_rest():
+    users = tf.constant([f"u{k}" for k in range(4000)])
+    held = stopping.held_out(users, 0.1).numpy()
+    assert 0.08 < held.mean() < 0.12
+    np.testing.assert_array_equal(held, stopping.held_out(users, 0.1).numpy())
+    assert not stopping.held_out(users, 0.0).numpy().any()
+    inputs = {"user_id": users[:64], "x": tf.range(64)}
+    labels = {"label": tf.range(64)}
+    ds = tf.data.Dataset.from_tensors((inputs, labels))
+    kept = next(iter(stopping.keep_rows(ds, 0.5, held=False)))[0]["user_id"].numpy()
+    out = next(iter(stopping.keep_rows(ds, 0.5, held=True)))[0]["user_id"].numpy()
+    assert len(kept) + len(out) == 64 and not set(kept) & set(out)
+
+
+class _Steps:
+    """Stands in for RunCheckpoints: the run's step count."""
+    steps_done = 0
+
+
+def test_a_worse_pass_brings_the_best_weights_back_and_stops(monkeypatch):
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
+    losses = iter([0.5, 0.4, 0.45])
+    monkeypatch.setattr(stopping, "loss_function", lambda *args: None)
+    monkeypatch.setattr(stopping, "validation_loss", lambda *args: next(losses))
+    steps = _Steps()
+    stopper = stopping.StopWhenWorse(steps, steps_per_pass=10, validation=None, task="ctr",
+                                     log=lambda m: None)
+    stopper.set_model(model)
+    snapshots = []
+    for step in (4, 10, 14, 20, 24, 30):   # batch callbacks every few steps cross pass ends
+        steps.steps_done = step
+        model.layers[0].kernel.assign(tf.fill([2, 1], float(step)))
+        stopper.on_train_batch_end(0)
+        snapshots.append(model.layers[0].kernel.numpy().copy())
+        if model.stop_training:
+            break
+    assert steps.steps_done == 30 and model.stop_training
+    # Pass 2 (step 20, loss 0.40) was best; pass 3 (0.45) is worse: pass 2's weights are back.
+    np.testing.assert_array_equal(snapshots[-1], np.full([2, 1], 20.0))
+    assert stopper.stopped == {"after_pass": 3, "kept_pass": 2, "validation_losses": [0.5, 0.4, 0.45]}
+
+
+def test_multi_pass_training_measures_held_out_users_and_a_stopped_run_stays_stopped(tmp_path):
+    examples = tiny_examples(tmp_path, DAYS[:2])
+    config = tiny_config("trainer.epochs=3", "trainer.validation_share=0.3",
+                         "trainer.learning_rate=0.05")
+    data = training.range_data(examples, DAYS[0], DAYS[1], training.head_tasks(config))
+    messages = []
+    run = training.train(config, data, tmp_path / "run", log=messages.append)
+    checks = [m for m in messages if "held-out ctr loss" in m]
+    assert 1 <= len(checks) <= 3
+    if "stopped" in run:      # the rule fired: the run is finished, and a resume trains nothing
+        assert run["stopped"]["after_pass"] == len(checks) >= 2
+        again = training.train(config, data, tmp_path / "run", log=messages.append)
+        assert again["steps_this_call"] == 0 and again["stopped"] == run["stopped"]
+    else:
+        assert run["steps"] == run["target_steps"] and len(checks) == 3
+    assert read_json(tmp_path / "run" / "run.json")["finished"]
