@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent / "data" / "checkpoints_v1"
 SMALL_TABLES = [f"features.{t}={{buckets: {b}, dim: {d}}}" for t, b, d in (
     ("item_id", 61, 4), ("shop_id", 17, 4), ("brand_id", 17, 4), ("category_id", 13, 4),
     ("tags", 13, 4), ("query", 13, 4), ("talent_id", 13, 4), ("talent_type", 7, 2))]
-BASE = [*TINY, *SMALL_TABLES, "trainer.optimizer=adam"]
+# configs/small.yaml as it was when they were written: the target attention came after them
+# (a model dir keeps its own config.yaml, in which the key is absent and the default 0 applies).
+BASE = [*TINY, *SMALL_TABLES, "trainer.optimizer=adam", "model.target_attention=0"]
 CASES = {
     "dupn_all": ["model.interest_match=true", "model.ctr_rank_features=true"],
     "dupn_esmm": ["model.esmm=true"],
