@@ -26,6 +26,9 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from configs.loader import ConfigError, add_config_args, load_config
 from features.contract import TASKS, Contract
 from pipeline import layout
+from pipeline.beam.block_join import JoinBlocks
+from pipeline.beam.block_read import ReadBlocks
+from pipeline.beam.block_samples import BuildBlockSamples
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
@@ -52,6 +55,7 @@ class Plan:
     rank_features: int
     pool_size: int
     max_bad_share: float
+    data: object = None          # the DataConfig: path, shuffle shards, output compression
     files: dict = field(default_factory=dict)   # table -> [(table, day, path)]
 
     @property
@@ -72,11 +76,51 @@ def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
     run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(3)}"
     return Plan(raw=raw, out=out, staging=layout.staging_dir(out, run), spec=spec, contract=contract,
                 rank_features=config.features.rank_features, pool_size=config.data.ctr_negative_pool,
-                max_bad_share=config.data.max_bad_share, files=files)
+                max_bad_share=config.data.max_bad_share, data=config.data, files=files)
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
-    """Adds the job's transforms to `p`; everything is written under plan.staging."""
+    """Adds the job's transforms to `p` (data.beam_path: blocks or rows); everything is written
+    under plan.staging."""
+    if plan.data is None or plan.data.beam_path == "blocks":
+        build_block_pipeline(p, plan)
+    else:
+        build_row_pipeline(p, plan)
+
+
+def write_outputs(plan: Plan, examples, rejected, counts: list) -> None:
+    """The examples, the window's dead letters and the statistics, under plan.staging."""
+    level, encoder = (plan.data.gzip_level, plan.data.gzip_encoder) if plan.data else (6, "zlib")
+    _ = examples | "WriteExamples" >> WriteExamples(plan.staging, plan.spec.shards, level, encoder)
+    _ = rejected | "WriteRejected" >> WriteRejected(plan.staging, plan.window)
+    _ = (tuple(counts) | "FlattenCounts" >> beam.Flatten()
+         | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window))
+
+
+def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
+    """The columnar job: Arrow blocks through the shuffles (block_read, block_join, block_samples)."""
+    spec, data = plan.spec, plan.data
+    files = [f for table in TABLES for f in plan.files[table]]
+    reads = p | "ReadBlocks" >> ReadBlocks(files, plan.rank_features)
+    joinable = frozenset(("items", "behaviors", "impressions"))
+    tables = reads["block"] | "ByTable" >> beam.Partition(
+        lambda e, n, names: 0 if e[0] in names else 1, 2, joinable)
+    joined = tables[0] | "JoinBlocks" >> JoinBlocks(
+        spec.start, spec.tag_slots, spec.sequence_length, data.item_shards, data.user_shards,
+        emit_snapshot=spec.ctr_from_behaviors)
+    inputs = {"joined": joined["joined"], "user_tables": tables[1]}
+    if spec.ctr_from_behaviors:
+        window = frozenset(plan.window)
+        inputs["pool"] = (joined["snapshot"]
+                          | "SnapshotOfWindow" >> beam.Filter(lambda kv, days: kv[0] in days, window)
+                          | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
+    built = inputs | "BuildSamples" >> BuildBlockSamples(spec, plan.contract, data.user_shards)
+    write_outputs(plan, built["examples"], reads["rejected"],
+                  [reads["counts"], joined["missing"], built["stats"]])
+
+
+def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
+    """The row job (one element per row): the reference the block path must match byte for byte."""
     spec = plan.spec
     files = [f for table in TABLES for f in plan.files[table]]
     reads = p | "ReadTables" >> ReadTables(files, plan.rank_features)
@@ -94,10 +138,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                           | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
     built = inputs | "BuildSamples" >> BuildSamples(spec, plan.contract)
     counts.append(built[STATS])
-    _ = built[EXAMPLES] | "WriteExamples" >> WriteExamples(plan.staging, spec.shards)
-    _ = reads[REJECTED] | "WriteRejected" >> WriteRejected(plan.staging, plan.window)
-    _ = (tuple(counts) | "FlattenCounts" >> beam.Flatten()
-         | "WriteStats" >> WriteStats(plan.staging, spec.start, spec.end, plan.window))
+    write_outputs(plan, built[EXAMPLES], reads[REJECTED], counts)
 
 
 def pipeline_options(config, runner: str | None, beam_args: list[str]) -> PipelineOptions:
@@ -166,6 +207,8 @@ def parse_args(argv):
                         "(default: data.max_bad_share)")
     parser.add_argument("--ctr-from-behaviors", action="store_true",
                         help="also make CTR samples from behaviours (logs without impressions)")
+    parser.add_argument("--row-path", action="store_true",
+                        help="run the row job (one element per row) instead of the block job")
     parser.add_argument("--runner", help="Beam runner (default: runtime.runner)")
     add_config_args(parser)
     return parser.parse_known_args(argv)
@@ -180,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.max_bad_share={args.max_bad_share}")
     if args.ctr_from_behaviors:
         overrides.append("data.ctr_from_behaviors=true")
+    if args.row_path:
+        overrides.append("data.beam_path=rows")
     try:
         config = load_config(args.config, overrides)
     except ConfigError as err:
