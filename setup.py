@@ -23,6 +23,7 @@ setup(
         "psutil>=5.9",
         "google-crc32c>=1.5",   # TFRecord checksums in the Beam example job
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2"],
+                    "fast-gzip": ["isal>=1.6"]},   # data.gzip_encoder=isal
     entry_points={"console_scripts": ["dupn=pipeline.cli:main"]},
 )

@@ -51,3 +51,16 @@ def test_block_job_writes_the_row_jobs_bytes(raw, tmp_path, extra):
     assert stats["rejected_total"] >= 3 and stats["tasks"]["ctr"]["samples"] > 100
     for name in sorted(rows):
         assert rows[name] == blocks[name], name
+
+
+def test_the_fast_gzip_encoder_writes_the_same_records(raw, tmp_path):
+    pytest.importorskip("isal")
+    import gzip
+    assert run_job(raw, tmp_path / "zlib", DAYS[2], DAYS[2]) == 0
+    assert run_job(raw, tmp_path / "isal", DAYS[2], DAYS[2], "--set", "data.gzip_encoder=isal",
+                   "--set", "data.gzip_level=1") == 0
+    zlib_files, isal_files = tree_bytes(tmp_path / "zlib"), tree_bytes(tmp_path / "isal")
+    assert sorted(zlib_files) == sorted(isal_files)
+    for name in zlib_files:
+        if name.endswith(".gz"):
+            assert gzip.decompress(zlib_files[name]) == gzip.decompress(isal_files[name]), name

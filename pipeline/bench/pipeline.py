@@ -1,8 +1,10 @@
 """`dupn bench pipeline`: throughput of the Beam example job on synthetic logs, with the local runner.
 
     dupn bench pipeline --json [--users 2000 --days 4] [--config small] [--mode multi_processing]
+        [--paths blocks,rows] [--set data.gzip_encoder=isal --set data.gzip_level=1]
 
-Writes synthetic logs (`dupn synth`, not timed), then times `dupn build-examples` over every day
+Writes synthetic logs (`dupn synth`, not timed), then times `dupn build-examples` (each path in
+--paths, each in a fresh process, one after the other on the same logs) over every day
 but the first (read as lookback only; every file is read once). rows = raw rows read (lookback included), the unit
 of the job's input; seconds = wall time of the job (pipeline construction included).
 --profile FILE runs it in one process under cProfile and prints where the time goes.
@@ -61,7 +63,8 @@ def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str
     direct = options.get_all_options()
     return {**totals, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu,
             "peak_rss_mb": _peak_rss_mb(), "running_mode": direct["direct_running_mode"],
-            "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length}
+            "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length,
+            "beam_path": config.data.beam_path}
 
 
 def _child(queue, *args) -> None:
@@ -89,6 +92,21 @@ def profile_summary(stats_file: str, top: int = 18) -> str:
     return text.getvalue()
 
 
+def figures(job: dict, load: float) -> dict:
+    """The reported figures of one run of the job."""
+    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), round(job["seconds"], 2)
+    return {
+        "rows": rows, "examples": examples, "seconds": seconds,
+        "rows_per_s": round(rows / seconds), "examples_per_s": round(examples / seconds),
+        "cpu_seconds": round(job["cpu_seconds"], 2),
+        "rows_per_cpu_s": round(rows / job["cpu_seconds"]) if job["cpu_seconds"] else None,
+        "peak_rss_mb": round(job["peak_rss_mb"]), "sequence_length": job["sequence_length"],
+        "running_mode": job["running_mode"], "workers": job["workers"],
+        "load_average_before": round(load, 2), "rows_by_table": job["rows"],
+        "examples_by_task": job["examples"], "beam_path": job["beam_path"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dupn bench pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -100,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="local runner workers (default: runtime.direct_num_workers)")
     parser.add_argument("--work", help="folder for logs and examples (default: a temporary one)")
     parser.add_argument("--profile", metavar="FILE", help="profile in one process, dump to FILE")
+    parser.add_argument("--paths", default="blocks,rows",
+                        help="the job's paths to time, in this order (blocks, rows)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.days < 2:
@@ -127,26 +147,24 @@ def main(argv: list[str] | None = None) -> int:
             if code:
                 print("dupn bench pipeline: dupn synth failed", file=sys.stderr)
                 return 1
-        load = os.getloadavg()[0]
-        job = run_job_in_child(str(raw), str(out), args.days, args.config, overrides, args.profile)
-    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), round(job["seconds"], 2)
-    result = {
-        "rows": rows, "examples": examples, "seconds": seconds,
-        "rows_per_s": round(rows / seconds), "examples_per_s": round(examples / seconds),
-        "cpu_seconds": round(job["cpu_seconds"], 2),
-        "rows_per_cpu_s": round(rows / job["cpu_seconds"]) if job["cpu_seconds"] else None,
-        "peak_rss_mb": round(job["peak_rss_mb"]), "users": args.users, "days": args.days,
-        "config": args.config, "sequence_length": job["sequence_length"],
-        "running_mode": job["running_mode"], "workers": job["workers"],
-        "cores": os.cpu_count(), "load_average_before": round(load, 2),
-        "rows_by_table": job["rows"], "examples_by_task": job["examples"],
-    }
+        paths = {}
+        for path in args.paths.split(","):
+            load = os.getloadavg()[0]
+            job = run_job_in_child(str(raw), str(out), args.days, args.config,
+                                   overrides + [f"data.beam_path={path}"], args.profile)
+            paths[path] = figures(job, load)
+    first = paths[next(iter(paths))]
+    result = {**first, "users": args.users, "days": args.days, "config": args.config,
+              "cores": os.cpu_count(), "paths": paths}
+    if "blocks" in paths and "rows" in paths:
+        result["blocks_vs_rows"] = round(paths["blocks"]["rows_per_s"] / paths["rows"]["rows_per_s"], 2)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"dupn bench pipeline: {rows:,} rows -> {examples:,} examples in {seconds:.1f} s: "
-              f"{result['rows_per_s']:,} rows/s ({result['cpu_seconds']} CPU s, "
-              f"peak {result['peak_rss_mb']} MB)")
+        for name, f in paths.items():
+            print(f"dupn bench pipeline ({name}): {f['rows']:,} rows -> {f['examples']:,} examples in "
+                  f"{f['seconds']:.1f} s: {f['rows_per_s']:,} rows/s ({f['cpu_seconds']} CPU s, "
+                  f"peak {f['peak_rss_mb']} MB)")
     if args.profile:
         print(profile_summary(args.profile), file=sys.stderr)
     return 0

@@ -44,20 +44,16 @@ def oracle_dir(raw, day: str) -> Path:
     """RAW/_oracle/impressions/dt=D."""
     return table_dir(raw, str(ORACLE), day)
 
-# The valid rows of rawlogs/rows.py (its tuple layouts) as Arrow blocks, for the columnar Beam job.
-# Items and users carry where they were read (path, row): the last row of a day wins.
-_ORDER = [("path", _STR), ("row", _INT)]
-VALID_SCHEMAS = {
-    "behaviors": pa.schema([("user_id", _STR), ("item_id", _STR), ("ts", _INT), ("type", _INT),
-                            ("scene", _INT)]),
-    "items": pa.schema([("item_id", _STR), ("shop_id", _STR), ("brand_id", _STR),
-                        ("category_id", _STR), ("tags", pa.list_(_STR)), ("price", _FLOAT)] + _ORDER),
-    "users": pa.schema([("user_id", _STR), ("age", _INT), ("gender", _INT), ("power_level", _INT)]
-                       + _ORDER),
-    "impressions": pa.schema([("request_id", _STR), ("user_id", _STR), ("ts", _INT), ("query", _STR),
-                              ("item_id", _STR), ("position", _INT), ("features", pa.list_(_FLOAT)),
-                              ("click", _INT), ("buy", _INT)]),
-    "follows": pa.schema([("user_id", _STR), ("talent_id", _STR), ("ts", _INT), ("talent_type", _STR),
-                          ("talent_tags", pa.list_(_STR)), ("followed", _INT)]),
-    "shop_prefs": pa.schema([("user_id", _STR), ("shop_id", _STR), ("ts", _INT), ("label", _INT)]),
-}
+# The valid rows of rawlogs/rows.py (its tuple layouts) as Arrow blocks, for the columnar Beam job:
+# vocabulary fields hold their index; items and users carry where they were read (path, row), as
+# the last row of a day wins.
+_INDEXED = ("type", "scene", "gender")
+
+
+def _valid_schema(table: str, schema: pa.Schema) -> pa.Schema:
+    fields = [pa.field(f.name, _INT) if f.name in _INDEXED else f for f in schema]
+    order = [("path", _STR), ("row", _INT)] if table in ("items", "users") else []
+    return pa.schema(fields + order)
+
+
+VALID_SCHEMAS = {table: _valid_schema(table, schema) for table, schema in SCHEMAS.items()}
