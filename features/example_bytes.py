@@ -8,6 +8,8 @@ assemble records from pre-encoded pieces and never import TensorFlow.
 """
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 # The key lists the Beam job sets, in the order it sets them -> the order upb writes them.
@@ -56,13 +58,17 @@ def string_piece(value: str) -> bytes:
 def packed_ints(values) -> bytes:
     """The varints of an Int64List's packed values."""
     values = list(values)
-    if all(0 <= v < 128 for v in values):
+    if values and 0 <= min(values) and max(values) < 128:
         return bytes(values)
     return b"".join(map(varint, values))
 
 
 def packed_floats(values) -> bytes:
     """The little-endian float32 values of a FloatList (rounded from float64 as protobuf does)."""
+    try:
+        return struct.pack(f"<{len(values)}f", *values)     # C's cast, as protobuf's
+    except OverflowError:
+        pass
     with np.errstate(over="ignore"):       # beyond float32's range is inf, as protobuf's cast
         return np.asarray(values, dtype=np.float64).astype("<f4").tobytes()
 
@@ -74,29 +80,50 @@ def feature(kind: int, payload: bytes) -> bytes:
     return bytes((kind,)) + varint(len(payload)) + payload
 
 
+_KEYS = {}
+
+
+def _key(name: str) -> bytes:
+    """A map entry's key field and the tag of its value field, encoded once per name."""
+    head = _KEYS.get(name)
+    if head is None:
+        key = name.encode()
+        head = _KEYS[name] = b"\n" + varint(len(key)) + key + b"\x12"
+    return head
+
+
 def example(keys: tuple, features: dict) -> bytes:
     """An Example of encoded Features (name -> `feature` bytes) set in the order `keys`."""
     entries = []
     for name in FIELD_ORDER[keys]:
-        key = name.encode()
         value = features[name]
-        entry = b"\n" + varint(len(key)) + key + b"\x12" + varint(len(value)) + value
-        entries.append(b"\n" + varint(len(entry)) + entry)
+        size = len(value)
+        entry = _key(name) + (_SMALL[size] if size < 128 else varint(size)) + value
+        size = len(entry)
+        entries += (b"\n", _SMALL[size] if size < 128 else varint(size), entry)
     body = b"".join(entries)
     return b"\n" + varint(len(body)) + body
 
 
-def encode_values(values: dict, contract) -> bytes:
+def encode_values(values: dict, contract, strings: dict | None = None) -> bytes:
     """encode_example's bytes for the flat values the Beam job writes (scalars, flat lists).
 
     Strings are str, int64 features ints, float32 features floats; a list feature may be empty.
+    strings: a cache of encoded string features by (name, value), for ids that repeat.
     """
     encoded = {}
+    specs = contract.features
     for name, value in values.items():
-        spec = contract.features[name]
+        spec = specs[name]
         flat = value if spec.shape else (value,)
         if spec.dtype == "string":
-            encoded[name] = feature(BYTES, b"".join(map(string_piece, flat)))
+            if strings is None:
+                encoded[name] = feature(BYTES, b"".join(map(string_piece, flat)))
+                continue
+            done = strings.get((name, value))
+            if done is None:
+                done = strings[name, value] = feature(BYTES, b"".join(map(string_piece, flat)))
+            encoded[name] = done
         elif spec.dtype == "int64":
             encoded[name] = feature(INTS, packed_ints(flat))
         else:

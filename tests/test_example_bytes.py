@@ -23,10 +23,12 @@ def random_value(name, spec, rng):
 
 @pytest.mark.parametrize("keys", sorted(FIELD_ORDER), ids=lambda k: ",".join(k[:2]))
 def test_every_key_list_encodes_as_tensorflow_does(keys):
-    c, rng = contract(), random.Random(len(keys))
+    c, rng, strings = contract(), random.Random(len(keys)), {}
     for _ in range(30):
         values = {name: random_value(name, c.features[name], rng) for name in keys}
-        assert encode_values(values, c) == encode_example(values, c), values
+        expected = encode_example(values, c)
+        assert encode_values(values, c) == expected, values
+        assert encode_values(values, c, strings) == expected, values     # cached strings
 
 
 def test_varint_matches_protobuf():

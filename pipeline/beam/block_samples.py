@@ -67,9 +67,10 @@ def encoded_context(window: list, ts: int, profile: dict) -> bytes:
         "seq_brand_id": feature(BYTES, b"".join(p[2] for p in pieces)),
         "seq_category_id": feature(BYTES, b"".join(p[3] for p in pieces)),
         "seq_tags": feature(BYTES, b"".join(p[4] for p in pieces)),
-        "seq_type": feature(INTS, packed_ints(b[1] for b in window)),
-        "seq_scene": feature(INTS, packed_ints(b[2] for b in window)),
-        "seq_time_bucket": feature(INTS, packed_ints(time_bucket(ts - times).tolist())),
+        # type and scene are vocabulary indexes (1..4): one byte each
+        "seq_type": feature(INTS, bytes([b[1] for b in window])),
+        "seq_scene": feature(INTS, bytes([b[2] for b in window])),
+        "seq_time_bucket": feature(INTS, time_bucket(ts - times).astype(np.uint8).tobytes()),  # 1..8
         **profile_parts,
     }
     return example(WITH_SEQUENCE, parts)
@@ -87,7 +88,9 @@ class BuildBlocksFn(beam.DoFn):
 
     def process(self, element, pool=None):
         _, values = element
-        spec, pieces = self.spec, Pieces()
+        spec = self.spec
+        pieces = Pieces()
+        self.strings = {}      # encoded string features of this group's targets
         window = days_between(spec.start, spec.end)
         behaviors, samples = defaultdict(list), defaultdict(list)
         profiles = {}
@@ -144,7 +147,8 @@ class BuildBlocksFn(beam.DoFn):
                 user, day, behaviors, tails, samples, profile, self.spec, pool,
                 context_of=encoded_context):
             if target is not encoded_for:
-                target_bytes, encoded_for = encode_values(target, self.contract), target
+                target_bytes = encode_values(target, self.contract, self.strings)
+                encoded_for = target
             label_key = (label["task"], label["label"], label["weight"], label.get("label_buy"))
             label_bytes = self.labels.get(label_key)
             if label_bytes is None:

@@ -6,13 +6,16 @@ import zlib
 import numpy as np
 import pyarrow as pa
 
-_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+_ZSTD = pa.ipc.IpcWriteOptions(compression="zstd")
+_PLAIN = pa.ipc.IpcWriteOptions()
+ZSTD_FROM_BYTES = 1 << 20     # zstd costs ~0.3 ms a block whatever its size: only big ones pay it
 
 
 def pack(table: pa.Table) -> bytes:
-    """An Arrow table as zstd-compressed IPC bytes (a shuffle costs per byte)."""
+    """An Arrow table as IPC bytes, zstd-compressed when large (a shuffle costs per byte)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=_OPTIONS) as writer:
+    options = _ZSTD if table.nbytes >= ZSTD_FROM_BYTES else _PLAIN
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
