@@ -83,49 +83,53 @@ def feature(kind: int, payload: bytes) -> bytes:
 _KEYS = {}
 
 
-def _key(name: str) -> bytes:
-    """A map entry's key field and the tag of its value field, encoded once per name."""
+def entry(name: str, value: bytes) -> bytes:
+    """One map entry of Features, with its tag and length: name -> an encoded `feature`."""
     head = _KEYS.get(name)
     if head is None:
         key = name.encode()
         head = _KEYS[name] = b"\n" + varint(len(key)) + key + b"\x12"
-    return head
+    size = len(value)
+    body = head + (_SMALL[size] if size < 128 else varint(size)) + value
+    size = len(body)
+    return b"\n" + (_SMALL[size] if size < 128 else varint(size)) + body
 
 
 def example(keys: tuple, features: dict) -> bytes:
     """An Example of encoded Features (name -> `feature` bytes) set in the order `keys`."""
-    entries = []
-    for name in FIELD_ORDER[keys]:
-        value = features[name]
-        size = len(value)
-        entry = _key(name) + (_SMALL[size] if size < 128 else varint(size)) + value
-        size = len(entry)
-        entries += (b"\n", _SMALL[size] if size < 128 else varint(size), entry)
-    body = b"".join(entries)
+    return entries_example(keys, {name: entry(name, value) for name, value in features.items()})
+
+
+def entries_example(keys: tuple, entries: dict) -> bytes:
+    """An Example of encoded map entries (name -> `entry` bytes) set in the order `keys`."""
+    body = b"".join([entries[name] for name in FIELD_ORDER[keys]])
     return b"\n" + varint(len(body)) + body
 
 
-def encode_values(values: dict, contract, strings: dict | None = None) -> bytes:
+def _entry_of(name: str, dtype: str, flat) -> bytes:
+    if dtype == "string":
+        return entry(name, feature(BYTES, b"".join(map(string_piece, flat))))
+    if dtype == "int64":
+        return entry(name, feature(INTS, packed_ints(flat)))
+    return entry(name, feature(FLOATS, packed_floats(flat)))
+
+
+def encode_values(values: dict, contract, cache: dict | None = None) -> bytes:
     """encode_example's bytes for the flat values the Beam job writes (scalars, flat lists).
 
     Strings are str, int64 features ints, float32 features floats; a list feature may be empty.
-    strings: a cache of encoded string features by (name, value), for ids that repeat.
+    cache: encoded entries by (name, value) of string and int features, for values that repeat
+    (a request's id and query, an item's ids and tags); float lists are encoded every time.
     """
-    encoded = {}
+    entries = {}
     specs = contract.features
     for name, value in values.items():
         spec = specs[name]
-        flat = value if spec.shape else (value,)
-        if spec.dtype == "string":
-            if strings is None:
-                encoded[name] = feature(BYTES, b"".join(map(string_piece, flat)))
-                continue
-            done = strings.get((name, value))
-            if done is None:
-                done = strings[name, value] = feature(BYTES, b"".join(map(string_piece, flat)))
-            encoded[name] = done
-        elif spec.dtype == "int64":
-            encoded[name] = feature(INTS, packed_ints(flat))
-        else:
-            encoded[name] = feature(FLOATS, packed_floats(flat))
-    return example(tuple(values), encoded)
+        if cache is None or spec.dtype == "float32":
+            entries[name] = _entry_of(name, spec.dtype, value if spec.shape else (value,))
+            continue
+        done = cache.get((name, value))
+        if done is None:
+            done = cache[name, value] = _entry_of(name, spec.dtype, value if spec.shape else (value,))
+        entries[name] = done
+    return entries_example(tuple(values), entries)
