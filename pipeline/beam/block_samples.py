@@ -14,8 +14,8 @@ import apache_beam as beam
 import numpy as np
 
 from features.contract import time_bucket
-from features.example_bytes import BYTES, INTS, encode_values, example, feature, packed_ints, \
-    string_piece
+from features.example_bytes import BYTES, INTS, encode_values, entries_example, entry, feature, \
+    packed_ints, string_piece
 from pipeline.beam import blocks
 from pipeline.beam.samples import count_example, pack_batch, shop_sample, stable_hash, \
     talent_sample, user_day_examples
@@ -52,28 +52,49 @@ class Pieces:
         return piece
 
 
-def encoded_context(window: list, ts: int, profile: dict) -> bytes:
-    """samples.dict_context's example bytes; behaviours carry their encoded ids at index 8."""
-    profile_parts = {"age_bucket": feature(INTS, packed_ints((profile["age_bucket"],))),
-                     "gender": feature(INTS, packed_ints((profile["gender"],))),
-                     "user_id": feature(BYTES, string_piece(profile["user_id"]))}
-    if not window:
-        return example(PROFILE_ONLY, profile_parts)
-    times = np.fromiter((b[0] for b in window), np.int64, len(window))
-    pieces = [b[8] for b in window]
-    parts = {
-        "seq_item_id": feature(BYTES, b"".join(p[0] for p in pieces)),
-        "seq_shop_id": feature(BYTES, b"".join(p[1] for p in pieces)),
-        "seq_brand_id": feature(BYTES, b"".join(p[2] for p in pieces)),
-        "seq_category_id": feature(BYTES, b"".join(p[3] for p in pieces)),
-        "seq_tags": feature(BYTES, b"".join(p[4] for p in pieces)),
-        # type and scene are vocabulary indexes (1..4): one byte each
-        "seq_type": feature(INTS, bytes([b[1] for b in window])),
-        "seq_scene": feature(INTS, bytes([b[2] for b in window])),
-        "seq_time_bucket": feature(INTS, time_bucket(ts - times).astype(np.uint8).tobytes()),  # 1..8
-        **profile_parts,
-    }
-    return example(WITH_SEQUENCE, parts)
+class Contexts:
+    """samples.dict_context's example bytes for one user's day, from behaviours that carry their
+    encoded ids at index 8. The window's entries are kept while the window stays the same (it
+    only grows or slides within a day, so its length and last behaviour name it): requests
+    between two behaviours differ only in their time buckets."""
+
+    def __init__(self):
+        self.window_key, self.window_entries, self.times = None, None, None
+        self.profile_for, self.profile_entries = None, None
+
+    def __call__(self, window: list, ts: int, profile: dict) -> bytes:
+        if profile is not self.profile_for:
+            self.profile_for = profile
+            self.profile_entries = {
+                "age_bucket": entry("age_bucket", feature(INTS, packed_ints((profile["age_bucket"],)))),
+                "gender": entry("gender", feature(INTS, packed_ints((profile["gender"],)))),
+                "user_id": entry("user_id", feature(BYTES, string_piece(profile["user_id"])))}
+        if not window:
+            return entries_example(PROFILE_ONLY, self.profile_entries)
+        key = (len(window), id(window[-1]))
+        if key != self.window_key:
+            self.window_key = key
+            self.window_entries = self._window_entries(window)
+            self.times = np.fromiter((b[0] for b in window), np.int64, len(window))
+        buckets = time_bucket(ts - self.times).astype(np.uint8).tobytes()     # 1..8: one byte each
+        return entries_example(WITH_SEQUENCE, {
+            **self.window_entries, **self.profile_entries,
+            "seq_time_bucket": entry("seq_time_bucket", feature(INTS, buckets))})
+
+    @staticmethod
+    def _window_entries(window: list) -> dict:
+        pieces = [b[8] for b in window]
+        features = {
+            "seq_item_id": feature(BYTES, b"".join([p[0] for p in pieces])),
+            "seq_shop_id": feature(BYTES, b"".join([p[1] for p in pieces])),
+            "seq_brand_id": feature(BYTES, b"".join([p[2] for p in pieces])),
+            "seq_category_id": feature(BYTES, b"".join([p[3] for p in pieces])),
+            "seq_tags": feature(BYTES, b"".join([p[4] for p in pieces])),
+            # type and scene are vocabulary indexes (1..4): one byte each
+            "seq_type": feature(INTS, bytes([b[1] for b in window])),
+            "seq_scene": feature(INTS, bytes([b[2] for b in window])),
+        }
+        return {name: entry(name, value) for name, value in features.items()}
 
 
 class BuildBlocksFn(beam.DoFn):
@@ -145,7 +166,7 @@ class BuildBlocksFn(beam.DoFn):
         written = 0
         for task, key, length, (context, target, label) in user_day_examples(
                 user, day, behaviors, tails, samples, profile, self.spec, pool,
-                context_of=encoded_context):
+                context_of=Contexts()):
             if target is not encoded_for:
                 target_bytes = encode_values(target, self.contract, self.strings)
                 encoded_for = target

@@ -38,6 +38,20 @@ def _masked_crc(data: bytes) -> bytes:
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
+_HEADERS = {}
+
+
+def _record_header(size: int) -> bytes:
+    """A TFRecord's length and its checksum: the same for every record of that size."""
+    header = _HEADERS.get(size)
+    if header is None:
+        length = struct.pack("<Q", size)
+        header = length + _masked_crc(length)
+        if len(_HEADERS) < 65536:          # sizes repeat; the table stays small
+            _HEADERS[size] = header
+    return header
+
+
 def _create(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
@@ -60,8 +74,7 @@ def write_tfrecords(path: str, records, chunk_bytes: int = 1 << 20, level: int =
     count, size, chunk = 0, 0, []
     with _create(path) as raw, gzip_writer(raw, level, encoder) as out:
         for record in records:
-            header = struct.pack("<Q", len(record))
-            chunk += (header, _masked_crc(header), record, _masked_crc(record))
+            chunk += (_record_header(len(record)), record, _masked_crc(record))
             count += 1
             size += len(record) + 16
             if size >= chunk_bytes:            # fewer, larger writes: gzip's per-call cost adds up
