@@ -119,7 +119,8 @@ class Columns:
 
 
 def validate_block(table: str, data: pa.Table, start: int, rank_features: int) -> pa.Table:
-    """The VALID_SCHEMAS block of a table whose every row is valid; NotClean otherwise."""
+    """The VALID_SCHEMAS columns (without path and row) of a table whose every row is valid;
+    NotClean otherwise."""
     c = Columns(data, start)
     if table == "behaviors":
         arrays = [c.text("user_id"), c.text("item_id"), c.ts(), c.vocab("type", BEHAVIOR_INDEX),
