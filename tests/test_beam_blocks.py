@@ -5,28 +5,7 @@ import pytest
 
 from pipeline.rawlogs import synth
 from pipeline.rawlogs.rows import day_start
-from test_beam_fixtures import DAYS, behavior, impression, item, run_job, tree_bytes, write_rows
-
-
-def extra_rows(raw):
-    """Beside the synthetic tables: bad rows, ties in time, a hot user, a user with no history."""
-    for day in DAYS:
-        s = day_start(day)
-        hot = [behavior("hot", j % 7, s + 60 + j // 3, "click" if j % 5 else "buy") for j in range(900)]
-        ties = [behavior("tie", j, s + 500) for j in (3, 1, 2)] + [behavior("tie", 1, s + 500)]
-        write_rows(raw, "behaviors", day, hot + ties, "jsonl", True, name="part-extra")
-        bad = [behavior("u1", 1, s - 5), {"user_id": "u1", "item_id": "i1", "ts": "soon",
-               "type": "click", "scene": "search"}, behavior("u1", 1, s + 9, "look")]
-        write_rows(raw, "behaviors", day, bad, "jsonl", name="part-bad")
-        write_rows(raw, "items", day, [item(j) for j in range(7)] + [item(2, price=-1.0)], "csv",
-                   name="part-extra")
-        write_rows(raw, "impressions", day,
-                   [impression("rt", "tie", j, s + 500, click=j % 2) for j in (2, 1, 3)]
-                   + [impression("rn", "nohist", 4, s + 10, buy=1)], "parquet", name="part-extra")
-        write_rows(raw, "users", day, [{"user_id": "hot", "age": 40, "gender": "m", "power_level": 2},
-                                       {"user_id": "hot", "age": 41, "gender": "m", "power_level": 5},
-                                       {"user_id": "nohist", "age": 200, "gender": "f",
-                                        "power_level": 1}], "jsonl", name="part-extra")
+from test_beam_fixtures import DAYS, behavior, extra_rows, run_job, tree_bytes, write_rows
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from features.contract import item_tag_slots
 from pipeline.beam import blocks
+from pipeline.beam.split import SplitByTag
 from pipeline.beam.join import item_features
 from pipeline.rawlogs.schema import VALID_SCHEMAS
 
@@ -65,7 +66,7 @@ def last_n_per_user(behaviors: pa.Table, n: int) -> pa.Table:
 
 
 class JoinBlocksFn(beam.DoFn):
-    """((day, item shard), [(table, packed block)]) -> tagged tuples, split by beam.Partition:
+    """((day, item shard), [(table, packed block)]) -> tagged tuples, split by SplitByTag:
     (JOINED, (user shard, (BEHAVIOR | IMPRESSION, day, packed block))), (SNAPSHOT, (day, item
     features)) when asked, (MISSING, (day, {"missing_items": n}))."""
 
@@ -122,6 +123,4 @@ class JoinBlocks(beam.PTransform):
                   | "GroupByDayItemShard" >> beam.GroupByKey()
                   | "Join" >> beam.ParDo(JoinBlocksFn(self.start, self.tag_slots, self.n,
                                                       self.user_shards, self.emit_snapshot)))
-        parts = tagged | "ByKind" >> beam.Partition(lambda e, n: KINDS.index(e[0]), len(KINDS))
-        return {kind: parts[i] | f"Untag{kind.title()}" >> beam.Map(lambda e: e[1])
-                for i, kind in enumerate(KINDS)}
+        return tagged | "ByKind" >> SplitByTag(KINDS)

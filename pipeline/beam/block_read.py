@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from features.contract import BEHAVIOR_INDEX, GENDER_INDEX, NUM_POWER_LEVELS, SCENE_INDEX
 from pipeline.beam import blocks
+from pipeline.beam.split import SplitByTag
 from pipeline.beam.read import DEAD, _open_binary, file_counts, file_format, read_file
 from pipeline.rawlogs.rows import DAY_SECONDS, day_start
 from pipeline.rawlogs.schema import SCHEMAS, VALID_SCHEMAS
@@ -169,7 +170,7 @@ def with_order(table: str, arrays: list, path: str, numbers) -> pa.Table:
 
 class ReadBlocksFn(beam.DoFn):
     """(table, day, path) -> (BLOCK, (table, day, packed block)), (REJECTED, (day, (path, row,
-    line))), (COUNTS, (day, counts)): one tagged stream, split by beam.Partition."""
+    line))), (COUNTS, (day, counts)): one tagged stream, split by SplitByTag."""
 
     def __init__(self, rank_features: int):
         self.rank_features = rank_features
@@ -214,6 +215,4 @@ class ReadBlocks(beam.PTransform):
                   | "ListFiles" >> beam.Create(self.files)
                   | "SpreadFiles" >> beam.Reshuffle()
                   | "ReadAndValidate" >> beam.ParDo(ReadBlocksFn(self.rank_features)))
-        parts = tagged | "ByKind" >> beam.Partition(lambda e, n: KINDS.index(e[0]), len(KINDS))
-        return {kind: parts[i] | f"Untag{kind.title()}" >> beam.Map(lambda e: e[1])
-                for i, kind in enumerate(KINDS)}
+        return tagged | "ByKind" >> SplitByTag(KINDS)

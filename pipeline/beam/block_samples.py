@@ -17,6 +17,7 @@ from features.contract import time_bucket
 from features.example_bytes import BYTES, INTS, encode_values, entries_example, entry, feature, \
     packed_ints, string_piece
 from pipeline.beam import blocks
+from pipeline.beam.split import SplitByTag
 from pipeline.beam.samples import count_example, pack_batch, shop_sample, stable_hash, \
     talent_sample, user_day_examples
 from pipeline.layout import days_between, shift
@@ -99,7 +100,7 @@ class Contexts:
 
 class BuildBlocksFn(beam.DoFn):
     """(user shard, [(kind, day, packed block)]) -> (EXAMPLES, ((task, day, shard), packed batch
-    of (key, record))) and (STATS, (day, stats)): one tagged stream, split by beam.Partition."""
+    of (key, record))) and (STATS, (day, stats)): one tagged stream, split by SplitByTag."""
 
     def __init__(self, spec, contract):
         self.spec, self.contract = spec, contract
@@ -207,6 +208,4 @@ class BuildBlockSamples(beam.PTransform):
                   | "FlattenByUser" >> beam.Flatten()
                   | "GroupByUserShard" >> beam.GroupByKey()
                   | "Build" >> beam.ParDo(BuildBlocksFn(self.spec, self.contract), **side))
-        parts = tagged | "ByKind" >> beam.Partition(lambda e, n: KINDS.index(e[0]), len(KINDS))
-        return {kind: parts[i] | f"Untag{kind.title()}" >> beam.Map(lambda e: e[1])
-                for i, kind in enumerate(KINDS)}
+        return tagged | "ByKind" >> SplitByTag(KINDS)
