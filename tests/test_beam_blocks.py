@@ -3,33 +3,22 @@ import json
 
 import pytest
 
-from pipeline.rawlogs import synth
 from pipeline.rawlogs.rows import day_start
-from test_beam_fixtures import DAYS, behavior, extra_rows, run_job, tree_bytes, write_rows
+from test_beam_fixtures import (DAYS, SMALL_SHARDS, assert_same_outputs, behavior, mixed_world,
+                                run_job, tree_bytes, write_rows)
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
-    root = tmp_path_factory.mktemp("golden") / "raw"
-    assert synth.main(["--out", str(root), "--start", DAYS[0], "--days", "3", "--users", "40",
-                       "--seed", "3"]) == 0
-    extra_rows(root)
-    return root
+    return mixed_world(tmp_path_factory.mktemp("golden") / "raw", users=40, seed=3)
 
 
 @pytest.mark.parametrize("extra", [(), ("--ctr-from-behaviors",)], ids=["impressions", "behaviours"])
 def test_block_job_writes_the_row_jobs_bytes(raw, tmp_path, extra):
-    flags = ("--set", "data.shards_per_day=2", "--set", "data.max_bad_share=0.5",
-             "--set", "data.user_shards=3", "--set", "data.item_shards=2", *extra)
+    flags = (*SMALL_SHARDS, *extra)
     assert run_job(raw, tmp_path / "rows", DAYS[1], DAYS[2], "--row-path", *flags) == 0
     assert run_job(raw, tmp_path / "blocks", DAYS[1], DAYS[2], *flags) == 0
-    rows, blocks = tree_bytes(tmp_path / "rows"), tree_bytes(tmp_path / "blocks")
-    assert sorted(rows) == sorted(blocks)
-    assert any(name.startswith("_rejected") for name in rows)
-    stats = json.loads(rows[f"_stats/dt={DAYS[2]}.json"])
-    assert stats["rejected_total"] >= 3 and stats["tasks"]["ctr"]["samples"] > 100
-    for name in sorted(rows):
-        assert rows[name] == blocks[name], name
+    assert_same_outputs(tmp_path / "rows", tmp_path / "blocks", ctr_samples=100)
 
 
 def test_the_fast_gzip_encoder_writes_the_same_records(raw, tmp_path):

@@ -156,3 +156,29 @@ def extra_rows(raw):
                                        {"user_id": "hot", "age": 41, "gender": "m", "power_level": 5},
                                        {"user_id": "nohist", "age": 200, "gender": "f",
                                         "power_level": 1}], "jsonl", name="part-extra")
+
+
+# small shard counts, so that a few users spread over several groups and files
+SMALL_SHARDS = ("--set", "data.shards_per_day=2", "--set", "data.max_bad_share=0.5",
+                "--set", "data.user_shards=3", "--set", "data.item_shards=2")
+
+
+def mixed_world(root, users: int, seed: int):
+    """Synthetic logs of DAYS plus extra_rows (bad rows, ties, a hot user, a user with no history)."""
+    from pipeline.rawlogs import synth
+    assert synth.main(["--out", str(root), "--start", DAYS[0], "--days", "3", "--users", str(users),
+                       "--seed", str(seed)]) == 0
+    extra_rows(root)
+    return root
+
+
+def assert_same_outputs(expected_root, actual_root, ctr_samples: int) -> None:
+    """Both example roots hold the same files, byte for byte, with dead letters and bad rows
+    counted on the last day of DAYS and at least `ctr_samples` CTR samples there."""
+    expected, actual = tree_bytes(expected_root), tree_bytes(actual_root)
+    assert sorted(expected) == sorted(actual)
+    assert any(name.startswith("_rejected") for name in expected)
+    stats = json.loads(expected[f"_stats/dt={DAYS[2]}.json"])
+    assert stats["rejected_total"] >= 3 and stats["tasks"]["ctr"]["samples"] > ctr_samples
+    for name in sorted(expected):
+        assert expected[name] == actual[name], name
