@@ -36,6 +36,16 @@ class DataConfig:
     l2r_weight_click: float = _float(1.0)
     l2r_weight_none: float = _float(1.0)
     shards_per_day: int = _int(4)             # TFRecord files per task and day
+    # The Beam job: "blocks" (Arrow blocks, columnar) or "rows" (one element per row, the
+    # reference kept until the block path has proved itself); the same bytes either way.
+    beam_path: str = _choice("blocks", ("blocks", "rows"))
+    # Block path shuffle keys: a group holds about rows / shards (docs/BEAM.md, "How it scales").
+    user_shards: int = _int(16)
+    item_shards: int = _int(16)
+    # Output compression: gzip level 6 with zlib writes the reference bytes; isal (pip install
+    # 'dupn[fast-gzip]') at level 1 is several times faster, files ~15 % larger, same records.
+    gzip_level: int = _int(6, lo=0, hi=9)
+    gzip_encoder: str = _choice("zlib", ("zlib", "isal"))
     holdout_share: float = _float(0.1, hi=0.5)  # share of a day held out when no next day exists
     # Logs without impressions (Taobao UserBehavior): CTR samples made from behaviours, each
     # behaviour a positive, with negatives drawn from the day's items (seeded by runtime.seed).

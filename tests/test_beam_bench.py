@@ -12,3 +12,14 @@ def test_bench_pipeline_prints_one_json_object(capsys):
     assert result["rows_per_s"] == round(result["rows"] / result["seconds"])
     assert result["seconds"] > 0 and result["cpu_seconds"] > 0 and result["peak_rss_mb"] > 100
     assert result["running_mode"] == "in_memory" and result["days"] == 2
+
+
+def test_bench_pipeline_reports_both_paths_on_the_same_rows(capsys):
+    assert bench.main(["pipeline", "--json", "--users", "30", "--days", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    blocks, rows = result["paths"]["blocks"], result["paths"]["rows"]
+    assert blocks["beam_path"] == "blocks" and rows["beam_path"] == "rows"
+    assert blocks["rows"] == rows["rows"] and blocks["examples_by_task"] == rows["examples_by_task"]
+    for figures in (blocks, rows):
+        assert figures["rows_per_s"] > 0 and figures["cpu_seconds"] > 0 and figures["peak_rss_mb"] > 100
+    assert result["blocks_vs_rows"] == round(blocks["rows_per_s"] / rows["rows_per_s"], 2)

@@ -135,3 +135,50 @@ def tree_bytes(root):
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = f.read()
     return out
+
+
+def extra_rows(raw):
+    """Beside the synthetic tables: bad rows, ties in time, a hot user, a user with no history."""
+    for day in DAYS:
+        s = day_start(day)
+        hot = [behavior("hot", j % 7, s + 60 + j // 3, "click" if j % 5 else "buy") for j in range(900)]
+        ties = [behavior("tie", j, s + 500) for j in (3, 1, 2)] + [behavior("tie", 1, s + 500)]
+        write_rows(raw, "behaviors", day, hot + ties, "jsonl", True, name="part-extra")
+        bad = [behavior("u1", 1, s - 5), {"user_id": "u1", "item_id": "i1", "ts": "soon",
+               "type": "click", "scene": "search"}, behavior("u1", 1, s + 9, "look")]
+        write_rows(raw, "behaviors", day, bad, "jsonl", name="part-bad")
+        write_rows(raw, "items", day, [item(j) for j in range(7)] + [item(2, price=-1.0)], "csv",
+                   name="part-extra")
+        write_rows(raw, "impressions", day,
+                   [impression("rt", "tie", j, s + 500, click=j % 2) for j in (2, 1, 3)]
+                   + [impression("rn", "nohist", 4, s + 10, buy=1)], "parquet", name="part-extra")
+        write_rows(raw, "users", day, [{"user_id": "hot", "age": 40, "gender": "m", "power_level": 2},
+                                       {"user_id": "hot", "age": 41, "gender": "m", "power_level": 5},
+                                       {"user_id": "nohist", "age": 200, "gender": "f",
+                                        "power_level": 1}], "jsonl", name="part-extra")
+
+
+# small shard counts, so that a few users spread over several groups and files
+SMALL_SHARDS = ("--set", "data.shards_per_day=2", "--set", "data.max_bad_share=0.5",
+                "--set", "data.user_shards=3", "--set", "data.item_shards=2")
+
+
+def mixed_world(root, users: int, seed: int):
+    """Synthetic logs of DAYS plus extra_rows (bad rows, ties, a hot user, a user with no history)."""
+    from pipeline.rawlogs import synth
+    assert synth.main(["--out", str(root), "--start", DAYS[0], "--days", "3", "--users", str(users),
+                       "--seed", str(seed)]) == 0
+    extra_rows(root)
+    return root
+
+
+def assert_same_outputs(expected_root, actual_root, ctr_samples: int) -> None:
+    """Both example roots hold the same files, byte for byte, with dead letters and bad rows
+    counted on the last day of DAYS and at least `ctr_samples` CTR samples there."""
+    expected, actual = tree_bytes(expected_root), tree_bytes(actual_root)
+    assert sorted(expected) == sorted(actual)
+    assert any(name.startswith("_rejected") for name in expected)
+    stats = json.loads(expected[f"_stats/dt={DAYS[2]}.json"])
+    assert stats["rejected_total"] >= 3 and stats["tasks"]["ctr"]["samples"] > ctr_samples
+    for name in sorted(expected):
+        assert expected[name] == actual[name], name

@@ -28,6 +28,10 @@ from configs.loader import ConfigError, add_config_args, load_config
 from features.contract import TASKS, Contract
 from pipeline import layout
 from pipeline.beam.inputs import LOOKBACK_TABLES, day_inputs, record_builds
+from pipeline.beam.block_join import JoinBlocks
+from pipeline.beam.block_read import ReadBlocks
+from pipeline.beam.block_samples import BuildBlockSamples
+from pipeline.beam.dask_cluster import close_client, dask_args, is_dask, local_cluster, runner_name
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
@@ -53,6 +57,7 @@ class Plan:
     rank_features: int
     pool_size: int
     max_bad_share: float
+    data: object = None          # the DataConfig: path, shuffle shards, output compression
     files: dict = field(default_factory=dict)   # table -> [(table, day, path)]
 
     @property
@@ -73,11 +78,58 @@ def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
     run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(3)}"
     return Plan(raw=raw, out=out, staging=layout.staging_dir(out, run), spec=spec, contract=contract,
                 rank_features=config.features.rank_features, pool_size=config.data.ctr_negative_pool,
-                max_bad_share=config.data.max_bad_share, files=files)
+                max_bad_share=config.data.max_bad_share, data=config.data, files=files)
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
-    """Adds the job's transforms to `p`; everything is written under plan.staging."""
+    """Adds the job's transforms to `p` (data.beam_path: blocks or rows); everything is written
+    under plan.staging."""
+    if plan.data is None or plan.data.beam_path == "blocks":
+        build_block_pipeline(p, plan)
+    else:
+        build_row_pipeline(p, plan)
+
+
+def write_outputs(plan: Plan, examples, rejected, counts: list) -> None:
+    """The examples, the window's dead letters and the statistics, under plan.staging."""
+    level, encoder = (plan.data.gzip_level, plan.data.gzip_encoder) if plan.data else (6, "zlib")
+    written = (
+        examples | "WriteExamples" >> WriteExamples(plan.staging, plan.spec.shards, level, encoder),
+        rejected | "WriteRejected" >> WriteRejected(plan.staging, plan.window),
+        tuple(counts) | "FlattenCounts" >> beam.Flatten()
+        | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window))
+    # One last step downstream of every write: the DaskRunner (2.77) computes only the graph of
+    # the step applied last, so a write not leading into it would never run (docs/BEAM.md).
+    _ = written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Filter(lambda _: False)
+
+
+def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
+    """The columnar job: Arrow blocks through the shuffles (block_read, block_join, block_samples)."""
+    spec, data = plan.spec, plan.data
+    files = [f for table in TABLES for f in plan.files[table]]
+    reads = p | "ReadBlocks" >> ReadBlocks(files, plan.rank_features)
+    joinable = frozenset(("items", "behaviors", "impressions"))
+    # two filters rather than beam.Partition, which the DaskRunner cannot run (split.py)
+    joinable_tables = reads["block"] | "JoinableTables" >> beam.Filter(
+        lambda e, names: e[0] in names, joinable)
+    user_tables = reads["block"] | "UserTables" >> beam.Filter(
+        lambda e, names: e[0] not in names, joinable)
+    joined = joinable_tables | "JoinBlocks" >> JoinBlocks(
+        spec.start, spec.tag_slots, spec.sequence_length, data.item_shards, data.user_shards,
+        emit_snapshot=spec.ctr_from_behaviors)
+    inputs = {"joined": joined["joined"], "user_tables": user_tables}
+    if spec.ctr_from_behaviors:
+        window = frozenset(plan.window)
+        inputs["pool"] = (joined["snapshot"]
+                          | "SnapshotOfWindow" >> beam.Filter(lambda kv, days: kv[0] in days, window)
+                          | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
+    built = inputs | "BuildSamples" >> BuildBlockSamples(spec, plan.contract, data.user_shards)
+    write_outputs(plan, built["examples"], reads["rejected"],
+                  [reads["counts"], joined["missing"], built["stats"]])
+
+
+def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
+    """The row job (one element per row): the reference the block path must match byte for byte."""
     spec = plan.spec
     files = [f for table in TABLES for f in plan.files[table]]
     reads = p | "ReadTables" >> ReadTables(files, plan.rank_features)
@@ -95,17 +147,14 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                           | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
     built = inputs | "BuildSamples" >> BuildSamples(spec, plan.contract)
     counts.append(built[STATS])
-    _ = built[EXAMPLES] | "WriteExamples" >> WriteExamples(plan.staging, spec.shards)
-    _ = reads[REJECTED] | "WriteRejected" >> WriteRejected(plan.staging, plan.window)
-    _ = (tuple(counts) | "FlattenCounts" >> beam.Flatten()
-         | "WriteStats" >> WriteStats(plan.staging, spec.start, spec.end, plan.window))
+    write_outputs(plan, built[EXAMPLES], reads[REJECTED], counts)
 
 
 def pipeline_options(config, runner: str | None, beam_args: list[str]) -> PipelineOptions:
     """Beam options from the command line, with the runner and local workers from the config."""
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
-    standard.runner = runner or config.runtime.runner
+    standard.runner = runner_name(runner or config.runtime.runner)
     if standard.runner in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
         direct = options.view_as(DirectOptions)
         given = " ".join(beam_args)
@@ -138,9 +187,13 @@ def check_totals(totals: dict, plan: Plan) -> str | None:
 
 def run(plan: Plan, options: PipelineOptions) -> dict:
     """Runs the job and publishes its days; returns the run totals. BuildFailed if not published."""
+    p = beam.Pipeline(options=options)
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, plan)
+        try:
+            with p:
+                build_pipeline(p, plan)
+        finally:
+            close_client(getattr(p, "result", None))
         with FileSystems.open(layout.run_file(plan.staging)) as f:
             totals = json.load(f)
         reason = check_totals(totals, plan)
@@ -167,7 +220,14 @@ def parse_args(argv):
                         "(default: data.max_bad_share)")
     parser.add_argument("--ctr-from-behaviors", action="store_true",
                         help="also make CTR samples from behaviours (logs without impressions)")
-    parser.add_argument("--runner", help="Beam runner (default: runtime.runner)")
+    parser.add_argument("--row-path", action="store_true",
+                        help="run the row job (one element per row) instead of the block job")
+    parser.add_argument("--runner", help="Beam runner (default: runtime.runner); dask: Beam's "
+                        "DaskRunner")
+    parser.add_argument("--dask-address", help="with --runner dask: the scheduler of a running "
+                        "Dask cluster, tcp://HOST:8786 (default: a local cluster for the run)")
+    parser.add_argument("--dask-workers", type=int, default=2, help="with --runner dask and no "
+                        "--dask-address: worker processes of the local cluster (default 2)")
     add_config_args(parser)
     return parser.parse_known_args(argv)
 
@@ -181,22 +241,27 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.max_bad_share={args.max_bad_share}")
     if args.ctr_from_behaviors:
         overrides.append("data.ctr_from_behaviors=true")
+    if args.row_path:
+        overrides.append("data.beam_path=rows")
     try:
         config = load_config(args.config, overrides)
     except ConfigError as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 2
     return build_examples(config, args.raw, args.out, args.start, args.end,
-                          runner=args.runner, beam_args=beam_args)
+                          runner=args.runner, beam_args=beam_args, dask_address=args.dask_address,
+                          dask_workers=args.dask_workers)
 
 
 def build_examples(config, raw, out, start: str, end: str | None = None, *, runner: str | None = None,
-                   beam_args=()) -> int:
+                   beam_args=(), dask_address: str | None = None, dask_workers: int = 2) -> int:
     """Runs the job on the days [start, end] with `config` (a Config); prints what it did.
 
     Args:
       raw, out: the raw-log root and the examples root (local paths or URLs).
       runner: the Beam runner (default: runtime.runner); beam_args: further PipelineOptions flags.
+      dask_address: with runner dask, a running cluster's scheduler; without it a local cluster of
+        `dask_workers` worker processes is started and shut down for the run.
     Returns:
       the command's exit code: 0 done; 1 not published (BuildFailed), no day had rows, or
       another job holds EXAMPLES/.lock; 2 bad input (no raw files, a malformed date). Each
@@ -207,13 +272,15 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
             else layout.hold_lock(layout.lock_file(out), "dupn build-examples"))
     try:
         with lock:
-            return _build_examples(config, raw, out, start, end, runner, beam_args)
+            return _build_examples(config, raw, out, start, end, runner, beam_args, dask_address,
+                                   dask_workers)
     except layout.LockHeld as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 1
 
 
-def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args) -> int:
+def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args,
+                    dask_address, dask_workers) -> int:
     started = time.monotonic()
     try:
         plan = make_plan(str(raw), str(out), start, end or start, config)
@@ -222,8 +289,18 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
         return 2
     # Fingerprinted before the run: a file landing meanwhile makes the day stale, not silently whole.
     inputs = {day: day_inputs(plan.raw, day, plan.spec.lookback_days) for day in plan.window}
+    runner = runner or config.runtime.runner
+    if is_dask(runner) and plan.data.beam_path == "rows":
+        print("dupn build-examples: the row path (--row-path) runs on the DirectRunner only: the "
+              "DaskRunner loses its multi-output steps' and finish_bundle's outputs (docs/BEAM.md)",
+              file=sys.stderr)
+        return 2
     try:
-        totals = run(plan, pipeline_options(config, runner, list(beam_args)))
+        with contextlib.ExitStack() as stack:
+            if is_dask(runner):
+                address = dask_address or stack.enter_context(local_cluster(dask_workers))
+                beam_args = dask_args(list(beam_args), address, sum(map(len, plan.files.values())))
+            totals = run(plan, pipeline_options(config, runner, list(beam_args)))
     except BuildFailed as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 1

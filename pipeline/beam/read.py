@@ -123,6 +123,47 @@ def rejected_record(table: str, path: str, row: int, reason: str, detail: str, r
                        "raw": raw}, sort_keys=True, default=str)
 
 
+VALID, DEAD = "valid", "dead"
+
+
+def read_file(table: str, day: str, path: str, rank_features: int):
+    """Validates one file row by row: yields (VALID, row number, row tuple) and (DEAD, row number,
+    dead-letter line) in file order, then the file's counts dict (layout in ReadRowsFn)."""
+    start = beam_rows.day_start(day)
+    rows, rejected = 0, {}
+    number = 0
+    try:
+        for number, record, raw in iter_records(path):
+            rows += 1
+            try:
+                if isinstance(record, RowError):
+                    raise record
+                valid = beam_rows.validate(table, record, start, rank_features)
+            except RowError as err:
+                rejected[err.reason] = rejected.get(err.reason, 0) + 1
+                yield DEAD, number, rejected_record(table, path, number, err.reason, err.detail,
+                                                    record if raw is None else raw)
+                continue
+            yield VALID, number, valid
+    except Exception as err:  # noqa: BLE001  (a corrupt file: keep going, report it)
+        rows += 1
+        rejected[beam_rows.UNREADABLE_FILE] = rejected.get(beam_rows.UNREADABLE_FILE, 0) + 1
+        detail = f"cannot read the file after row {number}: {type(err).__name__}: {err}"
+        yield DEAD, number + 1, rejected_record(table, path, number + 1, beam_rows.UNREADABLE_FILE,
+                                                detail, None)
+    yield file_counts(table, path, rows, rejected)
+
+
+def file_counts(table: str, path: str, rows: int, rejected: dict) -> dict:
+    """The counts of one file read (and its Beam counters)."""
+    Metrics.counter("dupn.rows", table).inc(rows)
+    for reason, n in rejected.items():
+        Metrics.counter("dupn.rejected", reason).inc(n)
+    return {"rows": {table: rows}, "rejected": dict(rejected),
+            "rejected_by_table": {table: dict(rejected)} if rejected else {},
+            "unreadable_files": [path] if beam_rows.UNREADABLE_FILE in rejected else []}
+
+
 # Tagged outputs defeat Beam's type inference of the main output: declare it.
 @beam.typehints.with_output_types(typing.Any)
 class ReadRowsFn(beam.DoFn):
@@ -139,36 +180,15 @@ class ReadRowsFn(beam.DoFn):
 
     def process(self, element):
         table, day, path = element
-        start = beam_rows.day_start(day)
         keep_order = table in ("items", "users")
-        rows, rejected = 0, {}
-        number = 0
-        try:
-            for number, record, raw in iter_records(path):
-                rows += 1
-                try:
-                    if isinstance(record, RowError):
-                        raise record
-                    valid = beam_rows.validate(table, record, start, self.rank_features)
-                except RowError as err:
-                    rejected[err.reason] = rejected.get(err.reason, 0) + 1
-                    yield beam.pvalue.TaggedOutput(REJECTED, (day, (path, number, rejected_record(
-                        table, path, number, err.reason, err.detail, record if raw is None else raw))))
-                    continue
+        for item in read_file(table, day, path, self.rank_features):
+            if isinstance(item, dict):
+                yield day, item
+            elif item[0] == DEAD:
+                yield beam.pvalue.TaggedOutput(REJECTED, (day, (path, item[1], item[2])))
+            else:
                 yield beam.pvalue.TaggedOutput(
-                    table, (day, (path, number), valid) if keep_order else (day, valid))
-        except Exception as err:  # noqa: BLE001  (a corrupt file: keep going, report it)
-            rows += 1
-            rejected[beam_rows.UNREADABLE_FILE] = rejected.get(beam_rows.UNREADABLE_FILE, 0) + 1
-            detail = f"cannot read the file after row {number}: {type(err).__name__}: {err}"
-            yield beam.pvalue.TaggedOutput(REJECTED, (day, (path, number + 1, rejected_record(
-                table, path, number + 1, beam_rows.UNREADABLE_FILE, detail, None))))
-        Metrics.counter("dupn.rows", table).inc(rows)
-        for reason, n in rejected.items():
-            Metrics.counter("dupn.rejected", reason).inc(n)
-        yield day, {"rows": {table: rows}, "rejected": dict(rejected),
-                    "rejected_by_table": {table: dict(rejected)} if rejected else {},
-                    "unreadable_files": [path] if beam_rows.UNREADABLE_FILE in rejected else []}
+                    table, (day, (path, item[1]), item[2]) if keep_order else (day, item[2]))
 
 
 class ReadTables(beam.PTransform):

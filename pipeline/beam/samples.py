@@ -198,8 +198,13 @@ def task_values(sample: tuple, user: str, spec: SampleSpec):
         raise ValueError(f"unknown sample kind {kind!r}")
 
 
+def dict_context(window: list, ts: int, profile_values: dict) -> dict:
+    """The context part of the examples that see `window` at `ts`: sequence and profile values."""
+    return {**sequence_values(window, ts), **profile_values}
+
+
 def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples: list,
-                      profile, spec: SampleSpec, pool=()):
+                      profile, spec: SampleSpec, pool=(), context_of=dict_context):
     """The examples of one user's day, in time order.
 
     Args:
@@ -208,6 +213,8 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
       samples: sample tuples (ts, kind, ...) from impressions, follows and shop_prefs.
       profile: (age, gender_index, power_level) from the day's users row, or None.
       pool: the day's item features to draw behaviour-CTR negatives from.
+      context_of: (window, ts, profile values) -> the context part (dict_context, or the block
+        path's encoded bytes).
     Yields:
       (task, key, sequence length, parts) with a unique, deterministic key; the example's
       features are the union of parts = (context, target, label). `context` (sequence and
@@ -237,7 +244,7 @@ def user_day_examples(user: str, day: str, behaviors: list, tails: list, samples
             seen += 1
             version += 1
         if cached_for != (version, ts):      # samples of one request share their sequence
-            context = {**sequence_values(list(window), ts), **profile_values}
+            context = context_of(list(window), ts, profile_values)
             cached_for = (version, ts)
         for j, (task, target, label, weight, buy) in enumerate(task_values(sample, user, spec)):
             key = f"{user}\t{ts:012d}\t{index:06d}\t{j:03d}\t{task}"
@@ -263,6 +270,24 @@ def sequence_length_bin(length: int, n: int) -> str:
     width = -(-n // 10)
     low = (length - 1) // width * width + 1
     return f"{low}-{min(low + width - 1, n)}"
+
+
+def count_example(stats: dict, task: str, label: float, length: int, no_profile: bool, buy: float,
+                  n: int) -> None:
+    """Adds one example to a day's stats: samples, positives (power: levels), buys, seq_len bins."""
+    task_stats = stats["tasks"].setdefault(task, {"samples": 0, "seq_len": {}})
+    task_stats["samples"] += 1
+    if task == "power":
+        levels = task_stats.setdefault("levels", {})
+        level = str(int(label) + 1)
+        levels[level] = levels.get(level, 0) + 1
+    else:
+        task_stats["positives"] = task_stats.get("positives", 0) + int(label > 0)
+    if task == "ctr":
+        task_stats["buys"] = task_stats.get("buys", 0) + int(buy > 0)
+    bin_ = sequence_length_bin(length, n)
+    task_stats["seq_len"][bin_] = task_stats["seq_len"].get(bin_, 0) + 1
+    stats["examples_without_profile"] += no_profile
 
 
 # Tagged outputs defeat Beam's type inference of the main output: declare it.
@@ -329,26 +354,11 @@ class BuildExamplesFn(beam.DoFn):
             self.pending.setdefault((task, day, shard), []).append((key, record))
             self.pending_count += 1
             written += 1
-            self._count(stats, task, label["label"], length, profile is None,
-                        label.get("label_buy", 0.0))
+            count_example(stats, task, label["label"], length, profile is None,
+                          label.get("label_buy", 0.0), self.spec.sequence_length)
         self.examples_counter.inc(written)
         if self.pending_count >= self.FLUSH_RECORDS:
             yield from self._flush()
-
-    def _count(self, stats, task, label, length, no_profile, buy=0.0):
-        task_stats = stats["tasks"].setdefault(task, {"samples": 0, "seq_len": {}})
-        task_stats["samples"] += 1
-        if task == "power":
-            levels = task_stats.setdefault("levels", {})
-            level = str(int(label) + 1)
-            levels[level] = levels.get(level, 0) + 1
-        else:
-            task_stats["positives"] = task_stats.get("positives", 0) + int(label > 0)
-        if task == "ctr":
-            task_stats["buys"] = task_stats.get("buys", 0) + int(buy > 0)
-        bin_ = sequence_length_bin(length, self.spec.sequence_length)
-        task_stats["seq_len"][bin_] = task_stats["seq_len"].get(bin_, 0) + 1
-        stats["examples_without_profile"] += no_profile
 
     def finish_bundle(self):
         for batch in self._flush():

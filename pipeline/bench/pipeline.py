@@ -1,10 +1,15 @@
 """`dupn bench pipeline`: throughput of the Beam example job on synthetic logs, with the local runner.
 
     dupn bench pipeline --json [--users 2000 --days 4] [--config small] [--mode multi_processing]
+        [--paths blocks,rows] [--set data.gzip_encoder=isal --set data.gzip_level=1]
+        [--runner dask --dask-workers 2]
 
-Writes synthetic logs (`dupn synth`, not timed), then times `dupn build-examples` over every day
+Writes synthetic logs (`dupn synth`, not timed), then times `dupn build-examples` (each path in
+--paths, each in a fresh process, one after the other on the same logs) over every day
 but the first (read as lookback only; every file is read once). rows = raw rows read (lookback included), the unit
-of the job's input; seconds = wall time of the job (pipeline construction included).
+of the job's input; seconds = wall time of the job (pipeline construction included). With --runner dask a LocalCluster
+of --dask-workers processes is started first (its start timed apart, as cluster_start_s) and the
+CPU seconds include its scheduler's and workers'.
 --profile FILE runs it in one process under cProfile and prints where the time goes.
 Figures and their limits: docs/BENCHMARKS.md ("Beam example job").
 """
@@ -29,6 +34,20 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _cluster_cpu_seconds() -> float:
+    """CPU seconds of this process's live descendants (a local Dask cluster's processes), which
+    getrusage counts only once they have exited."""
+    import psutil
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process plus the largest child (Linux reports kB)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -36,18 +55,38 @@ def _peak_rss_mb() -> float:
 
 
 def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str],
-            profile: str | None = None) -> dict:
+            profile: str | None = None, dask_workers: int = 0) -> dict:
     """Runs the job over days 2..days of the synthetic logs and measures it (in this process).
 
+    dask_workers > 0: on Beam's DaskRunner, over a LocalCluster of that many worker processes.
     Returns the job's totals with seconds, cpu_seconds and peak_rss_mb of this process and its
     children (the local runner's worker processes).
     """
+    if dask_workers:
+        from pipeline.beam.dask_cluster import local_cluster
+        started = time.monotonic()
+        with local_cluster(dask_workers) as address:
+            cluster_start = time.monotonic() - started
+            cpu = _cluster_cpu_seconds()
+            job = _timed_job(raw, out, days, config_name, overrides, profile, address)
+            job["cpu_seconds"] += _cluster_cpu_seconds() - cpu
+        return {**job, "runner": "dask", "running_mode": "dask", "workers": dask_workers,
+                "cluster_start_s": round(cluster_start, 2)}
+    return {**_timed_job(raw, out, days, config_name, overrides, profile), "runner": "direct"}
+
+
+def _timed_job(raw, out, days, config_name, overrides, profile=None, dask_address=None) -> dict:
     from configs.loader import load_config
     from pipeline.beam import build_examples
+    from pipeline.beam.dask_cluster import dask_args
     config = load_config(config_name, overrides)
     start, end = layout.shift(START, 1), layout.shift(START, days - 1)
     plan = build_examples.make_plan(raw, out, start, end, config)
-    options = build_examples.pipeline_options(config, None, [])
+    if dask_address:
+        files = sum(map(len, plan.files.values()))
+        options = build_examples.pipeline_options(config, "dask", dask_args([], dask_address, files))
+    else:
+        options = build_examples.pipeline_options(config, None, [])
     if profile:
         import cProfile
         profiler = cProfile.Profile()
@@ -61,7 +100,8 @@ def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str
     direct = options.get_all_options()
     return {**totals, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu,
             "peak_rss_mb": _peak_rss_mb(), "running_mode": direct["direct_running_mode"],
-            "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length}
+            "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length,
+            "beam_path": config.data.beam_path}
 
 
 def _child(queue, *args) -> None:
@@ -89,6 +129,23 @@ def profile_summary(stats_file: str, top: int = 18) -> str:
     return text.getvalue()
 
 
+def figures(job: dict, load: float) -> dict:
+    """The reported figures of one run of the job."""
+    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), round(job["seconds"], 2)
+    return {
+        "rows": rows, "examples": examples, "seconds": seconds,
+        "rows_per_s": round(rows / seconds), "examples_per_s": round(examples / seconds),
+        "cpu_seconds": round(job["cpu_seconds"], 2),
+        "rows_per_cpu_s": round(rows / job["cpu_seconds"]) if job["cpu_seconds"] else None,
+        "peak_rss_mb": round(job["peak_rss_mb"]), "sequence_length": job["sequence_length"],
+        "running_mode": job["running_mode"], "workers": job["workers"],
+        "load_average_before": round(load, 2), "rows_by_table": job["rows"],
+        "examples_by_task": job["examples"], "beam_path": job["beam_path"],
+        "runner": job["runner"], **({"cluster_start_s": job["cluster_start_s"]}
+                                    if "cluster_start_s" in job else {}),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dupn bench pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -100,11 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="local runner workers (default: runtime.direct_num_workers)")
     parser.add_argument("--work", help="folder for logs and examples (default: a temporary one)")
     parser.add_argument("--profile", metavar="FILE", help="profile in one process, dump to FILE")
+    parser.add_argument("--paths", help="the job's paths to time, in this order (default "
+                        "blocks,rows; blocks with --runner dask, which cannot run the row path)")
+    parser.add_argument("--runner", choices=("direct", "dask"), default="direct",
+                        help="direct: Beam's local runner; dask: Beam's DaskRunner on a local "
+                        "cluster of --dask-workers processes")
+    parser.add_argument("--dask-workers", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.days < 2:
         parser.error("--days must be at least 2 (the first day is lookback)")
     overrides = list(args.overrides)
+    args.paths = args.paths or ("blocks" if args.runner == "dask" else "blocks,rows")
+    if args.runner == "dask" and "rows" in args.paths.split(","):
+        parser.error("the row path runs on the DirectRunner only (docs/BEAM.md)")
+    if args.profile and args.runner == "dask":
+        parser.error("--profile runs in one process: not with --runner dask")
     if args.profile:
         args.mode = "in_memory"     # one process: the profile sees every stage
     if args.mode:
@@ -127,26 +195,25 @@ def main(argv: list[str] | None = None) -> int:
             if code:
                 print("dupn bench pipeline: dupn synth failed", file=sys.stderr)
                 return 1
-        load = os.getloadavg()[0]
-        job = run_job_in_child(str(raw), str(out), args.days, args.config, overrides, args.profile)
-    rows, examples, seconds = job["rows_total"], sum(job["examples"].values()), round(job["seconds"], 2)
-    result = {
-        "rows": rows, "examples": examples, "seconds": seconds,
-        "rows_per_s": round(rows / seconds), "examples_per_s": round(examples / seconds),
-        "cpu_seconds": round(job["cpu_seconds"], 2),
-        "rows_per_cpu_s": round(rows / job["cpu_seconds"]) if job["cpu_seconds"] else None,
-        "peak_rss_mb": round(job["peak_rss_mb"]), "users": args.users, "days": args.days,
-        "config": args.config, "sequence_length": job["sequence_length"],
-        "running_mode": job["running_mode"], "workers": job["workers"],
-        "cores": os.cpu_count(), "load_average_before": round(load, 2),
-        "rows_by_table": job["rows"], "examples_by_task": job["examples"],
-    }
+        paths = {}
+        for path in args.paths.split(","):
+            load = os.getloadavg()[0]
+            job = run_job_in_child(str(raw), str(out), args.days, args.config,
+                                   overrides + [f"data.beam_path={path}"], args.profile,
+                                   args.dask_workers if args.runner == "dask" else 0)
+            paths[path] = figures(job, load)
+    first = paths[next(iter(paths))]
+    result = {**first, "users": args.users, "days": args.days, "config": args.config,
+              "cores": os.cpu_count(), "paths": paths}
+    if "blocks" in paths and "rows" in paths:
+        result["blocks_vs_rows"] = round(paths["blocks"]["rows_per_s"] / paths["rows"]["rows_per_s"], 2)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"dupn bench pipeline: {rows:,} rows -> {examples:,} examples in {seconds:.1f} s: "
-              f"{result['rows_per_s']:,} rows/s ({result['cpu_seconds']} CPU s, "
-              f"peak {result['peak_rss_mb']} MB)")
+        for name, f in paths.items():
+            print(f"dupn bench pipeline ({name}): {f['rows']:,} rows -> {f['examples']:,} examples in "
+                  f"{f['seconds']:.1f} s: {f['rows_per_s']:,} rows/s ({f['cpu_seconds']} CPU s, "
+                  f"peak {f['peak_rss_mb']} MB)")
     if args.profile:
         print(profile_summary(args.profile), file=sys.stderr)
     return 0

@@ -43,3 +43,17 @@ def table_dir(raw, table: str, day: str) -> Path:
 def oracle_dir(raw, day: str) -> Path:
     """RAW/_oracle/impressions/dt=D."""
     return table_dir(raw, str(ORACLE), day)
+
+# The valid rows of rawlogs/rows.py (its tuple layouts) as Arrow blocks, for the columnar Beam job:
+# vocabulary fields hold their index; items and users carry where they were read (path, row), as
+# the last row of a day wins.
+_INDEXED = ("type", "scene", "gender")
+
+
+def _valid_schema(table: str, schema: pa.Schema) -> pa.Schema:
+    fields = [pa.field(f.name, _INT) if f.name in _INDEXED else f for f in schema]
+    order = [("path", _STR), ("row", _INT)] if table in ("items", "users") else []
+    return pa.schema(fields + order)
+
+
+VALID_SCHEMAS = {table: _valid_schema(table, schema) for table, schema in SCHEMAS.items()}
