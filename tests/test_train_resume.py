@@ -1,12 +1,21 @@
 """Resume: a training run killed (SIGKILL) after its first checkpoint, started again with the same model
-dir, continues from that checkpoint and trains only the remaining steps; a finished run is left as is."""
+dir, continues from that checkpoint and trains only the remaining steps; a finished run is left as is.
+Resume is exact: interrupted and resumed, a run ends with the weights and optimizer slots of the same
+run trained without a stop (same seed, same batches)."""
 import json
 import signal
 import subprocess
 import sys
 import time
 
-from train_helpers import REPO, config_args, run_python, tiny_examples
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from pipeline.training.checkpoints import latest_checkpoint
+from pipeline.training.train import head_tasks, range_data, train
+from train_helpers import REPO, config_args, run_python, tiny_config, tiny_examples
 
 DAYS = ("2026-11-01", "2026-11-02")
 
@@ -57,3 +66,54 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"all {target} steps already trained" in third.stdout
     assert json.loads((model_dir / "run.json").read_text())["steps_this_call"] == 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_first_checkpoint(message):
+    if message.startswith("step "):    # logged after the checkpoint is written (train._record)
+        raise Interrupted(message)
+
+
+# The running sums of the training metrics (reset each fit, so a resumed call counts only its own steps).
+METRIC_STATE = {"total", "count", "hits", "true_positives", "false_positives", "true_negatives",
+                "false_negatives"}
+
+
+def checkpoint_values(path) -> dict:
+    """key -> value of every weight and optimizer variable in a checkpoint, metrics left out (keys
+    name the object path, not the model's prefix, so two runs' checkpoints compare key by key)."""
+    reader = tf.train.load_checkpoint(path)
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.startswith(("model/", "optimizer/")) and key.split("/")[-3] not in METRIC_STATE}
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_does(tmp_path):
+    config = tiny_config("trainer.checkpoint_every_steps=10")
+    data = range_data(tiny_examples(tmp_path, DAYS), DAYS[0], DAYS[1], head_tasks(config))
+    keras.utils.set_random_seed(7)
+    whole = train(config, data, tmp_path / "whole", log=lambda m: None)
+    assert whole["steps"] == 38 and whole["resumed_from"] is None   # 1200 samples / 32, one pass
+
+    keras.utils.set_random_seed(7)
+    with pytest.raises(Interrupted, match="step 10/38"):
+        train(config, data, tmp_path / "stopped", log=stop_after_first_checkpoint)
+    at_stop = checkpoint_values(latest_checkpoint(tmp_path / "stopped"))
+    # The same global seed as a new process's: it seeds the data order (train.training_stream).
+    keras.utils.set_random_seed(7)
+    resumed = train(config, data, tmp_path / "stopped", log=lambda m: None)
+    assert resumed["resumed_from"].endswith("ckpt-10") and resumed["steps_this_call"] == 28
+    assert resumed["global_step"] == whole["global_step"] == 38
+
+    expected = checkpoint_values(latest_checkpoint(tmp_path / "whole"))
+    got = checkpoint_values(latest_checkpoint(tmp_path / "stopped"))
+    assert got.keys() == expected.keys() and len(expected) > 40
+    differ = [k for k, value in expected.items()
+              if not np.allclose(got[k], value, rtol=1e-5, atol=1e-6)]
+    assert differ == [], differ
+    # The 28 steps after the stop moved the weights: the equal end is not the stop's state.
+    moved = [k for k in at_stop if k.startswith("model/")
+             and not np.allclose(at_stop[k], expected[k], rtol=1e-5, atol=1e-6)]
+    assert len(moved) > 10
