@@ -10,12 +10,11 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from pipeline.training.checkpoints import latest_checkpoint
 from pipeline.training.train import head_tasks, range_data, train
-from train_helpers import REPO, config_args, run_python, tiny_config, tiny_examples
+from train_helpers import REPO, checkpoint_values, config_args, run_python, tiny_config, tiny_examples
 
 DAYS = ("2026-11-01", "2026-11-02")
 
@@ -75,19 +74,6 @@ class Interrupted(Exception):
 def stop_after_first_checkpoint(message):
     if message.startswith("step "):    # logged after the checkpoint is written (train._record)
         raise Interrupted(message)
-
-
-# The running sums of the training metrics (reset each fit, so a resumed call counts only its own steps).
-METRIC_STATE = {"total", "count", "hits", "true_positives", "false_positives", "true_negatives",
-                "false_negatives"}
-
-
-def checkpoint_values(path) -> dict:
-    """key -> value of every weight and optimizer variable in a checkpoint, metrics left out (keys
-    name the object path, not the model's prefix, so two runs' checkpoints compare key by key)."""
-    reader = tf.train.load_checkpoint(path)
-    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-            if key.startswith(("model/", "optimizer/")) and key.split("/")[-3] not in METRIC_STATE}
 
 
 def test_resumed_run_ends_where_an_uninterrupted_run_does(tmp_path):

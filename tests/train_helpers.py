@@ -59,6 +59,20 @@ def tiny_examples(root, days, seed: int = 0) -> Path:
     return Path(root) / "examples"
 
 
+# The running sums of the training metrics (reset each fit, so a resumed call counts only its own steps).
+METRIC_STATE = {"total", "count", "hits", "true_positives", "false_positives", "true_negatives",
+                "false_negatives"}
+
+
+def checkpoint_values(path) -> dict:
+    """key -> value of every weight and optimizer variable in a checkpoint, metrics left out (keys
+    name the object path, not the model's prefix, so two runs' checkpoints compare key by key)."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(path))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.startswith(("model/", "optimizer/")) and key.split("/")[-3] not in METRIC_STATE}
+
+
 _SHARED: dict = {}
 
 
