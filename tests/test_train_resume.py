@@ -1,7 +1,8 @@
 """Resume: a training run killed (SIGKILL) after its first checkpoint, started again with the same model
 dir, continues from that checkpoint and trains only the remaining steps; a finished run is left as is.
 Resume is exact: interrupted and resumed, a run ends with the weights and optimizer slots of the same
-run trained without a stop (same seed, same batches)."""
+run trained without a stop (same seed, same batches). `dupn train` refuses to resume a run with
+another configuration (exit 2, one line), and --warm-start begins a new run from another's checkpoint."""
 import json
 import signal
 import subprocess
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from configs.loader import dump_config
 from pipeline.training.checkpoints import latest_checkpoint
-from pipeline.training.train import head_tasks, range_data, train
+from pipeline.training.train import head_tasks, main as train_main, range_data, train
+from train_helpers import DAYS as SHARED_DAYS
 from train_helpers import REPO, checkpoint_values, config_args, run_python, tiny_config, tiny_examples
 
 DAYS = ("2026-11-01", "2026-11-02")
@@ -103,3 +106,35 @@ def test_resumed_run_ends_where_an_uninterrupted_run_does(tmp_path):
     moved = [k for k in at_stop if k.startswith("model/")
              and not np.allclose(at_stop[k], expected[k], rtol=1e-5, atol=1e-6)]
     assert len(moved) > 10
+
+
+def test_dupn_train_refuses_to_resume_with_another_configuration(tmp_path, capsys):
+    examples = tiny_examples(tmp_path, DAYS[:1])
+    dump_config(tiny_config(), tmp_path / "model")
+    saved = (tmp_path / "model" / "config.yaml").read_text()
+    code = train_main(["--examples", str(examples), "--start", DAYS[0], "--model-dir",
+                       str(tmp_path / "model"), *config_args("model.lstm_units=4")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dupn train: {tmp_path / 'model'} holds a run of another configuration")
+    assert len(err.strip().splitlines()) == 1          # one line, no traceback
+    assert (tmp_path / "model" / "config.yaml").read_text() == saved
+    assert not (tmp_path / "model" / "checkpoints").exists()
+
+
+def test_dupn_train_warm_start_begins_a_new_run_from_another_runs_checkpoint(shared_work, tmp_path,
+                                                                             capsys):
+    work, _ = shared_work
+    source = work / "published" / (work / "published" / "LATEST").read_text().strip()
+    source_step = int(latest_checkpoint(source).rsplit("-", 1)[1])
+    model_dir = tmp_path / "warm"
+    code = train_main(["--examples", str(work / "examples"), "--start", SHARED_DAYS[2],
+                       "--model-dir", str(model_dir), "--warm-start", str(source), *config_args()])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert f"warm start of {model_dir} from {latest_checkpoint(source)} (global step {source_step})" \
+        in capsys.readouterr().out
+    run = json.loads((model_dir / "run.json").read_text())
+    assert run["warm_start"] == latest_checkpoint(source) and run["resumed_from"] is None
+    assert run["initial_global_step"] == source_step
+    assert run["steps"] == run["target_steps"] > 0                 # this run's own steps from 0
+    assert run["global_step"] == source_step + run["steps"]
