@@ -69,3 +69,14 @@ def test_subpackages_document_their_role():
     for init in (ROOT / "pipeline").glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and "imports" in doc.lower(), f"{init.relative_to(ROOT)}: say what lives here and what it imports"
+
+
+def test_no_absolute_paths_of_this_machine():
+    # The project is cloned anywhere: paths come from the project root (the shared data from
+    # tests/train_helpers.SHARED_DATA, ../shared beside it), never from where it lies here.
+    machine = "/" + "work/"
+    tops = ("features", "configs", "models", "pipeline", "tests")
+    found = [f"{path.relative_to(ROOT)}:{n}"
+             for top in tops for path in sorted((ROOT / top).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if machine in line]
+    assert found == []

@@ -12,8 +12,9 @@ from features.tfrecord import read_dataset
 from pipeline.rawlogs import taobao_import
 from test_beam_fixtures import DAYS, behavior, contract, read_examples, run_job, small_world, text, \
     tree_bytes, write_rows
+from train_helpers import SHARED_DATA
 
-TAOBAO_CSV = "/work/shared/data/taobao_userbehavior_sample.csv"
+TAOBAO_CSV = str(SHARED_DATA / "taobao_userbehavior_sample.csv")
 MIXED = {"behaviors": ("csv", True), "items": ("parquet", False), "users": ("csv", False),
          "impressions": ("parquet", True), "follows": ("jsonl", True), "shop_prefs": ("jsonl", False)}
 

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline import cli
 
 
@@ -24,6 +26,35 @@ def test_unknown_command_returns_2(capsys):
 def test_commands_dispatch_to_their_module(capsys, tmp_path):
     code = cli.main(["import-taobao", "--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
     assert code == 2 and "missing.csv: no such file" in capsys.readouterr().err
+
+
+def run_help(argv) -> None:
+    """Runs `dupn ARGV --help` in this process; argparse's --help exits 0."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code in (0, None), argv
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_command_reaches_its_own_module(name, capsys):
+    # Through the real table: a misspelt module prints "not built yet" and returns 2, two swapped
+    # entries print the other command's usage.
+    run_help([name, "--help"])
+    captured = capsys.readouterr()
+    assert "not built yet" not in captured.err
+    assert captured.out.startswith(f"usage: dupn {name} "), captured.out[:200]
+
+
+@pytest.mark.parametrize("name", ["pipeline", "train", "serve"])
+def test_every_benchmark_reaches_its_own_module(name, capsys):
+    from pipeline.bench import commands as bench
+    assert set(bench.BENCHMARKS) == {"pipeline", "train", "serve"}
+    run_help(["bench", name, "--help"])
+    captured = capsys.readouterr()
+    assert "not built yet" not in captured.err
+    assert captured.out.startswith(f"usage: dupn bench {name} "), captured.out[:200]
 
 
 def test_installed_console_script():

@@ -11,8 +11,9 @@ import pytest
 
 from pipeline import cli
 from pipeline.rawlogs import taobao_import
+from train_helpers import SHARED_DATA
 
-SAMPLE = Path("/work/shared/data/taobao_userbehavior_sample.csv")
+SAMPLE = SHARED_DATA / "taobao_userbehavior_sample.csv"
 SAMPLE_ROWS = 4321
 STRAY_ROW = 4171          # the 2017-09-11 row of the sample (1-based line number)
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from pipeline.training import cluster
@@ -19,6 +20,7 @@ IN_PROCESS = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
     import features
+    import numpy as np
     import tensorflow as tf
     from pipeline.training import cluster
     from pipeline.training import train
@@ -39,7 +41,18 @@ IN_PROCESS = textwrap.dedent("""
     table = model.embeddings.tables["item_id"].embeddings
     placement = [v.device for v in table.variables]
     data = train.range_data(examples, {day!r}, {day!r}, train.head_tasks(config))
+
+    def item_table(built):   # its shards' values, read from the ps, in order
+        return np.concatenate([v.numpy() for v in built.embeddings.tables["item_id"].embeddings.variables])
+
+    built, build = [], train.new_model
+    def new_model(*args, **kwargs):   # the model train() builds, its table's values as built
+        built.append(build(*args, **kwargs))
+        np.save({root!r} + "/table-initial.npy", item_table(built[-1]))
+        return built[-1]
+    train.new_model = new_model
     run = train.train(config, data, {root!r} + "/run", strategy=strategy)
+    np.save({root!r} + "/table-trained.npy", item_table(built[-1]))
     print("RESULT " + json.dumps({{"run": run, "shards": len(table.variables), "placement": placement,
                                    "table": type(table).__name__}}))
 """)
@@ -63,10 +76,18 @@ def test_in_process_parameter_server_cluster_shards_tables_and_trains(tmp_path):
     assert run["target_steps"] == 20 and run["steps"] == 20 and run["global_step"] == 20
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index"))
     assert checkpoints == ["ckpt-10.index", "ckpt-20.index"]
-    # A checkpoint of sharded tables restores into one process, whole.
+    # It learnt: the rows of the ids trained on moved on the ps. (The two intervals' mean losses,
+    # 10 steps each on other batches, differ by noise as much as by learning: not checked.)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["step"] for h in history] == [10, 20] and all(np.isfinite(h["loss"]) for h in history)
+    initial, trained = np.load(tmp_path / "table-initial.npy"), np.load(tmp_path / "table-trained.npy")
+    assert initial.shape == trained.shape == (20011, 16)
+    moved_rows = int(np.sum(np.any(np.abs(trained - initial) > 1e-4, axis=1)))
+    assert 50 < moved_rows < 20011      # the rows of the ids trained on, not the others
+    # A checkpoint of sharded tables restores into one process, whole, with the trained values.
     from pipeline.training.checkpoints import load_model
     _, model = load_model(tmp_path / "run")
-    assert tuple(model.embeddings.tables["item_id"].embeddings.shape) == (20011, 16)
+    np.testing.assert_array_equal(model.embeddings.tables["item_id"].embeddings.numpy(), trained)
 
 
 def test_real_chief_worker_and_ps_processes_train_and_exit(tmp_path):

@@ -1,16 +1,23 @@
-"""Backfill and daily jobs on synthetic raw logs: backfill publishes; the daily run warm-starts from the
-published model (weights, optimizer slots, step) and moves it; a rerun of a done date is a no-op; the
-publish gate keeps the old model when the new one is NaN."""
+"""Backfill and daily jobs on synthetic raw logs: backfill publishes; a daily run that fails is recorded
+as failed (exit 1) and its rerun resumes it; the daily run warm-starts from the published model
+(weights, optimizer slots, step, variable by variable) and moves it, and publishes through the
+default margin; a rerun of a done date is a no-op; the publish gate keeps the old model when the new
+one is NaN; a changed network and missing raw logs are refused before anything is recorded."""
 
 import numpy as np
 import pytest
 
+import tensorflow as tf
+
+from features.contract import Contract
 from pipeline.jobs import backfill
 from pipeline.jobs import daily
 from pipeline.jobs import jobrun
-from pipeline.training.checkpoints import load_model, variables_digest
+from pipeline.training import train as train_module
+from pipeline.training.checkpoints import (RunCheckpoints, latest_checkpoint, load_model, make_optimizer,
+                                           new_model, variables_digest)
 from pipeline.layout import read_json
-from train_helpers import DAYS, config_args, copy_work
+from train_helpers import DAYS, checkpoint_values, config_args, copy_work
 
 
 def record(work, date):
@@ -54,15 +61,45 @@ def daily_work(tmp_path_factory):
     return copy_work(tmp_path_factory.mktemp("daily"))
 
 
-def test_daily_warm_starts_from_the_published_model_and_moves_it(daily_work):
+class Crash(Exception):
+    pass
+
+
+def test_daily_failure_is_recorded_and_keeps_the_model_in_service(daily_work, monkeypatch):
+    work, raw = daily_work
+    in_service = latest(work)
+    real_train = train_module.train
+
+    def crash_after_first_checkpoint(*args, log, **kwargs):
+        def crashing_log(message):
+            log(message)
+            if message.startswith("step "):     # logged once the checkpoint is written
+                raise Crash("killed after the first checkpoint")
+        return real_train(*args, log=crashing_log, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", crash_after_first_checkpoint)
+    code = daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[2]])
+    assert code == jobrun.EXIT_ERROR
+    entry = record(work, DAYS[2])
+    assert entry["status"] == "failed" and entry["published"] is False and entry["kind"] == "daily"
+    assert entry["reason"] == "Crash: killed after the first checkpoint"
+    assert entry["run"] == str(work / "runs" / f"{DAYS[2]}-daily")
+    assert latest(work) == in_service
+    assert latest_checkpoint(entry["run"]) is not None     # what the rerun resumes (next test)
+
+
+def test_daily_warm_starts_from_the_published_model_and_moves_it(daily_work, capsys):
     work, raw = daily_work
     previous = work / "published" / latest(work)
     _, before = load_model(previous, with_optimizer=True)
-    code = daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[2],
-                       "--set", "trainer.publish_margin=1.0"])
-    assert code == jobrun.EXIT_OK
     run_dir = work / "runs" / f"{DAYS[2]}-daily"
+    stopped_at = latest_checkpoint(run_dir)    # the failed attempt's (test above)
+    # The default publish margin (0.01 and the standard error): a real comparison.
+    code = daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[2]])
+    assert code == jobrun.EXIT_OK, capsys.readouterr().out[-2000:]
+    assert f"resuming {run_dir} from {stopped_at.rsplit('/', 1)[1]}" in capsys.readouterr().out
     run = read_json(run_dir / "run.json")
+    assert run["resumed_from"] == stopped_at
     # It began exactly where yesterday's model ended: weights, optimizer slots and step.
     assert run["warm_start"].startswith(str(previous / "checkpoints" / "ckpt-"))
     assert run["initial_global_step"] == int(before.optimizer.iterations.numpy())
@@ -78,6 +115,8 @@ def test_daily_warm_starts_from_the_published_model_and_moves_it(daily_work):
     assert max(moved) > 1e-4
     entry = record(work, DAYS[2])
     assert entry["status"] == "published" and entry["kind"] == "daily"
+    assert entry["resumed_from"] == stopped_at
+    assert "no headline metric more than 0.01 and its standard error below" in entry["reason"]
     assert entry["inputs"]["eval"]["data"] == "next day" and entry["inputs"]["eval"]["date"] == DAYS[3]
     assert set(entry["previous_metrics"]) == set(entry["metrics"]) == {"ctr", "l2r", "power"}
     assert latest(work) == f"{DAYS[2]}-daily"
@@ -117,3 +156,40 @@ def test_daily_without_a_published_model_says_so(tmp_path, capsys):
     code = daily.main(["--raw", str(tmp_path), "--work", str(tmp_path / "work"), "--date", DAYS[0]])
     assert code == jobrun.EXIT_NO_MODEL
     assert "no published model to fine-tune (run dupn backfill first)" in capsys.readouterr().err
+
+
+def test_warm_start_restores_every_variable_of_the_source(shared_work, tmp_path):
+    # Variable by variable: each weight and optimizer slot of the published checkpoint lands in the
+    # variable of the same name (a sum of sums would not see two variables swapped).
+    work, _ = shared_work
+    published = work / "published" / latest(work)
+    config, _ = load_model(published)
+    model = new_model(config, Contract.from_config(config))
+    checkpoints = RunCheckpoints(model, make_optimizer(config.trainer, model), tmp_path / "new")
+    checkpoints.warm_start(published)
+    assert checkpoints.steps_done == 0 and checkpoints.global_step > 0
+    saved = tf.train.Checkpoint(model=model, optimizer=checkpoints.optimizer).save(str(tmp_path / "ws"))
+    source, restored = checkpoint_values(latest_checkpoint(published)), checkpoint_values(saved)
+    assert restored.keys() == source.keys() and len(source) > 40
+    differ = [key for key in source if not np.array_equal(restored[key], source[key])]
+    assert differ == []
+
+
+def test_daily_refuses_a_fine_tune_that_changes_the_network(daily_work, capsys):
+    work, raw = daily_work
+    before = (work / "manifest.json").read_text()
+    code = daily.main(["--raw", str(raw), "--work", str(work), "--date", "2026-11-05",
+                       "--set", "model.lstm_units=16"])
+    assert code == jobrun.EXIT_USAGE == 2
+    err = capsys.readouterr().err
+    assert "differs from the published model" in err and "in model.lstm_units:" in err
+    assert (work / "manifest.json").read_text() == before      # nothing recorded for the date
+
+
+def test_daily_without_raw_logs_for_the_date_is_an_error(daily_work, capsys):
+    work, raw = daily_work
+    before = (work / "manifest.json").read_text()
+    code = daily.main(["--raw", str(raw), "--work", str(work), "--date", "2026-12-01"])
+    assert code == jobrun.EXIT_ERROR == 1
+    assert "no raw logs for 2026-12-01" in capsys.readouterr().err
+    assert (work / "manifest.json").read_text() == before

@@ -52,10 +52,12 @@ def test_split_scores_equal_whole_and_the_keras_model(exported):
     assert_split_equals_whole(out, model, contract, serialized, 60)
 
 
-def test_split_with_ple_sharing_equals_the_whole_model(tmp_path):
-    """PLE's experts and gates run in the item part, on the user representation: the split still
-    scores as the whole model (and per-user [1, D] requests as repeated rows)."""
-    config = tiny_config("model.sharing=ple", "model.ple_levels=2", "model.expert_units=[8]")
+@pytest.mark.parametrize("structure", ["shared-bottom", "mmoe", "ple"])
+def test_split_with_a_sharing_structure_equals_the_whole_model(tmp_path, structure):
+    """The structure's experts and gates run in the item part, on the user representation: the
+    split still scores as the whole model (and per-user [1, D] requests as repeated rows).
+    (hard sharing, the default, is the exported model of the tests above.)"""
+    config = tiny_config(f"model.sharing={structure}", "model.ple_levels=2", "model.expert_units=[8]")
     contract = Contract.from_config(config)
     model = build_model(config, contract)
     write_examples(tmp_path / "part-0.tfrecord.gz", contract, 24, seed=9)
@@ -63,6 +65,8 @@ def test_split_with_ple_sharing_equals_the_whole_model(tmp_path):
                                                    "GZIP").batch(24)))
     export.export(model, contract, tmp_path / "export")
     assert_split_equals_whole(tmp_path / "export", model, contract, serialized, 24)
+    if structure != "ple":
+        return
     # level 1's shared gate mixes 4 shared experts and one of each of the 3 tasks (defaults).
     gates = model.gate_weights(parse_batch(serialized, contract))
     assert gates["level1/shared"].shape == (24, 4 + 3 * 1)

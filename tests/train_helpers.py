@@ -11,6 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+# The shared data sits in ../shared beside the project root, wherever the project is cloned.
+SHARED_DATA = REPO.parent / "shared" / "data"
 # configs/small.yaml at widths that trace and train in seconds; ctr and l2r (the exported
 # scores) and power (a multi-class head) cover every kind of head.
 TINY = ["data.sequence_length=6", "model.lstm_units=8", "model.attention_units=8",
@@ -55,6 +57,20 @@ def tiny_examples(root, days, seed: int = 0) -> Path:
     for i, date in enumerate(days):
         write_day(Path(root) / "examples", Path(root) / "raw", date, contract, seed=seed + i)
     return Path(root) / "examples"
+
+
+# The running sums of the training metrics (reset each fit, so a resumed call counts only its own steps).
+METRIC_STATE = {"total", "count", "hits", "true_positives", "false_positives", "true_negatives",
+                "false_negatives"}
+
+
+def checkpoint_values(path) -> dict:
+    """key -> value of every weight and optimizer variable in a checkpoint, metrics left out (keys
+    name the object path, not the model's prefix, so two runs' checkpoints compare key by key)."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(path))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.startswith(("model/", "optimizer/")) and key.split("/")[-3] not in METRIC_STATE}
 
 
 _SHARED: dict = {}

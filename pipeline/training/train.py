@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.serve(tf_config)
             return 0
         config = config_from_args(args)
+        _check_same_config(Path(args.model_dir), config)   # a refusal, not a traceback from train()
         shape = cluster.parse_cluster_shape(args.local_cluster) if args.local_cluster else None
         data = range_data(args.examples, args.start, args.end or args.start, head_tasks(config))
         mismatch = settings_mismatch(args.examples, args.start, args.end or args.start, config)
