@@ -133,30 +133,62 @@ def list_files(patterns) -> list[str]:
     return sorted(set(files))
 
 
+MAX_MIXED_FILES = 512
+MIXED_CYCLE = 64
+
+
+def mixed_stream(files: list[str], seed: int | None) -> tf.data.Dataset:
+    """An endless stream of serialized records drawn from every file at once, each in proportion
+    to its size, so that every stretch of training sees every task and day in their shares.
+
+    Reading a few files at a time (an interleave) gives long stretches of one task-day: the
+    shared layers then drift toward whichever tasks come last, and a head trained early can end
+    a pass worse than it was (seen as CTR AUC at chance after one pass with one file order of
+    six). Each file repeats on its own; the sizes stand in for record counts. Every file is open
+    at once, so above MAX_MIXED_FILES (a cluster-sized window) files are read MIXED_CYCLE at a
+    time instead, with the shuffle buffer doing the mixing.
+    """
+    if len(files) > MAX_MIXED_FILES:
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed).repeat()
+        return ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                             cycle_length=MIXED_CYCLE, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=seed is not None)
+    sizes = [max(tf.io.gfile.stat(f).length, 1) for f in files]
+    total = float(sum(sizes))
+    streams = [tf.data.TFRecordDataset(f, compression_type="GZIP").repeat() for f in files]
+    return tf.data.Dataset.sample_from_datasets(streams, [s / total for s in sizes], seed=seed,
+                                                stop_on_empty_dataset=False)
+
+
 def read_dataset(files, contract: Contract, batch_size: int, shuffle_buffer: int = 0,
                  repeat: bool = False, seed: int | None = None,
                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """A tf.data pipeline of (inputs, labels) from gzipped TFRecord files.
 
-    Files are sharded by input pipeline (one shard per worker under a distribution strategy),
-    read interleaved, batched, then parsed a batch at a time (parsing after batching is faster).
+    Files are sharded by input pipeline (one shard per worker under a distribution strategy).
+    A shuffled, repeated (training) stream draws from every file at once (mixed_stream); a
+    finite one reads a few files at a time. Records are batched, then parsed a batch at a time
+    (parsing after batching is faster).
     """
     files = list_files(files)
     if not files:
         raise FileNotFoundError("read_dataset: no TFRecord files match the given paths")
-    ds = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    if shuffle_buffer:
-        ds = ds.shuffle(len(files), seed=seed)
-    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-                       cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=seed is not None)
+    if repeat and shuffle_buffer:
+        ds = mixed_stream(files, seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle_buffer:
+            ds = ds.shuffle(len(files), seed=seed)
+        ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                           cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=seed is not None)
+        if repeat:
+            ds = ds.repeat()
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
-    if repeat:
-        ds = ds.repeat()
     ds = ds.batch(batch_size)
     ds = ds.map(lambda s: split_labels(parse_batch(s, contract)),
                 num_parallel_calls=tf.data.AUTOTUNE)
