@@ -239,8 +239,8 @@ class RepresentationModel(MultiTaskModel):
         rows = tf.shape(inputs["item_id"])[0]
         task_representations = {t: tf.broadcast_to(r, [rows, tf.shape(r)[1]])
                                 for t, r in task_representations.items()}
-        parts = {k: tf.broadcast_to(v, [rows, self.representation_parts[k]])
-                 for k, v in parts.items()}
+        # The parts stay [1, width] for one user: the candidate inputs that read them broadcast
+        # (the target attention's keys would be rows x N x 2d floats copied).
         logits = self.task_logits(task_representations, inputs, training=False,
                                   tasks=SCORED_ITEM_HEADS, parts=parts)
         return {k: v for h in self.heads if h.task in logits

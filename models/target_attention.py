@@ -74,20 +74,21 @@ class TargetAttention(keras.layers.Layer):
         """[B, 2d + 2]: focus, mass, intensity, peak (see the module docstring).
 
         Args:
-          flat_keys: [B, N * (2d + 1)] from keys(); candidate: [B, C].
+          flat_keys: [B, N * (2d + 1)] from keys(), or [1, ...]: one user's for every candidate;
+          candidate: [B, C].
         """
         d, n = self.units, self.steps
         kv = tf.reshape(flat_keys[:, :n * 2 * d], [-1, n, 2 * d])           # [B, N, 2d]
         k, v = kv[..., :d], kv[..., d:]
         valid = flat_keys[:, n * 2 * d:]                                    # [B, N]
         q = self.query(candidate)                                           # [B, d]
-        s = tf.reduce_sum(k * q[:, None], -1) * (d ** -0.5)                 # [B, N]
+        s = per_step(q, k) * (d ** -0.5)                                    # [B, N]
         masked = s - 1e9 * (1.0 - valid)
         weights = tf.nn.softmax(masked, -1) * valid
         weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, -1, keepdims=True))
-        focus = tf.reduce_sum(weights[..., None] * v, 1)                    # [B, d]
+        focus = pooled(weights, v)                                          # [B, d]
         gate = tf.sigmoid(s + self.count_bias) * valid                      # [B, N]
-        mass = tf.reduce_sum(gate[..., None] * v, 1)                        # [B, d]
+        mass = pooled(gate, v)                                              # [B, d]
         intensity = tf.math.log1p(tf.reduce_sum(gate, -1))
         any_valid = tf.reduce_max(valid, -1)
         peak = tf.reduce_max(masked, -1) * any_valid                        # 0 with no history
@@ -95,3 +96,19 @@ class TargetAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "steps": self.steps, "l2": self.l2}
+
+
+# Serving scores one user's history ([1, N, d]) against B candidates: there one matrix product
+# does it, with no copy of the keys per candidate; training pairs each row with its own history.
+def per_step(q: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """q [B, d] against keys k [B or 1, N, d] -> [B, N] dot products."""
+    return tf.cond(tf.equal(tf.shape(k)[0], 1),
+                   lambda: tf.matmul(q, k[0], transpose_b=True),
+                   lambda: tf.reduce_sum(q[:, None] * k, -1))
+
+
+def pooled(weights: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+    """weights [B, N] over values v [B or 1, N, d] -> [B, d]."""
+    return tf.cond(tf.equal(tf.shape(v)[0], 1),
+                   lambda: tf.matmul(weights, v[0]),
+                   lambda: tf.reduce_sum(weights[..., None] * v, 1))

@@ -70,8 +70,10 @@ def test_variant_trains_saves_loads_and_splits(variant, contract, data, item_tab
     assert isinstance(model, RepresentationModel) == (variant in SPLITTABLE)
     if variant in SPLITTABLE:
         representation = model.user_representation(inputs)
-        # model.shared_dim of tiny_config, then the interest vector (model.interest_match)
-        assert representation.shape == (96, 16 + model.interest_dim)
+        # model.shared_dim of tiny_config, then the interest vector (model.interest_match), then
+        # DUPN's target-attention keys and values: 8 steps x (2 x 16 units + the valid flag)
+        keys = 8 * (2 * 16 + 1) if variant.startswith("dupn") else 0
+        assert representation.shape == (96, 16 + model.interest_dim + keys)
         split = model.score_items(representation, inputs)
         assert set(split) == {"ctr", "l2r"}
         for head in split:

@@ -99,13 +99,14 @@ def test_gate_refuses_nan_and_none_but_not_metrics_the_data_cannot_define():
 # ---- publishing ----------------------------------------------------------------------------------
 
 def fake_run(root: Path, name: str, steps=(10, 20)) -> Path:
-    """A model dir with a config and checkpoints ckpt-<step> (files only: publishing copies them)."""
+    """A model dir with a config and checkpoints ckpt-<step>, each one variable (publishing copies
+    the newest that reads back whole)."""
     run = root / "runs" / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(f"# {name}\n")
     for step in steps:
-        for suffix in ("index", "data-00000-of-00001"):
-            (run / "checkpoints" / f"ckpt-{step}.{suffix}").write_text(f"{name} {step}")
+        tf.train.Checkpoint(step=tf.Variable(float(step))).write(
+            str(run / "checkpoints" / f"ckpt-{step}"))
     (run / "checkpoints" / "checkpoint").write_text(
         f'model_checkpoint_path: "ckpt-{steps[-1]}"\n'
         + "".join(f'all_model_checkpoint_paths: "ckpt-{s}"\n' for s in steps))

@@ -74,6 +74,11 @@ class TensorBoardLog(keras.callbacks.Callback):
         if self.per_batch:
             self._write(logs)
 
+    def _implements_train_batch_hooks(self):
+        # Keras refuses any callback with a batch hook under ParameterServerStrategy; declaring
+        # none when per_batch is off is what lets the epoch-end writes run there.
+        return self.per_batch
+
     def on_epoch_end(self, epoch, logs=None):
         self._write(logs)
 
