@@ -24,7 +24,8 @@ setup(
         "google-crc32c>=1.5",   # TFRecord checksums in the Beam example job
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2",
-                             "apache-beam[dask]>=2.60,<3"],   # tests/test_beam_dask.py
+                             "apache-beam[dask]>=2.60,<3",    # tests/test_beam_dask.py
+                             "isal>=1.6"],                    # tests/test_beam_blocks.py
                     "dask": ["apache-beam[dask]>=2.60,<3"],   # build-examples --runner dask
                     "fast-gzip": ["isal>=1.6"]},   # data.gzip_encoder=isal
     entry_points={"console_scripts": ["dupn=pipeline.cli:main"]},

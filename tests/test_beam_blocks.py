@@ -22,7 +22,6 @@ def test_block_job_writes_the_row_jobs_bytes(raw, tmp_path, extra):
 
 
 def test_the_fast_gzip_encoder_writes_the_same_records(raw, tmp_path):
-    pytest.importorskip("isal")
     import gzip
     assert run_job(raw, tmp_path / "zlib", DAYS[2], DAYS[2]) == 0
     assert run_job(raw, tmp_path / "isal", DAYS[2], DAYS[2], "--set", "data.gzip_encoder=isal",

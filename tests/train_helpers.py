@@ -12,7 +12,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 # The shared data sits in ../shared beside the project root, wherever the project is cloned.
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The shared sample of the public Taobao data: ../shared beside the project root, or where
+# DUPN_SHARED_DATA points (a clone made elsewhere, e.g. by CI in a temporary folder).
+SHARED_DATA = Path(os.environ.get("DUPN_SHARED_DATA", REPO.parent / "shared" / "data"))
 # configs/small.yaml at widths that trace and train in seconds; ctr and l2r (the exported
 # scores) and power (a multi-class head) cover every kind of head.
 TINY = ["data.sequence_length=6", "model.lstm_units=8", "model.attention_units=8",
