@@ -2,105 +2,57 @@
 
 One group holds a user shard's joined behaviours and impressions of every day read (lookback
 days already cut to N per user) and its follows, shop preferences and profiles: about
-rows / user_shards. Each (user, day) of the window goes through samples.user_day_examples, the
-row path's own sample logic (so keys, order and shards are the same), with the context part
-assembled from behaviours whose ids were encoded once (features/example_bytes.py).
+rows / user_shards. Its samples are sorted in the row path's order (block_group), windows found
+per column (block_windows), contexts and impression targets encoded in bulk (block_encode); the
+fewer talent, shop, power and behaviour-made CTR samples take the row path's task_values and
+example_bytes one by one. Keys, shards and statistics are computed per column, and the records
+leave as Arrow blocks of (key, record) per (task, day, shard), sorted by key.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+import zlib
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from features.contract import time_bucket
-from features.example_bytes import BYTES, INTS, encode_values, entries_example, entry, feature, \
-    packed_ints, string_piece
-from pipeline.beam import blocks
+from features import example_columns as ec
+from features.contract import TASK_INDEX, TASKS
+from features.example_bytes import encode_values
+from pipeline.beam import block_encode, blocks
+from pipeline.beam.block_group import IMP, Group
+from pipeline.beam.block_windows import Sequences, run_starts
+from pipeline.beam.record_batches import pack_records
+from pipeline.beam.samples import sequence_length_bin, task_values
 from pipeline.beam.split import SplitByTag
-from pipeline.beam.samples import count_example, pack_batch, shop_sample, stable_hash, \
-    talent_sample, user_day_examples
-from pipeline.layout import days_between, shift
+from pipeline.layout import days_between
 
 EXAMPLES, STATS = "examples", "stats"
 KINDS = (EXAMPLES, STATS)
-WITH_SEQUENCE = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
-                 "seq_type", "seq_scene", "seq_time_bucket", "age_bucket", "gender", "user_id")
-PROFILE_ONLY = ("age_bucket", "gender", "user_id")
 
 
-def _rows(blob: bytes, names) -> list[tuple]:
-    table = blocks.unpack(blob)
-    return list(zip(*(table.column(n).to_pylist() for n in names)))
-
-
-class Pieces:
-    """Encoded BytesList values of the ids a group's behaviours repeat (each encoded once)."""
+class Examples:
+    """Columns of a group's examples: sample position, j, task, target and label parts, label, buy."""
 
     def __init__(self):
-        self.strings, self.tags = {}, {}
+        self.parts = []
 
-    def of(self, value: str) -> bytes:
-        piece = self.strings.get(value)
-        if piece is None:
-            piece = self.strings[value] = string_piece(value)
-        return piece
+    def add(self, pos, j, task, targets: pa.Array, labels: pa.Array, label, buy):
+        self.parts.append((np.asarray(pos, np.int64), np.asarray(j, np.int64),
+                           np.asarray(task, np.int64), targets, labels,
+                           np.asarray(label, np.float64), np.asarray(buy, np.float64)))
 
-    def of_tags(self, tags: tuple) -> bytes:
-        piece = self.tags.get(tags)
-        if piece is None:
-            piece = self.tags[tags] = b"".join(map(string_piece, tags))
-        return piece
-
-
-class Contexts:
-    """samples.dict_context's example bytes for one user's day, from behaviours that carry their
-    encoded ids at index 8. The window's entries are kept while the window stays the same (it
-    only grows or slides within a day, so its length and last behaviour name it): requests
-    between two behaviours differ only in their time buckets."""
-
-    def __init__(self):
-        self.window_key, self.window_entries, self.times = None, None, None
-        self.profile_for, self.profile_entries = None, None
-
-    def __call__(self, window: list, ts: int, profile: dict) -> bytes:
-        if profile is not self.profile_for:
-            self.profile_for = profile
-            self.profile_entries = {
-                "age_bucket": entry("age_bucket", feature(INTS, packed_ints((profile["age_bucket"],)))),
-                "gender": entry("gender", feature(INTS, packed_ints((profile["gender"],)))),
-                "user_id": entry("user_id", feature(BYTES, string_piece(profile["user_id"])))}
-        if not window:
-            return entries_example(PROFILE_ONLY, self.profile_entries)
-        key = (len(window), id(window[-1]))
-        if key != self.window_key:
-            self.window_key = key
-            self.window_entries = self._window_entries(window)
-            self.times = np.fromiter((b[0] for b in window), np.int64, len(window))
-        buckets = time_bucket(ts - self.times).astype(np.uint8).tobytes()     # 1..8: one byte each
-        return entries_example(WITH_SEQUENCE, {
-            **self.window_entries, **self.profile_entries,
-            "seq_time_bucket": entry("seq_time_bucket", feature(INTS, buckets))})
-
-    @staticmethod
-    def _window_entries(window: list) -> dict:
-        pieces = [b[8] for b in window]
-        features = {
-            "seq_item_id": feature(BYTES, b"".join([p[0] for p in pieces])),
-            "seq_shop_id": feature(BYTES, b"".join([p[1] for p in pieces])),
-            "seq_brand_id": feature(BYTES, b"".join([p[2] for p in pieces])),
-            "seq_category_id": feature(BYTES, b"".join([p[3] for p in pieces])),
-            "seq_tags": feature(BYTES, b"".join([p[4] for p in pieces])),
-            # type and scene are vocabulary indexes (1..4): one byte each
-            "seq_type": feature(INTS, bytes([b[1] for b in window])),
-            "seq_scene": feature(INTS, bytes([b[2] for b in window])),
-        }
-        return {name: entry(name, value) for name, value in features.items()}
+    def columns(self):
+        pos, j, task, targets, labels, label, buy = zip(*self.parts)
+        return (np.concatenate(pos), np.concatenate(j), np.concatenate(task),
+                pa.concat_arrays(targets), pa.concat_arrays(labels), np.concatenate(label),
+                np.concatenate(buy))
 
 
 class BuildBlocksFn(beam.DoFn):
-    """(user shard, [(kind, day, packed block)]) -> (EXAMPLES, ((task, day, shard), packed batch
-    of (key, record))) and (STATS, (day, stats)): one tagged stream, split by SplitByTag."""
+    """(user shard, [(kind, day, packed block)]) -> (EXAMPLES, ((task, day, shard), packed Arrow
+    block of (key, record))) and (STATS, (day, stats)): one tagged stream, split by SplitByTag."""
 
     def __init__(self, spec, contract):
         self.spec, self.contract = spec, contract
@@ -111,76 +63,165 @@ class BuildBlocksFn(beam.DoFn):
     def process(self, element, pool=None):
         _, values = element
         spec = self.spec
-        pieces = Pieces()
-        self.strings = {}      # encoded string features of this group's targets
-        window = days_between(spec.start, spec.end)
-        behaviors, samples = defaultdict(list), defaultdict(list)
-        profiles = {}
-        for kind, day, blob in sorted(values, key=lambda v: (v[0], v[1])):
-            if kind == "b":
-                for user, ts, type_, scene, item, shop, brand, cat, tags in _rows(blob, (
-                        "user_id", "ts", "type", "scene", "item_id", "shop_id", "brand_id",
-                        "category_id", "tags")):
-                    tags = tuple(tags)
-                    behaviors[user, day].append((ts, type_, scene, item, shop, brand, cat, tags, (
-                        pieces.of(item), pieces.of(shop), pieces.of(brand), pieces.of(cat),
-                        pieces.of_tags(tags))))
-            elif kind == "i":
-                for request, user, ts, query, item, shop, brand, cat, tags, features, click, buy \
-                        in _rows(blob, ("request_id", "user_id", "ts", "query", "item_id",
-                                        "shop_id", "brand_id", "category_id", "tags", "features",
-                                        "click", "buy")):
-                    samples[user, day].append((ts, "imp", request, (item, shop, brand, cat, tuple(tags)),
-                                               tuple(query.split()[:spec.query_terms]),
-                                               tuple(features), click, buy))
-            elif kind == "follows":
-                for row in _rows(blob, ("user_id", "talent_id", "ts", "talent_type", "talent_tags",
-                                        "followed")):
-                    row = row[:4] + (tuple(row[4]),) + row[5:]
-                    samples[row[0], day].append(talent_sample(row, spec.tag_slots))
-            elif kind == "shop_prefs":
-                for row in _rows(blob, ("user_id", "shop_id", "ts", "label")):
-                    samples[row[0], day].append(shop_sample(row))
-            else:   # users: the day's last row (file, row order) wins
-                for user, age, gender, power, path, row in _rows(blob, (
-                        "user_id", "age", "gender", "power_level", "path", "row")):
-                    order = (path, row)
-                    if (user, day) not in profiles or order > profiles[user, day][0]:
-                        profiles[user, day] = (order, (age, gender, power))
-        keys = {k for k in (*behaviors, *samples, *profiles) if k[1] in window}
-        stats, pending = {}, defaultdict(list)
-        for user, day in sorted(keys):
-            tails = [(d, sorted(behaviors[user, d])[-spec.sequence_length:])
-                     for d in (shift(day, -k) for k in range(spec.lookback_days, 0, -1))
-                     if (user, d) in behaviors]
-            profile = profiles.get((user, day))
-            day_stats = stats.setdefault(day, {"tasks": {}, "examples_without_profile": 0})
-            self._build(user, day, behaviors.get((user, day), []), tails, samples.get((user, day), []),
-                        profile and profile[1], pool.get(day, ()) if pool else (), day_stats, pending)
-        for key in sorted(pending):
-            yield EXAMPLES, (key, pack_batch(pending[key]))
-        for day in sorted(stats):
-            yield STATS, (day, stats[day])
+        group = Group(values, days_between(spec.start, spec.end), spec, pool)
+        samples = group.samples()
+        if samples is None:
+            return
+        key, ts, kind, row = samples
+        starts = run_starts(key)
+        keys = key[starts]                                   # the group's (user, day)s
+        key_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(key)]))
+        index = np.arange(len(key)) - starts[key_index]      # position in its user's day
+        profile_at = group.profile_of(keys)
 
-    def _build(self, user, day, behaviors, tails, samples, profile, pool, stats, pending):
-        encoded_for, target_bytes = None, b""
-        written = 0
-        for task, key, length, (context, target, label) in user_day_examples(
-                user, day, behaviors, tails, samples, profile, self.spec, pool,
-                context_of=Contexts()):
-            if target is not encoded_for:
-                target_bytes = encode_values(target, self.contract, self.strings)
-                encoded_for = target
-            label_key = (label["task"], label["label"], label["weight"], label.get("label_buy"))
-            label_bytes = self.labels.get(label_key)
-            if label_bytes is None:
-                label_bytes = self.labels[label_key] = encode_values(label, self.contract)
-            shard = stable_hash(key) % self.spec.shards
-            pending[task, day, shard].append((key, context + target_bytes + label_bytes))
-            written += 1
-            count_example(stats, task, label["label"], length, profile is None,
-                          label.get("label_buy", 0.0), self.spec.sequence_length)
-        beam.metrics.Metrics.counter("dupn.examples", "written").inc(written)
+        # one context per (key, ts): the samples of a request share their sequence
+        first_of = np.r_[True, (key[1:] != key[:-1]) | (ts[1:] != ts[:-1])]
+        context_of = np.cumsum(first_of) - 1
+        behaviors = group.behaviors
+        if behaviors is None:
+            behaviors = pa.table({"key": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()),
+                                  "type": pa.array([], pa.int64()), "scene": pa.array([], pa.int64()),
+                                  **{c: pa.array([], pa.string()) for c in block_encode.SEQUENCE_STRINGS.values()},
+                                  "tags": pa.array([], pa.list_(pa.string()))})
+        columns = {c: behaviors.column(c).to_numpy() for c in ("key", "ts", "type", "scene")}
+        sequences = Sequences(columns["key"], columns["ts"], keys, group.earlier(), len(group.days),
+                              spec.sequence_length)
+        ctx_keys, ctx_ts = key_index[first_of], ts[first_of]
+        first, length = sequences.windows(ctx_keys, ctx_ts)
+        profiles = self._profile_entries(group, keys, profile_at)
+        contexts = block_encode.contexts(
+            block_encode.behavior_pieces(behaviors), columns, sequences.rows, first, length, ctx_ts,
+            {name: values.take(pa.array(ctx_keys)) for name, values in profiles.items()})
+
+        examples = Examples()
+        self._impression_examples(group, examples, kind, row)
+        self._other_examples(group, examples, key, kind, row)
+        pos, j, task, targets, labels, label, buy = examples.columns()
+        records = ec.join(contexts.take(pa.array(context_of[pos])), targets, labels)
+        example_keys = self._keys(group, key[pos], ts[pos], index[pos], j, task)
+        shard = np.fromiter((zlib.crc32(k) for k in example_keys.cast(pa.binary()).to_pylist()),
+                            np.int64, len(pos)) % spec.shards
+        day = key[pos] % len(group.days)
+        beam.metrics.Metrics.counter("dupn.examples", "written").inc(len(pos))
+        yield from self._batches(group, task, day, shard, example_keys, records)
+        no_profile = profile_at[key_index[pos]] < 0
+        yield from self._stats(group, keys, day, task, label, buy, length[context_of[pos]], no_profile)
+
+    def _profile_entries(self, group: Group, keys: np.ndarray, profile_at: np.ndarray) -> dict:
+        """age_bucket, gender and user_id entries of every key (no profile: age unknown, gender 0)."""
+        found = profile_at >= 0
+        ages = group.profiles["age"].take(pa.array(np.where(found, profile_at, 0)))
+        ages = pc.if_else(pa.array(found), ages, pa.nulls(len(keys), pa.int64())) if len(keys) else ages
+        genders = np.where(found, group.profiles["gender"][np.maximum(profile_at, 0)]
+                           if len(group.profiles["gender"]) else 0, 0)
+        users = group.users.take(pa.array(keys // len(group.days)))
+        return block_encode.profile_entries(users, ages, genders)
+
+    def _label(self, task: str, label: float, weight: float, buy) -> bytes:
+        """The label part of an example: a handful of distinct values, each encoded once."""
+        label_key = (TASK_INDEX[task], label, weight, buy)
+        found = self.labels.get(label_key)
+        if found is None:
+            values = {"task": TASK_INDEX[task], "label": label, "weight": weight}
+            if buy is not None:
+                values["label_buy"] = buy
+            found = self.labels[label_key] = encode_values(values, self.contract)
+        return found
+
+    def _impression_examples(self, group: Group, examples: Examples, kind, row) -> None:
+        """The ctr (j 0) and l2r (j 1) examples of every impression (samples.task_values)."""
+        pos = np.flatnonzero(kind == IMP)
+        if len(pos) == 0:
+            return
+        spec = self.spec
+        table = group.sample_tables[IMP]
+        rows = pa.array(row[pos])
+        targets = block_encode.impression_targets(table, spec.query_terms).take(rows)
+        click = table.column("click").to_numpy()[row[pos]].astype(np.float64)
+        bought = table.column("buy").to_numpy()[row[pos]].astype(np.float64)
+        l2r = np.where(click != 0, click, bought)                # float(click or buy)
+        weight = np.where(bought != 0, spec.l2r_weight_buy,
+                          np.where(click != 0, spec.l2r_weight_click, spec.l2r_weight_none))
+        for task, j, label, w, buy in (("ctr", 0, click, np.ones(len(pos)), bought),
+                                       ("l2r", 1, l2r, weight, None)):
+            combos, inverse = np.unique(np.stack([label, w, buy if buy is not None else label]),
+                                        axis=1, return_inverse=True)
+            parts = pa.array([self._label(task, float(c[0]), float(c[1]),
+                                          float(c[2]) if buy is not None else None)
+                              for c in combos.T], pa.binary()).take(pa.array(inverse.ravel()))
+            examples.add(pos, np.full(len(pos), j), np.full(len(pos), TASK_INDEX[task]), targets,
+                         parts, label, buy if buy is not None else np.zeros(len(pos)))
+
+    def _other_examples(self, group: Group, examples: Examples, key, kind, row) -> None:
+        """Talent, shop, power and behaviour-made CTR examples, one sample at a time."""
+        pos_of, j_of, task_of, targets, labels, label_of, buy_of = [], [], [], [], [], [], []
+        strings = {}
+        for p in np.flatnonzero(kind != IMP):
+            user = group.user(key[p])
+            sample = group.sample_tuple(int(kind[p]), int(row[p]), user)
+            for j, (task, target, label, weight, buy) in enumerate(task_values(sample, user, self.spec)):
+                pos_of.append(p)
+                j_of.append(j)
+                task_of.append(TASK_INDEX[task])
+                targets.append(encode_values(target, self.contract, strings))
+                labels.append(self._label(task, label, weight, buy))
+                label_of.append(label)
+                buy_of.append(buy or 0.0)
+        examples.add(pos_of, j_of, task_of, pa.array(targets, pa.binary()), pa.array(labels, pa.binary()),
+                     label_of, buy_of)
+
+    @staticmethod
+    def _keys(group: Group, key, ts, index, j, task) -> pa.Array:
+        """samples.user_day_examples' keys: user, ts (12 digits), index (6), j (3), task; tab-separated."""
+        def digits(values, width):
+            return pc.utf8_lpad(pc.cast(pa.array(values), pa.string()), width, "0")
+        users = group.users.take(pa.array(key // len(group.days)))
+        names = pa.array(TASKS).take(pa.array(task))
+        return pc.binary_join_element_wise(users, digits(ts, 12), digits(index, 6), digits(j, 3),
+                                           names, "\t")
+
+    def _batches(self, group: Group, task, day, shard, keys: pa.Array, records: pa.Array):
+        """(EXAMPLES, ((task, day, shard), Arrow block of key and record sorted by key))."""
+        table = pa.table({"task": task, "day": day, "shard": shard, "key": keys, "record": records})
+        table = table.sort_by([("task", "ascending"), ("day", "ascending"), ("shard", "ascending"),
+                               ("key", "ascending")])
+        batch = ((table.column("task").to_numpy() * len(group.days) + table.column("day").to_numpy())
+                 * self.spec.shards + table.column("shard").to_numpy())
+        bounds = np.r_[run_starts(batch), len(batch)]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            rest, shard_id = divmod(int(batch[lo]), self.spec.shards)
+            task_id, day_id = divmod(rest, len(group.days))
+            part = table.slice(lo, hi - lo)
+            yield EXAMPLES, ((TASKS[task_id], group.days[day_id], shard_id),
+                             pack_records(part.column("key").combine_chunks(),
+                                          part.column("record").combine_chunks()))
+
+    def _stats(self, group: Group, keys, day, task, label, buy, length, no_profile):
+        """(STATS, (day, counts)) as samples.count_example adds them, for each day with samples."""
+        n = self.spec.sequence_length
+        for d in np.unique(keys % len(group.days)):
+            at_day = day == d
+            tasks = {}
+            for t in np.unique(task[at_day]):
+                at = at_day & (task == t)
+                name = TASKS[t]
+                counts = {"samples": int(at.sum())}
+                if name == "power":
+                    levels, count = np.unique((label[at] + 1).astype(np.int64), return_counts=True)
+                    counts["levels"] = {str(v): int(c) for v, c in zip(levels, count)}
+                else:
+                    counts["positives"] = int((label[at] > 0).sum())
+                if name == "ctr":
+                    counts["buys"] = int((buy[at] > 0).sum())
+                lengths, count = np.unique(length[at], return_counts=True)
+                bins = {}
+                for v, c in zip(lengths, count):
+                    b = sequence_length_bin(int(v), n)
+                    bins[b] = bins.get(b, 0) + int(c)
+                counts["seq_len"] = bins
+                tasks[name] = counts
+            yield STATS, (group.days[d], {"tasks": tasks,
+                                          "examples_without_profile": int(no_profile[at_day].sum())})
 
 
 class BuildBlockSamples(beam.PTransform):

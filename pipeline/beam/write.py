@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import gzip
-import itertools
-import operator
 import os
 import posixpath
 import shutil
@@ -25,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from features.contract import TASKS
 from pipeline import layout
-from pipeline.beam.samples import unpack_batch
+from pipeline.beam.record_batches import sorted_records
 from pipeline.layout import join
 from pipeline.rawlogs.rows import REASONS
 from pipeline.rawlogs.schema import TABLES
@@ -102,9 +100,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, element):
         (task, day, shard), batches = element
         # keys are unique (they carry the sample's index in its user's day): sort by key alone
-        keyed = sorted(itertools.chain.from_iterable(unpack_batch(b) for b in batches),
-                       key=operator.itemgetter(0))
-        records = [record for _, record in keyed]
+        records = sorted_records(batches)
         yield task, day, write_tfrecords(shard_path(self.root, task, day, shard, self.shards), records,
                                          level=self.level, encoder=self.encoder)
 
