@@ -110,10 +110,9 @@ class BuildBlocksFn(beam.DoFn):
     def _profile_entries(self, group: Group, keys: np.ndarray, profile_at: np.ndarray) -> dict:
         """age_bucket, gender and user_id entries of every key (no profile: age unknown, gender 0)."""
         found = profile_at >= 0
-        ages = group.profiles["age"].take(pa.array(np.where(found, profile_at, 0)))
-        ages = pc.if_else(pa.array(found), ages, pa.nulls(len(keys), pa.int64())) if len(keys) else ages
-        genders = np.where(found, group.profiles["gender"][np.maximum(profile_at, 0)]
-                           if len(group.profiles["gender"]) else 0, 0)
+        ages = group.profiles["age"].take(pa.array(profile_at, pa.int64(), mask=~found))
+        genders = np.zeros(len(keys), np.int64)
+        genders[found] = group.profiles["gender"][profile_at[found]]
         users = group.users.take(pa.array(keys // len(group.days)))
         return block_encode.profile_entries(users, ages, genders)
 
