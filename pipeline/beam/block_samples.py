@@ -97,13 +97,19 @@ class BuildBlocksFn(beam.DoFn):
         self._impression_examples(group, examples, kind, row)
         self._other_examples(group, examples, key, kind, row)
         pos, j, task, targets, labels, label, buy = examples.columns()
-        records = ec.join(contexts.take(pa.array(context_of[pos])), targets, labels)
         example_keys = self._keys(group, key[pos], ts[pos], index[pos], j, task)
         shard = np.fromiter((zlib.crc32(k) for k in example_keys.cast(pa.binary()).to_pylist()),
                             np.int64, len(pos)) % spec.shards
         day = key[pos] % len(group.days)
+        # records are assembled once, already in batch and key order (each copy is ~1 KB an example)
+        order = pc.sort_indices(pa.table({"task": task, "day": day, "shard": shard, "key": example_keys}),
+                                [("task", "ascending"), ("day", "ascending"), ("shard", "ascending"),
+                                 ("key", "ascending")]).to_numpy()
+        records = ec.join(contexts.take(pa.array(context_of[pos][order])), targets.take(order),
+                          labels.take(order))
         beam.metrics.Metrics.counter("dupn.examples", "written").inc(len(pos))
-        yield from self._batches(group, task, day, shard, example_keys, records)
+        yield from self._batches(group, task[order], day[order], shard[order],
+                                 example_keys.take(order), records)
         no_profile = profile_at[key_index[pos]] < 0
         yield from self._stats(group, keys, day, task, label, buy, length[context_of[pos]], no_profile)
 
@@ -180,20 +186,15 @@ class BuildBlocksFn(beam.DoFn):
                                            names, "\t")
 
     def _batches(self, group: Group, task, day, shard, keys: pa.Array, records: pa.Array):
-        """(EXAMPLES, ((task, day, shard), Arrow block of key and record sorted by key))."""
-        table = pa.table({"task": task, "day": day, "shard": shard, "key": keys, "record": records})
-        table = table.sort_by([("task", "ascending"), ("day", "ascending"), ("shard", "ascending"),
-                               ("key", "ascending")])
-        batch = ((table.column("task").to_numpy() * len(group.days) + table.column("day").to_numpy())
-                 * self.spec.shards + table.column("shard").to_numpy())
+        """(EXAMPLES, ((task, day, shard), Arrow block of key and record)) of examples sorted by
+        (task, day, shard, key)."""
+        batch = (task * len(group.days) + day) * self.spec.shards + shard
         bounds = np.r_[run_starts(batch), len(batch)]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             rest, shard_id = divmod(int(batch[lo]), self.spec.shards)
             task_id, day_id = divmod(rest, len(group.days))
-            part = table.slice(lo, hi - lo)
             yield EXAMPLES, ((TASKS[task_id], group.days[day_id], shard_id),
-                             pack_records(part.column("key").combine_chunks(),
-                                          part.column("record").combine_chunks()))
+                             pack_records(keys.slice(lo, hi - lo), records.slice(lo, hi - lo)))
 
     def _stats(self, group: Group, keys, day, task, label, buy, length, no_profile):
         """(STATS, (day, counts)) as samples.count_example adds them, for each day with samples."""

@@ -11,10 +11,10 @@ _PLAIN = pa.ipc.IpcWriteOptions()
 ZSTD_FROM_BYTES = 1 << 20     # zstd costs ~0.3 ms a block whatever its size: only big ones pay it
 
 
-def pack(table: pa.Table) -> bytes:
-    """An Arrow table as IPC bytes, zstd-compressed when large (a shuffle costs per byte)."""
+def pack(table: pa.Table, compress: bool = False) -> bytes:
+    """An Arrow table as IPC bytes, zstd-compressed when large or asked (a shuffle costs per byte)."""
     sink = pa.BufferOutputStream()
-    options = _ZSTD if table.nbytes >= ZSTD_FROM_BYTES else _PLAIN
+    options = _ZSTD if compress or table.nbytes >= ZSTD_FROM_BYTES else _PLAIN
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
