@@ -22,8 +22,8 @@ def pack_records(keys: pa.Array, records: pa.Array) -> bytes:
     return blocks.pack(pa.table({"key": keys, "record": records}), compress=True)
 
 
-def sorted_records(batches) -> list[bytes]:
-    """The records of a shard's batches (either format), sorted by their (unique) keys."""
+def sorted_records(batches):
+    """The records of a shard's batches (either format), sorted by their (unique) keys: an iterable."""
     tables, pairs = [], []
     for blob in batches:
         if blob[:4] == _ARROW_STREAM:
@@ -33,6 +33,13 @@ def sorted_records(batches) -> list[bytes]:
     if tables and pairs:
         raise ValueError("a shard's batches mix the block and row paths' formats")
     if tables:
-        table = pa.concat_tables(tables)
-        return table.column("record").take(pc.sort_indices(table.column("key"))).to_pylist()
+        return _in_key_order(pa.concat_tables(tables))
     return [record for _, record in sorted(pairs, key=operator.itemgetter(0))]
+
+
+def _in_key_order(table: pa.Table, chunk: int = 8192):
+    """The records of a table by key, taken a chunk at a time (a shard's records are not copied whole)."""
+    order = pc.sort_indices(table.column("key"))
+    records = table.column("record")
+    for lo in range(0, len(order), chunk):
+        yield from records.take(order.slice(lo, chunk)).to_pylist()
