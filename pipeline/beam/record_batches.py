@@ -1,15 +1,17 @@
-"""Batches of (key, example record) through the job's last shuffle, from either path.
+"""Batches of (key, example record) through the job's last shuffle, and a shard's TFRecord bytes.
 
 The block path sends Arrow blocks (key and record columns: no per-example objects pickled); the
-row path sends samples.pack_batch's pickles. The writer sorts a shard's records by key.
+row path sends samples.pack_batch's pickles. The writer takes a shard's records in key order and
+frames them as TFRecords in bulk: lengths and checksums in numpy, one concatenation in Arrow.
 """
 from __future__ import annotations
 
-import operator
-
+import google_crc32c
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.example_columns import from_buffers, offsets_of, plain
 from pipeline.beam import blocks
 from pipeline.beam.samples import unpack_batch
 
@@ -22,24 +24,59 @@ def pack_records(keys: pa.Array, records: pa.Array) -> bytes:
     return blocks.pack(pa.table({"key": keys, "record": records}), compress=True)
 
 
-def sorted_records(batches):
-    """The records of a shard's batches (either format), sorted by their (unique) keys: an iterable."""
+def _table(batches) -> pa.Table:
+    """A shard's batches, of either path, as one table of key and record."""
     tables, pairs = [], []
     for blob in batches:
         if blob[:4] == _ARROW_STREAM:
             tables.append(blocks.unpack(blob))
         else:
             pairs.extend(unpack_batch(blob))
-    if tables and pairs:
-        raise ValueError("a shard's batches mix the block and row paths' formats")
-    if tables:
-        return _in_key_order(pa.concat_tables(tables))
-    return [record for _, record in sorted(pairs, key=operator.itemgetter(0))]
+    if pairs:
+        keys, records = zip(*pairs)
+        tables.append(pa.table({"key": pa.array(keys, pa.string()),
+                                "record": pa.array(records, pa.binary())}))
+    if not tables:
+        return pa.table({"key": pa.array([], pa.string()), "record": pa.array([], pa.binary())})
+    return pa.concat_tables(tables)
 
 
-def _in_key_order(table: pa.Table, chunk: int = 8192):
-    """The records of a table by key, taken a chunk at a time (a shard's records are not copied whole)."""
+def _masked(crc: np.ndarray) -> np.ndarray:
+    """TFRecord's masked CRC32C of every checksum."""
+    crc = crc.astype(np.uint64)
+    return ((((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8))
+            & np.uint64(0xFFFFFFFF)).astype("<u4")
+
+
+def framed(records: pa.Array) -> pa.Buffer:
+    """The TFRecord bytes of records: length (8 bytes), its masked CRC, the record, its masked CRC."""
+    records = plain(records)
+    offsets = offsets_of(records).astype(np.int64)
+    data = records.buffers()[2]
+    data = data.to_pybytes() if data is not None else b""
+    bounds = offsets.tolist()
+    lengths = np.diff(offsets).astype("<u8")
+    sizes, size_of = np.unique(lengths, return_inverse=True)
+    size_crcs = np.array([google_crc32c.value(s.tobytes()) for s in sizes], np.uint64)
+    headers = np.zeros(len(lengths), dtype=[("length", "<u8"), ("crc", "<u4")])
+    headers["length"] = lengths
+    headers["crc"] = _masked(size_crcs[size_of.ravel()]) if len(sizes) else 0
+    crcs = _masked(np.fromiter((google_crc32c.value(data[a:b]) for a, b in zip(bounds[:-1], bounds[1:])),
+                               np.uint64, len(lengths)))
+    n = len(lengths)
+    joined = pc.binary_join_element_wise(
+        from_buffers(headers.view(np.uint8), np.arange(n + 1, dtype=np.int64) * 12), records,
+        from_buffers(crcs.view(np.uint8), np.arange(n + 1, dtype=np.int64) * 4), b"")
+    out = offsets_of(joined)
+    return joined.buffers()[2].slice(int(out[0]), int(out[-1] - out[0])) if n else pa.py_buffer(b"")
+
+
+def tfrecord_chunks(batches, chunk: int = 4096):
+    """(TFRecord bytes, count) of a shard's records sorted by their (unique) keys, `chunk` records
+    at a time (a shard's records are never copied whole)."""
+    table = _table(batches)
     order = pc.sort_indices(table.column("key"))
     records = table.column("record")
     for lo in range(0, len(order), chunk):
-        yield from records.take(order.slice(lo, chunk)).to_pylist()
+        taken = records.take(order.slice(lo, chunk))
+        yield framed(taken), len(taken)

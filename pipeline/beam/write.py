@@ -13,42 +13,21 @@ import gzip
 import os
 import posixpath
 import shutil
-import struct
 import typing
 
 import apache_beam as beam
-import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from features.contract import TASKS
 from pipeline import layout
-from pipeline.beam.record_batches import sorted_records
+from pipeline.beam.record_batches import tfrecord_chunks
 from pipeline.layout import join
 from pipeline.rawlogs.rows import REASONS
 from pipeline.rawlogs.schema import TABLES
 
 
 # ---- TFRecords ---------------------------------------------------------------------------------
-
-def _masked_crc(data: bytes) -> bytes:
-    crc = google_crc32c.value(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
-
-
-_HEADERS = {}
-
-
-def _record_header(size: int) -> bytes:
-    """A TFRecord's length and its checksum: the same for every record of that size."""
-    header = _HEADERS.get(size)
-    if header is None:
-        length = struct.pack("<Q", size)
-        header = length + _masked_crc(length)
-        if len(_HEADERS) < 65536:          # sizes repeat; the table stays small
-            _HEADERS[size] = header
-    return header
-
 
 def _create(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
@@ -63,22 +42,15 @@ def gzip_writer(raw, level: int = 6, encoder: str = "zlib"):
     return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0)
 
 
-def write_tfrecords(path: str, records, chunk_bytes: int = 1 << 20, level: int = 6,
-                    encoder: str = "zlib") -> int:
-    """Writes records as one gzipped TFRecord file (no timestamp in the gzip header); returns count.
-
-    level 6 with zlib gives the reference bytes; isal takes levels 0-3 (higher ones are cut to 3).
-    """
-    count, size, chunk = 0, 0, []
+def write_tfrecords(path: str, chunks, level: int = 6, encoder: str = "zlib") -> int:
+    """Writes framed TFRecord chunks (bytes, count) as one gzipped file (no timestamp in the gzip
+    header); returns the count. level 6 with zlib gives the reference bytes; isal takes levels 0-3
+    (higher ones are cut to 3)."""
+    count = 0
     with _create(path) as raw, gzip_writer(raw, level, encoder) as out:
-        for record in records:
-            chunk += (_record_header(len(record)), record, _masked_crc(record))
-            count += 1
-            size += len(record) + 16
-            if size >= chunk_bytes:            # fewer, larger writes: gzip's per-call cost adds up
-                out.write(b"".join(chunk))
-                size, chunk = 0, []
-        out.write(b"".join(chunk))
+        for data, n in chunks:
+            out.write(data)
+            count += n
     return count
 
 
@@ -100,9 +72,8 @@ class WriteShardFn(beam.DoFn):
     def process(self, element):
         (task, day, shard), batches = element
         # keys are unique (they carry the sample's index in its user's day): sort by key alone
-        records = sorted_records(batches)
-        yield task, day, write_tfrecords(shard_path(self.root, task, day, shard, self.shards), records,
-                                         level=self.level, encoder=self.encoder)
+        yield task, day, write_tfrecords(shard_path(self.root, task, day, shard, self.shards),
+                                         tfrecord_chunks(batches), self.level, self.encoder)
 
 
 class WriteExamples(beam.PTransform):
