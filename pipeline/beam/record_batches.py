@@ -72,11 +72,12 @@ def framed(records: pa.Array) -> pa.Buffer:
 
 
 def tfrecord_chunks(batches, chunk: int = 4096):
-    """(TFRecord bytes, count) of a shard's records sorted by their (unique) keys, `chunk` records
-    at a time (a shard's records are never copied whole)."""
+    """(TFRecord bytes, count) of a shard's records sorted by their (unique) keys, framed `chunk`
+    records at a time."""
     table = _table(batches)
     order = pc.sort_indices(table.column("key"))
-    records = table.column("record")
+    records = table.column("record").combine_chunks()   # take from chunks would combine per call
+    del table
     for lo in range(0, len(order), chunk):
         taken = records.take(order.slice(lo, chunk))
         yield framed(taken), len(taken)
