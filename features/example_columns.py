@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from features.example_bytes import BYTES, FIELD_ORDER, FLOATS, INTS, varint
 
 _EMPTY = pa.scalar(b"", pa.binary())
+_VARINT_LIMITS = np.array([1 << bits for bits in range(7, 64, 7)], np.uint64)   # 2 bytes from 128...
 
 
 def from_buffers(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
@@ -46,12 +47,20 @@ def regroup(array: pa.Array, bounds: np.ndarray) -> pa.Array:
         data if data is not None else pa.py_buffer(b"")])
 
 
+def concat_rows(*parts) -> pa.Array:
+    """Row i: the concatenation of column[rows[i]] of every (column, rows) part, in one copy."""
+    columns = [plain(column) for column, _ in parts]
+    first = np.cumsum([0] + [len(c) for c in columns[:-1]])
+    picks = np.stack([np.asarray(rows, np.int64) + start for (_, rows), start in zip(parts, first)],
+                     axis=1).ravel()
+    pieces = pa.concat_arrays(columns).take(pa.array(picks))
+    return regroup(pieces, np.arange(0, len(picks) + 1, len(parts)))
+
+
 def varints(values: np.ndarray) -> pa.Array:
     """Protobuf varints of int64 values (negative ones in ten bytes, as protobuf writes them)."""
     v = np.asarray(values).astype(np.int64).view(np.uint64)
-    sizes = np.ones(len(v), np.int64)
-    for bits in range(7, 64, 7):
-        sizes += v >= (np.uint64(1) << np.uint64(bits))
+    sizes = np.searchsorted(_VARINT_LIMITS, v, side="right") + 1
     offsets = np.zeros(len(v) + 1, np.int64)
     np.cumsum(sizes, out=offsets[1:])
     data = np.empty(offsets[-1], np.uint8)

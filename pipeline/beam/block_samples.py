@@ -105,8 +105,7 @@ class BuildBlocksFn(beam.DoFn):
         order = pc.sort_indices(pa.table({"task": task, "day": day, "shard": shard, "key": example_keys}),
                                 [("task", "ascending"), ("day", "ascending"), ("shard", "ascending"),
                                  ("key", "ascending")]).to_numpy()
-        records = ec.join(contexts.take(pa.array(context_of[pos][order])), targets.take(order),
-                          labels.take(order))
+        records = ec.concat_rows((contexts, context_of[pos][order]), (targets, order), (labels, order))
         beam.metrics.Metrics.counter("dupn.examples", "written").inc(len(pos))
         yield from self._batches(group, task[order], day[order], shard[order],
                                  example_keys.take(order), records)
