@@ -71,13 +71,28 @@ def framed(records: pa.Array) -> pa.Buffer:
     return joined.buffers()[2].slice(int(out[0]), int(out[-1] - out[0])) if n else pa.py_buffer(b"")
 
 
+def take_chunked(column: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
+    """column[indices] taken chunk by chunk (Arrow's take of a chunked array combines it whole)."""
+    chunks = column.chunks
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    chunk_of = np.searchsorted(starts, indices, side="right") - 1
+    parts, placed = [], []
+    for c in np.unique(chunk_of):
+        at = np.flatnonzero(chunk_of == c)
+        parts.append(chunks[c].take(pa.array(indices[at] - starts[c])))
+        placed.append(at)
+    placed = np.concatenate(placed)
+    where = np.empty(len(indices), np.int64)
+    where[placed] = np.arange(len(indices))
+    return pa.concat_arrays(parts).take(pa.array(where))
+
+
 def tfrecord_chunks(batches, chunk: int = 4096):
     """(TFRecord bytes, count) of a shard's records sorted by their (unique) keys, framed `chunk`
-    records at a time."""
+    records at a time (the shard's records are not copied whole)."""
     table = _table(batches)
-    order = pc.sort_indices(table.column("key"))
-    records = table.column("record").combine_chunks()   # take from chunks would combine per call
-    del table
+    order = pc.sort_indices(table.column("key")).to_numpy()
+    records = table.column("record")
     for lo in range(0, len(order), chunk):
-        taken = records.take(order.slice(lo, chunk))
+        taken = take_chunked(records, order[lo:lo + chunk])
         yield framed(taken), len(taken)
