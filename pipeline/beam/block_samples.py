@@ -3,8 +3,8 @@
 One group holds a user shard's joined behaviours and impressions of every day read (lookback
 days already cut to N per user) and its follows, shop preferences and profiles: about
 rows / user_shards. Its samples are sorted in the row path's order (block_group), windows found
-per column (block_windows), contexts and impression targets encoded in bulk (block_encode); the
-fewer talent, shop, power and behaviour-made CTR samples take the row path's task_values and
+per column (block_windows), contexts and impression and power targets encoded in bulk (block_encode); the
+fewer talent, shop and behaviour-made CTR samples take the row path's task_values and
 example_bytes one by one. Keys, shards and statistics are computed per column, and the records
 leave as Arrow blocks of (key, record) per (task, day, shard), sorted by key.
 """
@@ -21,7 +21,7 @@ from features import example_columns as ec
 from features.contract import TASK_INDEX, TASKS
 from features.example_bytes import encode_values
 from pipeline.beam import block_encode, blocks
-from pipeline.beam.block_group import IMP, Group
+from pipeline.beam.block_group import IMP, POWER, Group
 from pipeline.beam.block_windows import Sequences, run_starts
 from pipeline.beam.record_batches import pack_records
 from pipeline.beam.samples import sequence_length_bin, task_values
@@ -99,6 +99,7 @@ class BuildBlocksFn(beam.DoFn):
 
         examples = Examples()
         self._impression_examples(group, examples, kind, row)
+        self._power_examples(group, examples, ts, kind, row)
         self._other_examples(group, examples, key, kind, row)
         pos, j, task, targets, labels, label, buy = examples.columns()
         example_keys = self._keys(group, key[pos], ts[pos], index[pos], j, task)
@@ -154,19 +155,38 @@ class BuildBlocksFn(beam.DoFn):
                           np.where(click != 0, spec.l2r_weight_click, spec.l2r_weight_none))
         for task, j, label, w, buy in (("ctr", 0, click, np.ones(len(pos)), bought),
                                        ("l2r", 1, l2r, weight, None)):
-            combos, inverse = np.unique(np.stack([label, w, buy if buy is not None else label]),
-                                        axis=1, return_inverse=True)
-            parts = pa.array([self._label(task, float(c[0]), float(c[1]),
-                                          float(c[2]) if buy is not None else None)
-                              for c in combos.T], pa.binary()).take(pa.array(inverse.ravel()))
             examples.add(pos, np.full(len(pos), j), np.full(len(pos), TASK_INDEX[task]), targets,
-                         parts, label, buy if buy is not None else np.zeros(len(pos)))
+                         self._labels(task, label, w, buy), label,
+                         buy if buy is not None else np.zeros(len(pos)))
+
+    def _power_examples(self, group: Group, examples: Examples, ts, kind, row) -> None:
+        """The power example of every (user, day) with a level: its target is its time alone."""
+        pos = np.flatnonzero(kind == POWER)
+        if len(pos) == 0:
+            return
+        level = group.sample_tables[POWER].column("power").to_numpy()[row[pos]]
+        label = (level - 1).astype(np.float64)
+        targets = ec.example(("ts",), {"ts": block_encode.int_entry("ts", ts[pos])})
+        examples.add(pos, np.zeros(len(pos)), np.full(len(pos), TASK_INDEX["power"]), targets,
+                     self._labels("power", label, np.ones(len(pos)), None), label, np.zeros(len(pos)))
+
+    def _labels(self, task: str, label: np.ndarray, weight: np.ndarray, buy) -> pa.Array:
+        """The label part of every example of a task, each distinct one encoded once."""
+        columns = [label, weight] + ([buy] if buy is not None else [])
+        code = np.zeros(len(label), np.int64)
+        for column in columns:
+            distinct, inverse = np.unique(column, return_inverse=True)
+            code = code * len(distinct) + inverse.ravel()
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        parts = [self._label(task, float(label[i]), float(weight[i]),
+                             float(buy[i]) if buy is not None else None) for i in first]
+        return pa.array(parts, pa.binary()).take(pa.array(inverse.ravel()))
 
     def _other_examples(self, group: Group, examples: Examples, key, kind, row) -> None:
-        """Talent, shop, power and behaviour-made CTR examples, one sample at a time."""
+        """Talent, shop and behaviour-made CTR examples, one sample at a time."""
         pos_of, j_of, task_of, targets, labels, label_of, buy_of = [], [], [], [], [], [], []
         strings = {}
-        for p in np.flatnonzero(kind != IMP):
+        for p in np.flatnonzero((kind != IMP) & (kind != POWER)):
             user = group.user(key[p])
             sample = group.sample_tuple(int(kind[p]), int(row[p]), user)
             for j, (task, target, label, weight, buy) in enumerate(task_values(sample, user, self.spec)):

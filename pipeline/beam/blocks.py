@@ -46,7 +46,8 @@ def split(table: pa.Table, column: str, shards: int):
     if table.num_rows == 0:
         return
     ids = shard_ids(table.column(column), shards)
-    order = np.argsort(ids, kind="stable")
+    # a stable sort of small integers: numpy's radix sort (for 16 bits or fewer)
+    order = np.argsort(ids.astype(np.uint16) if shards <= 1 << 16 else ids, kind="stable")
     bounds = np.searchsorted(ids[order], np.arange(shards + 1))
     for shard in range(shards):
         lo, hi = bounds[shard], bounds[shard + 1]
