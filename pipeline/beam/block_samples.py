@@ -56,7 +56,7 @@ class BuildBlocksFn(beam.DoFn):
 
     Records are assembled and packed CHUNK examples at a time, so a group's transient memory is
     its columns plus one chunk's records (~1.5 KB an example at N = 20)."""
-    CHUNK = 8192
+    CHUNK = 2048
 
     def __init__(self, spec, contract):
         self.spec, self.contract = spec, contract
@@ -118,6 +118,7 @@ class BuildBlocksFn(beam.DoFn):
                                      records)
         no_profile = profile_at[key_index[pos]] < 0
         yield from self._stats(group, keys, day, task, label, buy, length[context_of[pos]], no_profile)
+        pa.default_memory_pool().release_unused()    # the group's columns: back to the system
 
     def _profile_entries(self, group: Group, keys: np.ndarray, profile_at: np.ndarray) -> dict:
         """age_bucket, gender and user_id entries of every key (no profile: age unknown, gender 0)."""

@@ -96,3 +96,5 @@ def tfrecord_chunks(batches, chunk: int = 4096):
     for lo in range(0, len(order), chunk):
         taken = take_chunked(records, order[lo:lo + chunk])
         yield framed(taken), len(taken)
+    del table, records
+    pa.default_memory_pool().release_unused()        # the shard's records: back to the system
