@@ -47,14 +47,17 @@ def regroup(array: pa.Array, bounds: np.ndarray) -> pa.Array:
         data if data is not None else pa.py_buffer(b"")])
 
 
-def concat_rows(*parts) -> pa.Array:
-    """Row i: the concatenation of column[rows[i]] of every (column, rows) part, in one copy."""
-    columns = [plain(column) for column, _ in parts]
-    first = np.cumsum([0] + [len(c) for c in columns[:-1]])
-    picks = np.stack([np.asarray(rows, np.int64) + start for (_, rows), start in zip(parts, first)],
-                     axis=1).ravel()
-    pieces = pa.concat_arrays(columns).take(pa.array(picks))
-    return regroup(pieces, np.arange(0, len(picks) + 1, len(parts)))
+def stack(*columns) -> tuple[pa.Array, np.ndarray]:
+    """The binary columns one after another, and the index where each starts."""
+    columns = [plain(c) for c in columns]
+    return pa.concat_arrays(columns), np.cumsum([0] + [len(c) for c in columns[:-1]])
+
+
+def concat_rows(stacked: pa.Array, *picks) -> pa.Array:
+    """Row i: stacked[picks[0][i]] + stacked[picks[1][i]] + ..., in one copy (a take, then a
+    zero-copy regroup of every len(picks) pieces)."""
+    flat = np.stack([np.asarray(p, np.int64) for p in picks], axis=1).ravel()
+    return regroup(stacked.take(pa.array(flat)), np.arange(0, len(flat) + 1, len(picks)))
 
 
 def varints(values: np.ndarray) -> pa.Array:

@@ -37,8 +37,9 @@ def test_column_encoders_write_example_bytes_own_pieces():
 
 def test_concat_rows_and_regroup_pick_and_join_whole_rows():
     a, b = pa.array([b"a", b"bb", b"ccc"]), pa.array([b"X", b"Y"])
-    assert ec.concat_rows((a, np.array([2, 0, 0])), (b, np.array([1, 1, 0]))).to_pylist() == [
-        b"cccY", b"aY", b"aX"]
+    stacked, start = ec.stack(a, b)
+    assert ec.concat_rows(stacked, np.array([2, 0, 0]) + start[0],
+                          np.array([1, 1, 0]) + start[1]).to_pylist() == [b"cccY", b"aY", b"aX"]
     assert ec.regroup(a.slice(1), np.array([0, 2, 2])).to_pylist() == [b"bbccc", b""]
 
 

@@ -111,9 +111,11 @@ class BuildBlocksFn(beam.DoFn):
                                 [("task", "ascending"), ("day", "ascending"), ("shard", "ascending"),
                                  ("key", "ascending")]).to_numpy()
         beam.metrics.Metrics.counter("dupn.examples", "written").inc(len(pos))
+        parts, start = ec.stack(contexts, targets, labels)
         for lo in range(0, len(order), self.CHUNK):       # a few MB of records at a time
             at = order[lo:lo + self.CHUNK]
-            records = ec.concat_rows((contexts, context_of[pos][at]), (targets, at), (labels, at))
+            records = ec.concat_rows(parts, context_of[pos][at] + start[0], at + start[1],
+                                     at + start[2])
             yield from self._batches(group, task[at], day[at], shard[at], example_keys.take(at),
                                      records)
         no_profile = profile_at[key_index[pos]] < 0
