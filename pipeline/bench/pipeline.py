@@ -207,13 +207,16 @@ def main(argv: list[str] | None = None) -> int:
               "cores": os.cpu_count(), "paths": paths}
     if "blocks" in paths and "rows" in paths:
         result["blocks_vs_rows"] = round(paths["blocks"]["rows_per_s"] / paths["rows"]["rows_per_s"], 2)
+        if paths["blocks"]["rows_per_cpu_s"] and paths["rows"]["rows_per_cpu_s"]:
+            result["blocks_vs_rows_cpu"] = round(paths["blocks"]["rows_per_cpu_s"]
+                                                 / paths["rows"]["rows_per_cpu_s"], 2)
     if args.json:
         print(json.dumps(result))
     else:
         for name, f in paths.items():
             print(f"dupn bench pipeline ({name}): {f['rows']:,} rows -> {f['examples']:,} examples in "
                   f"{f['seconds']:.1f} s: {f['rows_per_s']:,} rows/s ({f['cpu_seconds']} CPU s, "
-                  f"peak {f['peak_rss_mb']} MB)")
+                  f"{f['rows_per_cpu_s']:,} rows per CPU s, peak {f['peak_rss_mb']} MB)")
     if args.profile:
         print(profile_summary(args.profile), file=sys.stderr)
     return 0
