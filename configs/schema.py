@@ -123,6 +123,10 @@ class ModelConfig:
     # many units wide; 0: none (the paper's model). Keys read the behaviours' properties when the
     # variant's attention does (dupn-all, dupn-bpatt).
     target_attention: int = _int(0, lo=0)
+    # DUPN variants: the ctr head also reads this many property-weighted counts per field (item,
+    # shop, brand, category, tags) of the history's behaviours sharing the candidate's id, from
+    # per-step ids the user part carries (models/id_match.py); 0: none (the paper's model).
+    id_match: int = _int(0, lo=0)
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),
