@@ -18,7 +18,7 @@ from models.config import (balance_spec, contract_config, contract_from_config, 
                            sharing_config)
 from models.embedding import FeatureEmbeddings
 from models.gated_lstm import PropertyGatedLSTM
-from models.id_match import EXACT_FLOAT_IDS, ID_FIELDS, IdMatch
+from models.id_match import IdMatch
 from models.target_attention import TargetAttention
 from models.head_inputs import head_inputs
 from models.heads import make_head
@@ -120,10 +120,6 @@ class DUPN(RepresentationModel):
         self.target = (TargetAttention(target_attention, contract["sequence_length"], l2,
                                        name="target_attention") if target_attention else None)
         self.id_match = id_match
-        too_many = [t for t in (*ID_FIELDS, "tags") if contract["tables"][t][0] > EXACT_FLOAT_IDS]
-        if id_match and too_many:
-            raise ValueError(f"model.id_match carries ids as float32, exact up to {EXACT_FLOAT_IDS:,}"
-                             f" buckets; {', '.join(too_many)} has more")
         self.matcher = (IdMatch(id_match, contract["sequence_length"], contract["tag_slots"], l2,
                                 name="id_match") if id_match else None)
 

@@ -5,7 +5,8 @@ User part, once per request (`history`): every behaviour t carries its item, sho
 category ids, its tag ids, and K weights
     w_t = softplus(W p_t + b)       (p_t, the behaviour's type, scene and time bucket; without
                                      properties, softplus(b): every behaviour alike)
-flattened at the end of the user representation (ids as float32: exact below 2^24).
+flattened at the end of the user representation (ids modulo a prime below 2^24, so float32
+holds them exactly whatever the id range: two ids then collide once in 16.8 million pairs).
 Item part, per candidate (`match`): for each field f (item, shop, brand, category, tags)
     count_{f,k} = Σ_t m_{f,t} w_{t,k},   m_{f,t} = 1 if the step's id equals the candidate's
                                          (tags: the number of tags they share)
@@ -22,7 +23,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 ID_FIELDS = ("item_id", "shop_id", "brand_id", "category_id")   # then the tags
-EXACT_FLOAT_IDS = 2 ** 24   # float32 holds every integer below this exactly
+ID_MODULUS = 16_777_213      # the largest prime below 2^24: float32 holds its residues exactly
 
 
 @keras.saving.register_keras_serializable(package="dupn")
@@ -65,8 +66,8 @@ class IdMatch(keras.layers.Layer):
           seq: the time-major sequence features (models.dupn.time_major): ids [N, B], tags [N, B, T];
           valid: [N, B]; properties: p [N, B, Dp] or None.
         """
-        ids = tf.stack([tf.cast(seq[f"seq_{f}"], tf.float32) for f in ID_FIELDS], -1)  # [N, B, 4]
-        tags = tf.cast(seq["seq_tags"], tf.float32)                                      # [N, B, T]
+        ids = tf.stack([exact_float(seq[f"seq_{f}"]) for f in ID_FIELDS], -1)          # [N, B, 4]
+        tags = exact_float(seq["seq_tags"])                                              # [N, B, T]
         x = properties if properties is not None else tf.zeros_like(valid)[..., None]
         weights = tf.nn.softplus(self.weigh(x)) * valid[..., None]                      # [N, B, K]
         steps = tf.transpose(tf.concat([ids, tags, weights], -1), [1, 0, 2])           # [B, N, W]
@@ -83,11 +84,11 @@ class IdMatch(keras.layers.Layer):
         steps = tf.reshape(flat, [-1, self.steps, self.step_width])          # [B or 1, N, W]
         ids, tags, weights = (steps[..., :fields], steps[..., fields:fields + t],
                               steps[..., fields + t:])
-        wanted = tf.stack([tf.cast(candidate[f], tf.float32) for f in ID_FIELDS], -1)   # [B, 4]
+        wanted = tf.stack([exact_float(candidate[f]) for f in ID_FIELDS], -1)          # [B, 4]
         # Padding steps have id 0 and weight 0; a candidate's id 0 (none) matches nothing.
         same = tf.cast(tf.equal(ids, wanted[:, None]) & tf.not_equal(wanted[:, None], 0.0),
                        tf.float32)                                            # [B, N, 4]
-        wanted_tags = tf.cast(candidate["tags"], tf.float32)                 # [B, T]
+        wanted_tags = exact_float(candidate["tags"])                         # [B, T]
         shared = tf.equal(tags[..., :, None], wanted_tags[:, None, None, :]) & tf.not_equal(
             wanted_tags[:, None, None, :], 0.0)
         shared = tf.reduce_sum(tf.cast(shared, tf.float32), [-2, -1])        # [B, N]
@@ -98,3 +99,8 @@ class IdMatch(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "weightings": self.weightings, "steps": self.steps,
                 "tags": self.tags, "l2": self.l2}
+
+
+def exact_float(ids: tf.Tensor) -> tf.Tensor:
+    """Integer ids as float32 residues modulo ID_MODULUS (0, padding, stays 0; ids are >= 0)."""
+    return tf.cast(tf.math.floormod(tf.cast(ids, tf.int64), ID_MODULUS), tf.float32)

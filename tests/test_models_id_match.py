@@ -87,3 +87,17 @@ def test_weights_read_properties_only_where_the_attention_does():
         widths[variant] = build_model(config, Contract.from_config(config)).matcher.weigh.kernel.shape[0]
     contract = Contract.from_config(load_config("small"))
     assert widths == {"dupn-all": contract.property_embedding_dim, "dupn-bplstm": 1}
+
+
+def test_ids_beyond_float32_precision_still_match_exactly():
+    # 2^24 and 2^24 + 1 are one float32; a quotient-remainder table hashes ids that far.
+    big = 2 ** 24
+    layer = IdMatch(weightings=1, steps=2, tags=1)
+    seq = sequence(item=[big, big + 1], shop=[0, 0], brand=[0, 0], category=[0, 0], tags=[[0], [0]])
+    flat = layer.history(seq, tf.ones([2, 1]))
+    zero = tf.zeros([1], tf.int64)
+    candidate = {"item_id": tf.constant([big + 1], tf.int64), "shop_id": zero, "brand_id": zero,
+                 "category_id": zero, "tags": tf.zeros([1, 1], tf.int64)}
+    weight = flat.numpy().reshape(2, -1)[1, -1]
+    np.testing.assert_allclose(layer.match(flat, candidate).numpy()[0, 0], np.log1p(weight),
+                               rtol=1e-6)                        # one match, not two
