@@ -31,6 +31,7 @@ from pipeline.beam.inputs import LOOKBACK_TABLES, day_inputs, record_builds
 from pipeline.beam.block_join import JoinBlocks
 from pipeline.beam.block_read import ReadBlocks
 from pipeline.beam.block_samples import BuildBlockSamples
+from pipeline.beam.dedup import DropDuplicateBlocks, DropDuplicateRows
 from pipeline.beam.dask_cluster import close_client, dask_args, is_dask, local_cluster, runner_name
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
@@ -112,12 +113,13 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     # two filters rather than beam.Partition, which the DaskRunner cannot run (split.py)
     joinable_tables = reads["block"] | "JoinableTables" >> beam.Filter(
         lambda e, names: e[0] in names, joinable)
-    user_tables = reads["block"] | "UserTables" >> beam.Filter(
-        lambda e, names: e[0] not in names, joinable)
+    user_tables = (reads["block"]
+                   | "UserTables" >> beam.Filter(lambda e, names: e[0] not in names, joinable)
+                   | "DropDuplicateUserRows" >> DropDuplicateBlocks(data.user_shards))
     joined = joinable_tables | "JoinBlocks" >> JoinBlocks(
         spec.start, spec.tag_slots, spec.sequence_length, data.item_shards, data.user_shards,
         emit_snapshot=spec.ctr_from_behaviors)
-    inputs = {"joined": joined["joined"], "user_tables": user_tables}
+    inputs = {"joined": joined["joined"], "user_tables": user_tables["block"]}
     if spec.ctr_from_behaviors:
         window = frozenset(plan.window)
         inputs["pool"] = (joined["snapshot"]
@@ -125,7 +127,7 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                           | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
     built = inputs | "BuildSamples" >> BuildBlockSamples(spec, plan.contract, data.user_shards)
     write_outputs(plan, built["examples"], reads["rejected"],
-                  [reads["counts"], joined["missing"], built["stats"]])
+                  [reads["counts"], joined["counts"], user_tables["counts"], built["stats"]])
 
 
 def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
@@ -134,12 +136,16 @@ def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     files = [f for table in TABLES for f in plan.files[table]]
     reads = p | "ReadTables" >> ReadTables(files, plan.rank_features)
     counts = [reads[COUNTS]]
-    joined = ((reads["items"], reads["behaviors"], reads["impressions"])
+    rows = {}
+    for table in TABLES:
+        rows[table], duplicates = reads[table] | f"DropDuplicates_{table}" >> DropDuplicateRows(table)
+        counts.append(duplicates)
+    joined = ((rows["items"], rows["behaviors"], rows["impressions"])
               | "JoinItems" >> JoinItems(spec.tag_slots, spec.query_terms,
                                          emit_snapshot=spec.ctr_from_behaviors))
     counts.append(joined[MISSING])
     inputs = {"behaviors": joined[BEHAVIORS], "impressions": joined[IMPRESSIONS],
-              "follows": reads["follows"], "shop_prefs": reads["shop_prefs"], "users": reads["users"]}
+              "follows": rows["follows"], "shop_prefs": rows["shop_prefs"], "users": rows["users"]}
     if spec.ctr_from_behaviors:
         window = frozenset(plan.window)
         inputs["pool"] = (joined[SNAPSHOT]

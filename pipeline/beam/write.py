@@ -214,6 +214,7 @@ def day_stats(day: str, counts: dict) -> dict:
         "rejected_by_table": {t: {r: by_table[t][r] for r in sorted(by_table[t])}
                               for t in TABLES if by_table.get(t)},
         "unreadable_files": counts.get("unreadable_files", []),
+        "duplicates": {t: n for t in TABLES if (n := counts.get("duplicates", {}).get(t, 0))},
         "missing_items": counts.get("missing_items", 0),
         "examples_without_profile": counts.get("examples_without_profile", 0),
         "examples": sum(t["samples"] for t in tasks.values()),
