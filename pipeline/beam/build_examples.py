@@ -98,7 +98,8 @@ def write_outputs(plan: Plan, examples, rejected, counts: list) -> None:
         examples | "WriteExamples" >> WriteExamples(plan.staging, plan.spec.shards, level, encoder),
         rejected | "WriteRejected" >> WriteRejected(plan.staging, plan.window),
         tuple(counts) | "FlattenCounts" >> beam.Flatten()
-        | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window))
+        | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window,
+                                     required_tables(plan.spec.ctr_from_behaviors)))
     # One last step downstream of every write: the DaskRunner (2.77) computes only the graph of
     # the step applied last, so a write not leading into it would never run (docs/BEAM.md).
     _ = written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Filter(lambda _: False)
@@ -173,22 +174,38 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
     return options
 
 
+def required_tables(ctr_from_behaviors: bool) -> tuple:
+    """The tables every day needs: logs without impressions (Taobao) bring behaviours and items only."""
+    return ("behaviors", "items") if ctr_from_behaviors else TABLES
+
+
 def check_totals(totals: dict, plan: Plan) -> str | None:
-    """Why the run must not be published, or None."""
+    """Why the run must not be published, or None. The bad-share bound holds for each table of
+    each day read: a table broken on one day fails the run however many good rows the others hold."""
     where = layout.rejected_dir(plan.out, "D")
     unreadable = totals.get("unreadable_files", [])
     if unreadable:
         shown = ", ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
         return (f"{len(unreadable)} file(s) cannot be read ({shown}), so their rows cannot be "
                 f"counted; details in {where}/")
-    share = totals["bad_share"]
-    if share > plan.max_bad_share:
-        ranked = sorted(totals["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))
-        worst = ", then ".join(f"{r} ({n:,} rows)" for r, n in ranked[:3])
-        return (f"{share:.2%} of the {totals['rows_total']:,} rows read are bad "
-                f"({totals['rejected_total']:,} rows), above data.max_bad_share {plan.max_bad_share:.2%}; "
-                f"worst reason: {worst}; rejected rows with file and row number in {where}/")
-    return None
+    over = []
+    for day, tables in totals.get("bad_rows_by_day", {}).items():
+        for table, seen in tables.items():
+            bad = sum(seen["rejected"].values())
+            share = bad / seen["rows"] if seen["rows"] else 1.0
+            if share > plan.max_bad_share:
+                over.append((-share, day, table, bad, seen))
+    if not over:
+        return None
+    over.sort()
+    share, day, table, bad, seen = over[0]
+    ranked = sorted(seen["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))
+    worst = ", then ".join(f"{r} ({n:,} rows)" for r, n in ranked[:3])
+    others = "".join(f"; also {t} of {d} ({-s:.2%})" for s, d, t, _, _ in over[1:4])
+    return (f"{table} of {day}: {-share:.2%} of its {seen['rows']:,} rows are bad ({bad:,} rows), "
+            f"above data.max_bad_share {plan.max_bad_share:.2%} (a bound per table and day); "
+            f"worst reason: {worst}{others}{' ...' if len(over) > 4 else ''}; rejected rows with "
+            f"file and row number in {where}/")
 
 
 def run(plan: Plan, options: PipelineOptions) -> dict:
@@ -313,6 +330,10 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
     empty = record_builds(plan.out, inputs, config)
     for day in empty:
         print(f"dupn build-examples: {day}: no raw rows, nothing built for it", file=sys.stderr)
+    for day, tables in sorted(totals.get("missing_tables", {}).items()):
+        if day not in empty:
+            print(f"dupn build-examples: warning: {day}: no rows of {', '.join(tables)}: the day's "
+                  f"examples lack what they feed (missing_tables in its _stats)", file=sys.stderr)
     if len(empty) == len(plan.window):
         return 1
     examples = ", ".join(f"{t} {totals['examples'][t]:,}" for t in TASKS if t in totals["examples"])
