@@ -360,21 +360,35 @@ def replace_remote(staged: str, dest: str, is_file: bool) -> None:
         FileSystems.delete(stale)
 
 
+def withdraw(path: str, trash: str) -> None:
+    """Takes a published file away (into `trash` on a local disk)."""
+    if "://" in path:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    elif os.path.exists(path):
+        os.makedirs(os.path.dirname(trash), exist_ok=True)
+        os.rename(path, trash)
+
+
 def publish(out: str, staging: str, days, examples: bool = True) -> None:
     """Moves the staged days into place: examples of every task, dead letters, then statistics.
 
     With examples=False (a failed bad-share check) only the dead letters are published, so the
     rejected rows can be inspected while the previous examples of those days stay as they were.
-    The stats file goes last: its presence says the day is complete.
+    A day is published as one step whose commit is its stats file: the old one is withdrawn
+    before the first folder moves and the new one put in place after the last, so a crash between
+    folders leaves a day without _stats, which readers take as not built and the next run builds
+    again; never a day whose stats describe a mix of old and new folders.
     """
     remote = "://" in out
     trash = join(staging, "_replaced")
     for day in days:
         # Relative to EXAMPLES and to the staging folder alike (a root of "" gives relative paths).
         parts = [layout.rejected_dir("", day)]
+        stats = layout.stats_file("", day)
         if examples:
-            parts = [layout.example_dir("", task, day) for task in TASKS] + parts
-            parts.append(layout.stats_file("", day))
+            withdraw(join(out, stats), join(trash, stats))
+            parts = [layout.example_dir("", task, day) for task in TASKS] + parts + [stats]
         for part in parts:
             if remote:
                 replace_remote(join(staging, part), join(out, part), part.endswith(".json"))
