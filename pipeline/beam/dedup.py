@@ -22,7 +22,6 @@ from pipeline.beam.split import SplitByTag
 
 BLOCK, COUNTS = "block", "counts"
 ORDER = ("path", "row")          # where a row was read: not part of what it says
-_SEPARATOR, _ESCAPE = "\x1f", "\\"
 KV = typing.Tuple[typing.Any, typing.Any]
 
 
@@ -33,14 +32,29 @@ def duplicate_counts(table: str, dropped: int) -> dict:
 
 # ---- blocks ------------------------------------------------------------------------------------
 
-def _list_key(column: pa.Array) -> pa.Array:
-    """A string per list that is equal only for equal lists: elements escaped, then joined."""
-    values = column.values.cast(pa.string())
-    values = pc.replace_substring(values, _ESCAPE, _ESCAPE + _ESCAPE)
-    values = pc.replace_substring(values, _SEPARATOR, _ESCAPE + "u")
-    joined = pc.binary_join(pa.ListArray.from_arrays(column.offsets, values), _SEPARATOR)
-    lengths = pc.list_value_length(column).cast(pa.string())   # [] and [""] join alike
-    return pc.binary_join_element_wise(lengths, joined, ":")
+def _spans(starts: np.ndarray, data: pa.Buffer) -> pa.Array:
+    """Binary values over `data`: value i is its bytes starts[i]..starts[i + 1] (no copy).
+    Arrow groups binary keys several times faster than large_binary ones: those only past 2 GB."""
+    small = starts[-1] < 2**31 if len(starts) else True
+    kind, offsets = (pa.binary(), np.int32) if small else (pa.large_binary(), np.int64)
+    return pa.Array.from_buffers(kind, len(starts) - 1, [None, pa.py_buffer(starts.astype(offsets)), data])
+
+
+def _list_keys(column: pa.Array) -> list[pa.Array]:
+    """Binary columns equal for two rows only when their lists are equal: the bytes of a number
+    list's values; for a string list its characters and its strings' lengths. No list holds a
+    null (the validators fill them)."""
+    rows = column.offsets.to_numpy()
+    flat = pc.list_flatten(column)
+    rows = rows - rows[0]                 # into `flat`, which starts at the first row's list
+    if pa.types.is_string(flat.type):
+        # into the character buffer, from flat's first string
+        chars = np.frombuffer(flat.buffers()[1], np.int32)[flat.offset:flat.offset + len(flat) + 1]
+        lengths = np.diff(chars).astype(np.int32)
+        return [_spans(chars[rows], flat.buffers()[2]),
+                _spans(rows * 4, pa.py_buffer(lengths.tobytes()))]
+    width = flat.type.bit_width // 8
+    return [_spans((rows + flat.offset) * width, flat.buffers()[1])]
 
 
 def drop_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
@@ -55,7 +69,11 @@ def drop_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
         if name in ORDER:
             continue
         column = table.column(name).combine_chunks()
-        keys[name] = _list_key(column) if pa.types.is_list(column.type) else column
+        if pa.types.is_list(column.type):
+            for part, key in enumerate(_list_keys(column)):
+                keys[f"{name}.{part}"] = key
+        else:
+            keys[name] = column
     keys["__index"] = pa.array(np.arange(table.num_rows))
     last = pa.table(keys).group_by([n for n in keys if n != "__index"], use_threads=False).aggregate(
         [("__index", "max")]).column("__index_max").to_numpy()
