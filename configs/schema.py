@@ -174,6 +174,9 @@ class DriftConfig:
     enabled: bool = True
     window_days: int = _int(7)                 # earlier days compared with
     min_days: int = _int(3)                    # fewer earlier days with statistics: no check
+    # Tables and tasks smaller than this (rows, samples; median or the day's) are not compared:
+    # their day-to-day noise is wider than the bounds. A missing table is refused whatever its size.
+    min_count: int = _int(1000, lo=0)
     max_rows_ratio: float = _float(3.0, lo=1.0)      # a table's rows within median / r .. median * r
     max_samples_ratio: float = _float(3.0, lo=1.0)   # a task's samples, the same
     # a task's label rate, the same, when it is also 4 standard errors off (small days are noisy)

@@ -23,6 +23,7 @@ def day(rows=1000, ctr=(2000, 0.1), talent=(100, 0.3), bad_impressions=0, missin
 
 
 WINDOW = [day(rows=900), day(rows=1000), day(rows=1100)]
+SMALL = DriftConfig(min_count=50)      # talent's 100 samples are compared too
 
 
 def test_a_day_like_the_ones_before_passes():
@@ -46,11 +47,21 @@ def test_each_measure_outside_its_bound_is_a_reason_with_the_numbers():
 
 def test_a_label_rate_within_the_noise_of_a_small_day_passes():
     # 0.45 is within 2x of 0.3; 0.65 on 20 samples is 2.17x but within 4 standard errors (0.41)
-    assert drift_reasons(day(talent=(100, 0.45)), WINDOW, DriftConfig()) == []
-    small = drift_reasons(day(talent=(20, 0.65)), WINDOW, DriftConfig())
-    assert not [r for r in small if r.startswith("label rate")] and small[0].startswith("samples of talent 20")
-    assert drift_reasons(day(talent=(250, 0.65)), WINDOW, DriftConfig())[0].startswith(
-        "label rate of talent 0.6500")
+    assert drift_reasons(day(talent=(100, 0.45)), WINDOW, SMALL) == []
+    small = drift_reasons(day(talent=(20, 0.65)), WINDOW, DriftConfig(min_count=10))
+    assert small == ["samples of talent 20 is 0.20x the median of the 3 days before (100); bound 3x"]
+    assert drift_reasons(day(talent=(250, 0.65)), WINDOW, SMALL) == [
+        "label rate of talent 0.6500 against a median of 0.3000 over the 3 days before; bound 2x"]
+
+
+def test_tables_and_tasks_below_min_count_are_not_compared():
+    # talent's 100 samples a day: 5x its samples and a rate of 0.9 pass the default min_count 1000
+    assert drift_reasons(day(talent=(500, 0.9)), WINDOW, DriftConfig()) == []
+    assert len(drift_reasons(day(talent=(500, 0.9)), WINDOW, SMALL)) == 2
+    assert drift_reasons(day(rows=300), WINDOW, DriftConfig(min_count=1001)) == []
+    # a missing table is refused whatever its size
+    assert drift_reasons(day(missing=("follows",)), WINDOW, DriftConfig(min_count=10**6)) == [
+        "table follows has no rows (the days before had)"]
 
 
 def test_too_few_earlier_days_or_a_disabled_gate_check_nothing():

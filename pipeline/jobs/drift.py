@@ -2,7 +2,8 @@
 
 A day's _stats (the Beam job's) is compared with the median of the days before it that have
 statistics (up to drift.window_days): rows per table, samples per task, label rates, and the
-rejected share per table; a required table without rows is refused too. Bounds are the
+rejected share per table, each where it counts at least drift.min_count rows or samples; a
+required table without rows is refused whatever its size. Bounds are the
 configuration's `drift` section; a refused day is recorded in the manifest with the reasons.
 """
 from __future__ import annotations
@@ -49,12 +50,15 @@ def drift_reasons(today: dict, window: list[dict], bounds) -> list[str]:
                                ("samples", "samples of", bounds.max_samples_ratio)):
         for name, value in sorted(now[kind].items()):
             typical = statistics.median(m[kind].get(name, 0) for m in before)
+            if typical < bounds.min_count:
+                continue
             reason = _ratio_reason(f"{label} {name}", value, typical, ratio, days)
             if reason and not (kind == "rows" and value == 0 and name not in present_before):
                 reasons.append(reason)
     for task, (rate, samples) in sorted(now["rates"].items()):
         typical = statistics.median(m["rates"].get(task, (0.0, 0))[0] for m in before)
-        if typical <= 0 or typical >= 1:
+        usual_samples = statistics.median(m["samples"].get(task, 0) for m in before)
+        if typical <= 0 or typical >= 1 or min(samples, usual_samples) < bounds.min_count:
             continue
         # the rate must leave the ratio and be more than 4 standard errors off: small days are noisy
         noise = 4 * math.sqrt(typical * (1 - typical) / max(samples, 1))
@@ -64,7 +68,7 @@ def drift_reasons(today: dict, window: list[dict], bounds) -> list[str]:
                            f"the {days} days before; bound {bounds.max_rate_ratio:g}x")
     for table, share in sorted(now["rejected_share"].items()):
         typical = statistics.median(m["rejected_share"].get(table, 0.0) for m in before)
-        if share > typical + bounds.max_rejected_share_rise:
+        if now["rows"][table] >= bounds.min_count and share > typical + bounds.max_rejected_share_rise:
             reasons.append(f"rejected share of {table} {share:.2%} against a median of {typical:.2%} "
                            f"over the {days} days before; bound +{bounds.max_rejected_share_rise:.2%}")
     return reasons
