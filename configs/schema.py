@@ -172,9 +172,27 @@ class RuntimeConfig:
 
 
 @dataclass
+class DriftConfig:
+    """The daily job's drift gate (pipeline/jobs/drift.py): a day whose statistics leave these
+    bounds around the median of the days before it is not trained on (exit 5)."""
+    enabled: bool = True
+    window_days: int = _int(7)                 # earlier days compared with
+    min_days: int = _int(3)                    # fewer earlier days with statistics: no check
+    # Tables and tasks smaller than this (rows, samples; median or the day's) are not compared:
+    # their day-to-day noise is wider than the bounds. A missing table is refused whatever its size.
+    min_count: int = _int(1000, lo=0)
+    max_rows_ratio: float = _float(3.0, lo=1.0)      # a table's rows within median / r .. median * r
+    max_samples_ratio: float = _float(3.0, lo=1.0)   # a task's samples, the same
+    # a task's label rate, the same, when it is also 4 standard errors off (small days are noisy)
+    max_rate_ratio: float = _float(2.0, lo=1.0)
+    max_rejected_share_rise: float = _float(0.005, hi=1.0)  # a table's rejected share above the median
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
