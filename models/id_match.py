@@ -93,12 +93,21 @@ class IdMatch(keras.layers.Layer):
             wanted_tags[:, None, None, :], 0.0)
         shared = tf.reduce_sum(tf.cast(shared, tf.float32), [-2, -1])        # [B, N]
         matches = tf.concat([same, shared[..., None]], -1)                   # [B, N, 5]
-        counts = tf.reduce_sum(matches[..., :, None] * weights[:, :, None, :], 1)   # [B, 5, K]
+        counts = weighted_counts(matches, weights)                          # [B, 5, K]
         return tf.reshape(tf.math.log1p(counts), [-1, self.output_width])
 
     def get_config(self):
         return {**super().get_config(), "weightings": self.weightings, "steps": self.steps,
                 "tags": self.tags, "l2": self.l2}
+
+
+# Serving counts one user's steps ([1, N, K] weights) for B candidates: one matrix product;
+# training weighs each row's matches by its own history's weights (a batched product).
+def weighted_counts(matches: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """matches [B, N, F] by weights [B or 1, N, K] summed over the steps -> [B, F, K]."""
+    return tf.cond(tf.equal(tf.shape(weights)[0], 1),
+                   lambda: tf.einsum("bnf,nk->bfk", matches, weights[0]),
+                   lambda: tf.einsum("bnf,bnk->bfk", matches, weights))
 
 
 def exact_float(ids: tf.Tensor) -> tf.Tensor:
