@@ -52,9 +52,9 @@ class QREmbedding(keras.layers.Layer):
         # One initializer each: an unseeded Keras initializer called twice repeats its values,
         # and equal factors make Q[a] * R[b] == Q[b] * R[a] (two ids, one vector).
         self.quotient = keras.layers.Embedding(self.quotient_rows, dim, embeddings_initializer=_init(),
-                                               activity_regularizer=reg, name="quotient")
+                                               activity_regularizer=reg, name=f"{self.name}_quotient")
         self.remainder = keras.layers.Embedding(self.remainder_rows, dim, embeddings_initializer=_init(),
-                                                activity_regularizer=reg, name="remainder")
+                                                activity_regularizer=reg, name=f"{self.name}_remainder")
         self.built = True   # the tables build on first lookup
 
     @property
