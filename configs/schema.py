@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from features.contract import TASKS
+from features.contract import EMBEDDINGS, TASKS
 VARIANTS = (
     "dupn-all", "dupn-nobp", "dupn-bplstm", "dupn-bpatt", "dupn-w2v",
     "wide", "wide-deep", "dssm", "cnn-max",
@@ -56,9 +56,13 @@ class DataConfig:
 
 @dataclass
 class Table:
-    """An embedding table: ids are hashed into `buckets` rows (row 0 is padding) of width `dim`."""
+    """An embedding table: ids are hashed into `buckets` rows (row 0 is padding) of width `dim`.
+
+    embedding: plain (a row per bucket; more ids than buckets share rows) or qr (the same rows as
+    two tables of half the buckets, each id a unique pair of rows: docs/MODEL.md, "Hashed ids")."""
     buckets: int = _int(1000, lo=2)
     dim: int = _int(16)
+    embedding: str = _choice("plain", EMBEDDINGS)
 
 
 @dataclass
