@@ -2,7 +2,6 @@
 with the last K kept, the manifest, the held-out split, step counts, the resumable stream, request rows."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from pipeline import layout
 from pipeline.jobs import publish
 from pipeline.serving import score
 from pipeline.training import train
-from train_helpers import tiny_config, tiny_examples
+from train_helpers import fake_run, tiny_config, tiny_examples
 
 
 # ---- cluster arguments -------------------------------------------------------------------------
@@ -97,21 +96,6 @@ def test_gate_refuses_nan_and_none_but_not_metrics_the_data_cannot_define():
 
 
 # ---- publishing ----------------------------------------------------------------------------------
-
-def fake_run(root: Path, name: str, steps=(10, 20)) -> Path:
-    """A model dir with a config and checkpoints ckpt-<step>, each one variable (publishing copies
-    the newest that reads back whole)."""
-    run = root / "runs" / name
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(f"# {name}\n")
-    for step in steps:
-        tf.train.Checkpoint(step=tf.Variable(float(step))).write(
-            str(run / "checkpoints" / f"ckpt-{step}"))
-    (run / "checkpoints" / "checkpoint").write_text(
-        f'model_checkpoint_path: "ckpt-{steps[-1]}"\n'
-        + "".join(f'all_model_checkpoint_paths: "ckpt-{s}"\n' for s in steps))
-    return run
-
 
 def test_publish_copies_the_latest_checkpoint_and_keeps_the_last_k(tmp_path):
     work = tmp_path / "work"
