@@ -1,8 +1,11 @@
 """Backfill and daily jobs on synthetic raw logs: backfill publishes; a daily run that fails is recorded
 as failed (exit 1) and its rerun resumes it; the daily run warm-starts from the published model
 (weights, optimizer slots, step, variable by variable) and moves it, and publishes through the
-default margin; a rerun of a done date is a no-op; the publish gate keeps the old model when the new
-one is NaN; a changed network and missing raw logs are refused before anything is recorded."""
+default margin; a rerun of a done date is a no-op; --force redoes the date in service, and a crash
+while it republishes is finished by the next run; --eval next-day without the next day is an error;
+after a rollback of LATEST the daily run fine-tunes the rolled-back model, and the publish gate keeps
+it when the new one is NaN; a changed network and missing raw logs are refused before anything is
+recorded."""
 
 import numpy as np
 import pytest
@@ -202,6 +205,7 @@ def test_daily_after_a_rollback_fine_tunes_the_rolled_back_model_and_keeps_it_wh
     entry = record(work, DAYS[3])
     assert entry["status"] == "refused" and entry["published"] is False
     assert "training loss is nan" in entry["reason"]
+    assert "evaluation of the new model failed: auc: scores contain NaN" in entry["reason"]
     assert entry["inputs"]["eval"]["data"] == "held-out users"
     assert latest(work) == in_service and entry["model"] == str(rolled_back)
     # It fine-tuned, and was compared with, the rolled-back model, not the newest published one.
