@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from configs.schema import Config
+from configs.schema import Config, Table
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -55,7 +55,23 @@ def load_config(name: str | os.PathLike = "dupn", overrides: typing.Sequence[str
 def from_dict(raw: dict, source: str = "<dict>") -> Config:
     config = _build(Config, raw, prefix="", source=source)
     _check_heads(config, source)
+    _check_embeddings(config, source)
     return config
+
+
+def _check_embeddings(config: Config, source: str) -> None:
+    """A qr table splits its buckets into two tables of at least 2 rows; dupn-w2v pre-trains a
+    plain item table."""
+    for table in dataclasses.fields(config.features):
+        value = getattr(config.features, table.name)
+        if not isinstance(value, Table) or value.embedding != "qr":
+            continue
+        if value.buckets < 4:
+            raise ConfigError(f"{source}: features.{table.name}.buckets: a qr embedding needs at "
+                              f"least 4 buckets, got {value.buckets}")
+        if table.name == "item_id" and config.model.variant == "dupn-w2v":
+            raise ConfigError(f"{source}: features.item_id.embedding: dupn-w2v pre-trains a plain "
+                              f"item table; qr is not possible with it")
 
 
 def _check_heads(config: Config, source: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from features.contract import TASKS
+from features.contract import EMBEDDINGS, TASKS
 VARIANTS = (
     "dupn-all", "dupn-nobp", "dupn-bplstm", "dupn-bpatt", "dupn-w2v",
     "wide", "wide-deep", "dssm", "cnn-max",
@@ -56,9 +56,13 @@ class DataConfig:
 
 @dataclass
 class Table:
-    """An embedding table: ids are hashed into `buckets` rows (row 0 is padding) of width `dim`."""
+    """An embedding table: ids are hashed into `buckets` rows (row 0 is padding) of width `dim`.
+
+    embedding: plain (a row per bucket; more ids than buckets share rows) or qr (the same rows as
+    two tables of half the buckets, each id a unique pair of rows: docs/MODEL.md, "Hashed ids")."""
     buckets: int = _int(1000, lo=2)
     dim: int = _int(16)
+    embedding: str = _choice("plain", EMBEDDINGS)
 
 
 @dataclass
@@ -123,6 +127,10 @@ class ModelConfig:
     # many units wide; 0: none (the paper's model). Keys read the behaviours' properties when the
     # variant's attention does (dupn-all, dupn-bpatt).
     target_attention: int = _int(0, lo=0)
+    # DUPN variants: the ctr head also reads this many property-weighted counts per field (item,
+    # shop, brand, category, tags) of the history's behaviours sharing the candidate's id, from
+    # per-step ids the user part carries (models/id_match.py); 0: none (the paper's model).
+    id_match: int = _int(0, lo=0)
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),
@@ -168,9 +176,27 @@ class RuntimeConfig:
 
 
 @dataclass
+class DriftConfig:
+    """The daily job's drift gate (pipeline/jobs/drift.py): a day whose statistics leave these
+    bounds around the median of the days before it is not trained on (exit 5)."""
+    enabled: bool = True
+    window_days: int = _int(7)                 # earlier days compared with
+    min_days: int = _int(3)                    # fewer earlier days with statistics: no check
+    # Tables and tasks smaller than this (rows, samples; median or the day's) are not compared:
+    # their day-to-day noise is wider than the bounds. A missing table is refused whatever its size.
+    min_count: int = _int(1000, lo=0)
+    max_rows_ratio: float = _float(3.0, lo=1.0)      # a table's rows within median / r .. median * r
+    max_samples_ratio: float = _float(3.0, lo=1.0)   # a task's samples, the same
+    # a task's label rate, the same, when it is also 4 standard errors off (small days are noisy)
+    max_rate_ratio: float = _float(2.0, lo=1.0)
+    max_rejected_share_rise: float = _float(0.005, hi=1.0)  # a table's rejected share above the median
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)

@@ -45,6 +45,10 @@ AGE_EDGES = (18, 25, 30, 35, 40, 50)                 # age buckets 1..7, 0 unkno
 NUM_AGE_BUCKETS = len(AGE_EDGES) + 2
 NUM_POWER_LEVELS = 7                                 # purchasing power 1..7 -> class 0..6
 PRICE_BUCKETS = 16                                   # log2 buckets of the price
+# How a table embeds its hashed ids: "plain", one row per hash bucket (ids beyond the bucket
+# count share rows); "qr", quotient-remainder (Shi et al., KDD 2020): the same number of rows
+# split into two tables, each id a unique (quotient, remainder) pair of rows (qr_rows).
+EMBEDDINGS = ("plain", "qr")
 
 
 def time_bucket(gap_seconds):
@@ -79,6 +83,13 @@ def item_tag_slots(tags, price, tag_slots: int) -> list[str]:
     return kept + [""] * (tag_slots - 1 - len(kept)) + [price_token(price)]
 
 
+def qr_rows(buckets: int) -> tuple[int, int]:
+    """(quotient rows, remainder rows) of a qr table of `buckets` rows in all: the halves, which
+    give the most distinct pairs (their product) at that memory."""
+    remainder = buckets // 2
+    return buckets - remainder, remainder
+
+
 @dataclass(frozen=True)
 class Feature:
     """One feature of an example.
@@ -108,13 +119,23 @@ class Contract:
     """The features of DUPN at the sizes of a configuration."""
 
     def __init__(self, sequence_length: int, tag_slots: int, query_terms: int, rank_features: int,
-                 tables: dict[str, tuple[int, int]], property_dims: dict[str, int]):
+                 tables: dict[str, tuple[int, int]], property_dims: dict[str, int],
+                 embeddings: dict[str, str] | None = None):
         self.sequence_length = sequence_length
         self.tag_slots = tag_slots
         self.query_terms = query_terms
         self.rank_features = rank_features
         self.tables = dict(tables)                 # name -> (buckets, dim)
         self.property_dims = dict(property_dims)   # type, scene, time_bucket, age, gender -> dim
+        # name -> EMBEDDINGS entry; a table left out is plain. Only non-plain ones are kept, so
+        # a default contract describes itself as before the choice existed.
+        self.embeddings = {k: v for k, v in (embeddings or {}).items() if v != "plain"}
+        for name, kind in self.embeddings.items():
+            if kind not in EMBEDDINGS or name not in self.tables:
+                raise ValueError(f"embedding {kind!r} of table {name!r}: tables are "
+                                 f"{', '.join(self.tables)}, embeddings {', '.join(EMBEDDINGS)}")
+            if qr_rows(self.tables[name][0])[1] < 2:
+                raise ValueError(f"table {name!r}: a qr embedding needs at least 4 buckets")
         n, t = sequence_length, tag_slots
         specs = [
             Feature("seq_item_id", "string", (n,), table="item_id"),
@@ -156,8 +177,22 @@ class Contract:
                                "talent_id", "talent_type")}
         dims = {"type": f.type_dim, "scene": f.scene_dim, "time_bucket": f.time_bucket_dim,
                 "age": f.age_dim, "gender": f.gender_dim}
+        embeddings = {name: getattr(f, name).embedding for name in tables}
         return cls(config.data.sequence_length, f.tags_per_item + 1, f.query_terms,
-                   f.rank_features, tables, dims)
+                   f.rank_features, tables, dims, embeddings)
+
+    def embedding(self, table: str) -> str:
+        """How the table embeds its ids (an EMBEDDINGS entry)."""
+        return self.embeddings.get(table, "plain")
+
+    def id_range(self, table: str) -> int:
+        """How many ids (row 0 padding) the parser hashes the table's strings into: its buckets
+        for a plain table, every (quotient, remainder) pair for a qr one."""
+        buckets = self.tables[table][0]
+        if self.embedding(table) == "qr":
+            quotient, remainder = qr_rows(buckets)
+            return quotient * remainder
+        return buckets
 
     @property
     def model_inputs(self) -> dict[str, Feature]:

@@ -105,13 +105,14 @@ def parse_batch(serialized: tf.Tensor, contract: Contract, hash_ids: bool = True
 
 
 def hash_features(values: dict, contract: Contract) -> dict:
-    """Maps every string id feature with a table to int64 rows in [1, buckets); '' -> 0."""
+    """Maps every string id feature with a table to int64 ids in [1, id range); '' -> 0.
+
+    The id range is the table's buckets (plain) or its (quotient, remainder) pairs (qr)."""
     out = dict(values)
     for name, f in contract.features.items():
         if f.table is None or name not in values:
             continue
-        buckets = contract.tables[f.table][0]
-        ids = tf.strings.to_hash_bucket_fast(values[name], buckets - 1) + 1
+        ids = tf.strings.to_hash_bucket_fast(values[name], contract.id_range(f.table) - 1) + 1
         out[name] = tf.where(tf.equal(values[name], ""), tf.constant(PAD_ID, tf.int64), ids)
     return out
 

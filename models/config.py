@@ -10,18 +10,24 @@ from models import balance
 
 
 def contract_config(contract: Contract) -> dict:
-    """A JSON-able description of a contract, enough to rebuild it (kept in models' get_config)."""
-    return {"sequence_length": contract.sequence_length, "tag_slots": contract.tag_slots,
-            "query_terms": contract.query_terms, "rank_features": contract.rank_features,
-            "tables": {k: list(v) for k, v in contract.tables.items()},
-            "property_dims": dict(contract.property_dims)}
+    """A JSON-able description of a contract, enough to rebuild it (kept in models' get_config).
+
+    "embeddings" appears only when a table is not plain: models saved before the choice existed
+    and models without it describe their contract alike."""
+    config = {"sequence_length": contract.sequence_length, "tag_slots": contract.tag_slots,
+              "query_terms": contract.query_terms, "rank_features": contract.rank_features,
+              "tables": {k: list(v) for k, v in contract.tables.items()},
+              "property_dims": dict(contract.property_dims)}
+    if contract.embeddings:
+        config["embeddings"] = dict(contract.embeddings)
+    return config
 
 
 def contract_from_config(config: dict) -> Contract:
     """The contract of a contract_config."""
     return Contract(config["sequence_length"], config["tag_slots"], config["query_terms"],
                     config["rank_features"], {k: tuple(v) for k, v in config["tables"].items()},
-                    config["property_dims"])
+                    config["property_dims"], config.get("embeddings"))
 
 
 def head_configs(config) -> list[dict]:

@@ -18,6 +18,7 @@ from models.config import (balance_spec, contract_config, contract_from_config, 
                            sharing_config)
 from models.embedding import FeatureEmbeddings
 from models.gated_lstm import PropertyGatedLSTM
+from models.id_match import IdMatch
 from models.target_attention import TargetAttention
 from models.head_inputs import head_inputs
 from models.heads import make_head
@@ -69,6 +70,9 @@ class DUPN(RepresentationModel):
       ctr_rank_features: the ctr head also reads the impression's ranking features.
       target_attention: d > 0: the ctr head also reads a candidate-aware attention over per-step
         keys of width d (models/target_attention.py); the representation then ends with them.
+      id_match: K > 0: the ctr head also reads K property-weighted counts per field of the
+        history's behaviours that share an id with the candidate (models/id_match.py); the
+        representation then ends with the per-step ids and weights.
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
@@ -76,12 +80,12 @@ class DUPN(RepresentationModel):
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
                  sharing: dict | None = None, interest_match: bool = False,
                  interest_heads: int = 1, ctr_rank_features: bool = False,
-                 target_attention: int = 0, **kwargs):
+                 target_attention: int = 0, id_match: int = 0, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
         reads = {h["name"]: head_inputs(h["name"], interest_match, ctr_rank_features,
-                                        bool(target_attention))
+                                        bool(target_attention), bool(id_match))
                  for h in heads}
         super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
                                               reads[h["name"]]) for h in heads],
@@ -115,12 +119,17 @@ class DUPN(RepresentationModel):
         self.target_attention = target_attention
         self.target = (TargetAttention(target_attention, contract["sequence_length"], l2,
                                        name="target_attention") if target_attention else None)
+        self.id_match = id_match
+        self.matcher = (IdMatch(id_match, contract["sequence_length"], contract["tag_slots"], l2,
+                                name="id_match") if id_match else None)
 
     @property
     def representation_parts(self):
         parts = {"interest": self.interest_dim} if self.interest_dim else {}
         if self.target is not None:
             parts["keys"] = self.target.width
+        if self.matcher is not None:
+            parts["ids"] = self.matcher.width
         return parts
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
@@ -152,6 +161,10 @@ class DUPN(RepresentationModel):
             # properties where the variant's attention does (dupn-all, dupn-bpatt).
             keys = self.target.keys(e, valid, p if self.attention_property else None)
             representation = tf.concat([representation, keys], axis=-1)
+        if self.matcher is not None:
+            # Per-step ids and property weights for the item part's exact-match counts.
+            ids = self.matcher.history(seq, valid, p if self.attention_property else None)
+            representation = tf.concat([representation, ids], axis=-1)
         return representation, (weights if weights.shape.rank == 2 else weights[:, 0])
 
     @property
@@ -170,7 +183,8 @@ class DUPN(RepresentationModel):
                 "lstm_units": self.lstm_units, "peepholes": self.peepholes,
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
                 "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match,
-                "interest_heads": self.interest_heads, "target_attention": self.target_attention}
+                "interest_heads": self.interest_heads, "target_attention": self.target_attention,
+                "id_match": self.id_match}
 
 
 def build_model(config, contract: Contract | None = None, pretrained_item_table=None,
@@ -196,6 +210,7 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
                      sharing=sharing_config(m), interest_match=m.interest_match,
                      interest_heads=m.interest_heads, target_attention=m.target_attention,
+                     id_match=m.id_match,
                      ctr_rank_features=m.ctr_rank_features, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)

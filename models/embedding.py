@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.config import contract_from_config
+from models.qr_embedding import QREmbedding
 
 ITEM_TABLES = ("item_id", "shop_id", "brand_id", "category_id", "tags")   # e_t, in this order
 BEHAVIOUR_PROPERTIES = (("type", "seq_type"), ("scene", "seq_scene"),
@@ -35,6 +36,8 @@ def masked_mean(embedded: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
 class FeatureEmbeddings(keras.layers.Layer):
     """Every embedding table of the contract; an id goes through the same table wherever it is.
 
+    A table is a plain keras Embedding, or a QREmbedding where the contract says qr.
+
     The item tables serve the behaviour sequence, the CTR target item and the shop task's shop;
     the tags table also embeds a talent's tags. Looked-up rows carry an L2 penalty (on the rows a
     batch uses, not the whole table: a dense penalty on a million-row table would cost a full
@@ -55,6 +58,12 @@ class FeatureEmbeddings(keras.layers.Layer):
         reg = keras.regularizers.L2(l2) if l2 else None
         tables = {}
         for name, (buckets, dim) in spec.tables.items():
+            if spec.embedding(name) == "qr":
+                if freeze_item_table and name == "item_id":
+                    raise ValueError("a pre-trained (frozen) item table is a plain table: "
+                                     "item_id's embedding cannot be qr with it (dupn-w2v)")
+                tables[name] = QREmbedding(buckets, dim, l2, name=name)
+                continue
             frozen = freeze_item_table and name == "item_id"
             tables[name] = keras.layers.Embedding(
                 buckets, dim, activity_regularizer=None if frozen else reg, trainable=not frozen,
@@ -124,6 +133,8 @@ class FeatureEmbeddings(keras.layers.Layer):
     def set_item_table(self, table) -> None:
         """Loads a pre-trained item_id table [buckets, dim] (dupn-w2v), checking its shape."""
         buckets, dim = self.contract["tables"]["item_id"]
+        if self.contract.get("embeddings", {}).get("item_id", "plain") != "plain":
+            raise ValueError("a pre-trained item table loads into a plain item_id table only")
         if tuple(table.shape) != (buckets, dim):
             raise ValueError(f"pre-trained item table has shape {tuple(table.shape)}, the "
                              f"contract's item_id table is ({buckets}, {dim})")

@@ -18,13 +18,15 @@ READS = {"ctr": ("item",), "l2r": ("rank_features",), "talent": ("talent",), "sh
 
 
 def head_inputs(task: str, interest_match: bool = False, ctr_rank_features: bool = False,
-                target_attention: bool = False) -> tuple:
+                target_attention: bool = False, id_match: bool = False) -> tuple:
     """The kinds the head of `task` reads under the model's configuration: the ctr head also
     reads the interest vector's match with the item (model.interest_match), the target
     attention's match of the item with the history (model.target_attention) and the ranking
-    features (model.ctr_rank_features; the wide baselines' logits always do)."""
+    features (model.ctr_rank_features; the wide baselines' logits always do) and the counts of
+    the history's behaviours that share its ids (model.id_match)."""
     extensions = {"ctr": (("interest_match",) if interest_match else ())
                   + (("target_attention",) if target_attention else ())
+                  + (("id_match",) if id_match else ())
                   + (("rank_features",) if ctr_rank_features else ())}
     return READS[task] + extensions.get(task, ())
 
@@ -89,4 +91,6 @@ KINDS = {
     "interest_match": lambda c: interest_terms(c["item"], c.parts["interest"]),
     # Reads the representation's per-step keys (DUPN with model.target_attention).
     "target_attention": lambda c: c.model.target.match(c.parts["keys"], c["item"]),
+    # Reads the representation's per-step ids and weights (DUPN with model.id_match).
+    "id_match": lambda c: c.model.matcher.match(c.parts["ids"], c.inputs),
 }

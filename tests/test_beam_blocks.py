@@ -23,8 +23,10 @@ def test_block_job_writes_the_row_jobs_bytes(raw, tmp_path, extra):
 
 def test_the_fast_gzip_encoder_writes_the_same_records(raw, tmp_path):
     import gzip
-    assert run_job(raw, tmp_path / "zlib", DAYS[2], DAYS[2]) == 0
-    assert run_job(raw, tmp_path / "isal", DAYS[2], DAYS[2], "--set", "data.gzip_encoder=isal",
+    # extra_rows' bad profile is 1 of the day's 43 users: above the default bound of its table
+    loose = ("--max-bad-share", "0.5")
+    assert run_job(raw, tmp_path / "zlib", DAYS[2], DAYS[2], *loose) == 0
+    assert run_job(raw, tmp_path / "isal", DAYS[2], DAYS[2], *loose, "--set", "data.gzip_encoder=isal",
                    "--set", "data.gzip_level=1") == 0
     zlib_files, isal_files = tree_bytes(tmp_path / "zlib"), tree_bytes(tmp_path / "isal")
     assert sorted(zlib_files) == sorted(isal_files)

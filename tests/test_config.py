@@ -24,14 +24,15 @@ def test_dupn_yaml_holds_the_papers_settings():
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
     assert c.model.heads[0] == HeadConfig("ctr", 1.0, [256, 128, 64])
     # the file and the schema's defaults agree: the YAML restates the paper and adds three
-    # extensions of ours, the interest match (two interests), rank features in the ctr head and
-    # the target attention (off in the schema, so configurations written before them still
+    # extensions of ours, the interest match (two interests), rank features in the ctr head,
+    # the target attention and the id match (off in the schema, so configurations written before them still
     # build the model they trained)
     paper = Config()
     paper.model.interest_match = True
     paper.model.interest_heads = 2
     paper.model.ctr_rank_features = True
     paper.model.target_attention = 32
+    paper.model.id_match = 4
     assert c == paper
 
 
@@ -41,7 +42,7 @@ def test_small_yaml_is_the_same_structure_at_small_widths():
     assert c.features.item_id == Table(20011, 16)
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
     assert c.model.variant == "dupn-all" and c.trainer.optimizer == "adam"
-    assert c.model.target_attention == 16 and c.trainer.epochs == 1
+    assert c.model.target_attention == 16 and c.model.id_match == 4 and c.trainer.epochs == 1
     # keys small.yaml leaves out keep the defaults
     assert c.trainer.publish_margin == 0.01 and c.runtime.runner == "DirectRunner"
 

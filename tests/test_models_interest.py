@@ -28,7 +28,8 @@ def data(contract):
 def make(contract, *overrides):
     keras.utils.set_random_seed(3)
     # The interest alone at the representation's end (the target attention's keys would follow it).
-    model = build_model(tiny_config("model.interest_match=true", "model.target_attention=0", HEADS,
+    model = build_model(tiny_config("model.interest_match=true", "model.target_attention=0",
+                                    "model.id_match=0", HEADS,
                                     *overrides), contract)
     model.compile(optimizer=keras.optimizers.Adam(0.01))
     return model
@@ -82,7 +83,8 @@ def test_the_representation_ends_with_the_attended_item_embeddings(contract, dat
     weights = model.attention_weights(inputs).numpy()                 # [B, N]
     by_hand = np.einsum("bn,nbd->bd", weights, e.numpy())
     np.testing.assert_allclose(representation[:, -item_dim:], by_hand, atol=1e-5)
-    plain = build_model(tiny_config(HEADS, "model.interest_match=false", "model.target_attention=0"),
+    plain = build_model(tiny_config(HEADS, "model.interest_match=false", "model.target_attention=0",
+                                    "model.id_match=0"),
                         contract)
     assert plain.user_representation(inputs).shape[-1] == plain.shared_dim
 

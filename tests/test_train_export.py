@@ -32,8 +32,10 @@ def assert_split_equals_whole(out, model, contract, serialized, rows: int) -> No
     user, item, whole = (export.load_part(out, p) for p in export.PARTS)
     representation = user(**{k: raw[k] for k in export.USER_FEATURES})["user_representation"]
     # model.shared_dim of the tiny config, the interest vector (model.interest_match), then the
-    # target attention's keys and values: 6 steps x (2 x 16 units + the valid flag)
-    assert representation.shape == (rows, 16 + model.interest_dim + 6 * (2 * 16 + 1))
+    # target attention's keys and values: 6 steps x (2 x 16 units + the valid flag), then the id
+    # match's per-step ids: 6 steps x (4 ids + the tag slots + 4 weights)
+    assert representation.shape == (rows, 16 + model.interest_dim + 6 * (2 * 16 + 1)
+                                    + 6 * (4 + contract.tag_slots + 4))
     split = item(user_representation=representation, **{k: raw[k] for k in export.ITEM_FEATURES})
     entire = whole(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
     keras_scores = model(parse_batch(serialized, contract), training=False)

@@ -15,13 +15,14 @@ import pyarrow.compute as pc
 
 from features.contract import item_tag_slots
 from pipeline.beam import blocks
+from pipeline.beam.dedup import drop_duplicates
 from pipeline.beam.split import SplitByTag
 from pipeline.beam.join import item_features
 from pipeline.rawlogs.schema import VALID_SCHEMAS
 
 BEHAVIOR, IMPRESSION = "b", "i"
-JOINED, SNAPSHOT, MISSING = "joined", "snapshot", "missing"
-KINDS = (JOINED, SNAPSHOT, MISSING)
+JOINED, SNAPSHOT, COUNTS = "joined", "snapshot", "counts"
+KINDS = (JOINED, SNAPSHOT, COUNTS)
 ITEM_COLUMNS = ("shop_id", "brand_id", "category_id", "tags")
 ORDER = [("user_id", "ascending"), ("ts", "ascending"), ("type", "ascending"),
          ("scene", "ascending"), ("item_id", "ascending")]
@@ -68,7 +69,9 @@ def last_n_per_user(behaviors: pa.Table, n: int) -> pa.Table:
 class JoinBlocksFn(beam.DoFn):
     """((day, item shard), [(table, packed block)]) -> tagged tuples, split by SplitByTag:
     (JOINED, (user shard, (BEHAVIOR | IMPRESSION, day, packed block))), (SNAPSHOT, (day, item
-    features)) when asked, (MISSING, (day, {"missing_items": n}))."""
+    features)) when asked, (COUNTS, (day, {"missing_items": n, "duplicates": {table: n}})).
+
+    Exact duplicate rows are dropped first (dedup.py): every copy of a row has its item's shard."""
 
     def __init__(self, start: str, tag_slots: int, sequence_length: int, user_shards: int,
                  emit_snapshot: bool):
@@ -80,6 +83,13 @@ class JoinBlocksFn(beam.DoFn):
         parts = {"items": [], "behaviors": [], "impressions": []}
         for table, blob in values:
             parts[table].append(blocks.unpack(blob))
+        counts = {}
+        for table in parts:
+            rows, dropped = drop_duplicates(blocks.concat(parts[table], VALID_SCHEMAS[table]))
+            parts[table] = [rows] if rows.num_rows else []
+            if dropped:
+                beam.metrics.Metrics.counter("dupn.duplicates", table).inc(dropped)
+                counts.setdefault("duplicates", {})[table] = dropped
         features = snapshot(blocks.concat(parts["items"], VALID_SCHEMAS["items"]), self.tag_slots)
         if self.emit_snapshot:
             for item in features:
@@ -97,7 +107,9 @@ class JoinBlocksFn(beam.DoFn):
                 yield JOINED, (shard, (kind, day, blocks.pack(rows)))
         if missing:
             beam.metrics.Metrics.counter("dupn.join", "missing_items").inc(missing)
-            yield MISSING, (day, {"missing_items": missing})
+            counts["missing_items"] = missing
+        if counts:
+            yield COUNTS, (day, counts)
 
 
 class JoinBlocks(beam.PTransform):

@@ -183,6 +183,7 @@ class ReadBlocksFn(beam.DoFn):
                 data = _json(data, table)
             if data is None:
                 raise NotClean("empty")
+            data.validate(full=True)      # pyarrow reads bytes that are not UTF-8 into strings
             n = data.num_rows
             arrays = validate_block(table, data, day_start(day), self.rank_features)
             block = with_order(table, arrays, path, np.arange(1, n + 1))

@@ -31,6 +31,7 @@ from pipeline.beam.inputs import LOOKBACK_TABLES, day_inputs, record_builds
 from pipeline.beam.block_join import JoinBlocks
 from pipeline.beam.block_read import ReadBlocks
 from pipeline.beam.block_samples import BuildBlockSamples
+from pipeline.beam.dedup import DropDuplicateBlocks, DropDuplicateRows
 from pipeline.beam.dask_cluster import close_client, dask_args, is_dask, local_cluster, runner_name
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
@@ -97,7 +98,8 @@ def write_outputs(plan: Plan, examples, rejected, counts: list) -> None:
         examples | "WriteExamples" >> WriteExamples(plan.staging, plan.spec.shards, level, encoder),
         rejected | "WriteRejected" >> WriteRejected(plan.staging, plan.window),
         tuple(counts) | "FlattenCounts" >> beam.Flatten()
-        | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window))
+        | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window,
+                                     required_tables(plan.spec.ctr_from_behaviors)))
     # One last step downstream of every write: the DaskRunner (2.77) computes only the graph of
     # the step applied last, so a write not leading into it would never run (docs/BEAM.md).
     _ = written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Filter(lambda _: False)
@@ -112,12 +114,13 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     # two filters rather than beam.Partition, which the DaskRunner cannot run (split.py)
     joinable_tables = reads["block"] | "JoinableTables" >> beam.Filter(
         lambda e, names: e[0] in names, joinable)
-    user_tables = reads["block"] | "UserTables" >> beam.Filter(
-        lambda e, names: e[0] not in names, joinable)
+    user_tables = (reads["block"]
+                   | "UserTables" >> beam.Filter(lambda e, names: e[0] not in names, joinable)
+                   | "DropDuplicateUserRows" >> DropDuplicateBlocks(data.user_shards))
     joined = joinable_tables | "JoinBlocks" >> JoinBlocks(
         spec.start, spec.tag_slots, spec.sequence_length, data.item_shards, data.user_shards,
         emit_snapshot=spec.ctr_from_behaviors)
-    inputs = {"joined": joined["joined"], "user_tables": user_tables}
+    inputs = {"joined": joined["joined"], "user_tables": user_tables["block"]}
     if spec.ctr_from_behaviors:
         window = frozenset(plan.window)
         inputs["pool"] = (joined["snapshot"]
@@ -125,7 +128,7 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                           | "NegativePool" >> NegativePool(plan.pool_size, spec.seed))
     built = inputs | "BuildSamples" >> BuildBlockSamples(spec, plan.contract, data.user_shards)
     write_outputs(plan, built["examples"], reads["rejected"],
-                  [reads["counts"], joined["missing"], built["stats"]])
+                  [reads["counts"], joined["counts"], user_tables["counts"], built["stats"]])
 
 
 def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
@@ -134,12 +137,16 @@ def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     files = [f for table in TABLES for f in plan.files[table]]
     reads = p | "ReadTables" >> ReadTables(files, plan.rank_features)
     counts = [reads[COUNTS]]
-    joined = ((reads["items"], reads["behaviors"], reads["impressions"])
+    rows = {}
+    for table in TABLES:
+        rows[table], duplicates = reads[table] | f"DropDuplicates_{table}" >> DropDuplicateRows(table)
+        counts.append(duplicates)
+    joined = ((rows["items"], rows["behaviors"], rows["impressions"])
               | "JoinItems" >> JoinItems(spec.tag_slots, spec.query_terms,
                                          emit_snapshot=spec.ctr_from_behaviors))
     counts.append(joined[MISSING])
     inputs = {"behaviors": joined[BEHAVIORS], "impressions": joined[IMPRESSIONS],
-              "follows": reads["follows"], "shop_prefs": reads["shop_prefs"], "users": reads["users"]}
+              "follows": rows["follows"], "shop_prefs": rows["shop_prefs"], "users": rows["users"]}
     if spec.ctr_from_behaviors:
         window = frozenset(plan.window)
         inputs["pool"] = (joined[SNAPSHOT]
@@ -167,22 +174,38 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
     return options
 
 
+def required_tables(ctr_from_behaviors: bool) -> tuple:
+    """The tables every day needs: logs without impressions (Taobao) bring behaviours and items only."""
+    return ("behaviors", "items") if ctr_from_behaviors else TABLES
+
+
 def check_totals(totals: dict, plan: Plan) -> str | None:
-    """Why the run must not be published, or None."""
+    """Why the run must not be published, or None. The bad-share bound holds for each table of
+    each day read: a table broken on one day fails the run however many good rows the others hold."""
     where = layout.rejected_dir(plan.out, "D")
     unreadable = totals.get("unreadable_files", [])
     if unreadable:
         shown = ", ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
         return (f"{len(unreadable)} file(s) cannot be read ({shown}), so their rows cannot be "
                 f"counted; details in {where}/")
-    share = totals["bad_share"]
-    if share > plan.max_bad_share:
-        ranked = sorted(totals["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))
-        worst = ", then ".join(f"{r} ({n:,} rows)" for r, n in ranked[:3])
-        return (f"{share:.2%} of the {totals['rows_total']:,} rows read are bad "
-                f"({totals['rejected_total']:,} rows), above data.max_bad_share {plan.max_bad_share:.2%}; "
-                f"worst reason: {worst}; rejected rows with file and row number in {where}/")
-    return None
+    over = []
+    for day, tables in totals.get("bad_rows_by_day", {}).items():
+        for table, seen in tables.items():
+            bad = sum(seen["rejected"].values())
+            share = bad / seen["rows"] if seen["rows"] else 1.0
+            if share > plan.max_bad_share:
+                over.append((-share, day, table, bad, seen))
+    if not over:
+        return None
+    over.sort()
+    share, day, table, bad, seen = over[0]
+    ranked = sorted(seen["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))
+    worst = ", then ".join(f"{r} ({n:,} rows)" for r, n in ranked[:3])
+    others = "".join(f"; also {t} of {d} ({-s:.2%})" for s, d, t, _, _ in over[1:4])
+    return (f"{table} of {day}: {-share:.2%} of its {seen['rows']:,} rows are bad ({bad:,} rows), "
+            f"above data.max_bad_share {plan.max_bad_share:.2%} (a bound per table and day); "
+            f"worst reason: {worst}{others}{' ...' if len(over) > 4 else ''}; rejected rows with "
+            f"file and row number in {where}/")
 
 
 def run(plan: Plan, options: PipelineOptions) -> dict:
@@ -307,6 +330,10 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
     empty = record_builds(plan.out, inputs, config)
     for day in empty:
         print(f"dupn build-examples: {day}: no raw rows, nothing built for it", file=sys.stderr)
+    for day, tables in sorted(totals.get("missing_tables", {}).items()):
+        if day not in empty:
+            print(f"dupn build-examples: warning: {day}: no rows of {', '.join(tables)}: the day's "
+                  f"examples lack what they feed (missing_tables in its _stats)", file=sys.stderr)
     if len(empty) == len(plan.window):
         return 1
     examples = ", ".join(f"{t} {totals['examples'][t]:,}" for t in TASKS if t in totals["examples"])

@@ -7,6 +7,7 @@ so folders such as RAW/_oracle or RAW/<table>/_temporary are never read.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import gzip
 import io
@@ -67,17 +68,22 @@ def _open_binary(path: str, gzipped: bool):
 def iter_records(path: str):
     """Yields (row number, record dict or RowError, raw text) of one file, in file order.
 
-    Row numbers are 1-based lines for JSON Lines and CSV (the CSV header is line 1) and 1-based
-    rows for Parquet. A row that cannot be decoded comes as a RowError in place of its record.
+    Row numbers are 1-based lines for JSON Lines and CSV (the CSV header is line 1; a record
+    spanning lines takes its first) and 1-based rows for Parquet. A row that cannot be decoded
+    (not UTF-8, not JSON, a broken CSV line) comes as a RowError in place of its record and costs
+    that row only: text files are decoded line by line.
     """
     fmt, gzipped = file_format(path)
     with _open_binary(path, gzipped) as stream:
         if fmt == "parquet":
             yield from _parquet_records(stream, gzipped)
             return
-        lines = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+        lines = _text_lines(stream)
         if fmt == "jsonl":
-            for number, line in enumerate(lines, 1):
+            for number, line, error in lines:
+                if error:
+                    yield number, error, line.rstrip("\r\n")
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -89,22 +95,62 @@ def iter_records(path: str):
             yield from _csv_records(lines)
 
 
+def _text_lines(stream):
+    """(line number, text, None) of each line of a byte stream; (line number, text with bad bytes
+    replaced, RowError) for a line that is not UTF-8. A byte-order mark before line 1 is dropped."""
+    for number, data in enumerate(stream, 1):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, data.decode("utf-8", "replace"), RowError(
+                beam_rows.UNPARSEABLE, f"not UTF-8 text: {err}")
+            continue
+        yield number, text[1:] if number == 1 and text.startswith("\ufeff") else text, None
+
+
+# A quoted CSV field may hold line breaks; a quote that never closes must not swallow the file.
+CSV_RECORD_LINES = 64
+
+
 def _csv_records(lines):
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return
-    header = [h.strip() for h in header]
-    width = len(header)
-    for values in reader:
-        if not values:
+    """CSV records of numbered lines. A quoted field may span lines; a record whose quotes never
+    close or whose column count is wrong costs its first line only: the lines after it are read
+    again as records of their own."""
+    pending = collections.deque()
+
+    def pull():
+        return pending.popleft() if pending else next(lines, None)
+
+    header = None
+    while (first := pull()) is not None:
+        number, text, error = first
+        if error:
+            yield number, error, text.rstrip("\r\n")
             continue
-        text = ",".join(values)
-        if len(values) != width:
-            yield reader.line_num, RowError(beam_rows.UNPARSEABLE,
-                                            f"{len(values)} columns, the header has {width}"), text
+        if not text.strip():
             continue
-        yield reader.line_num, dict(zip(header, values)), text
+        taken, quotes = [first], text.count('"')
+        while quotes % 2 and len(taken) < CSV_RECORD_LINES:   # an open quote: the record goes on
+            more = pull()
+            if more is None or more[2]:
+                if more is not None:
+                    pending.appendleft(more)
+                break
+            taken.append(more)
+            quotes += more[1].count('"')
+        values = next(csv.reader([t for _, t, _ in taken]), [])
+        if header is None:
+            header = [h.strip() for h in values]
+            continue
+        closed = not quotes % 2
+        if closed and len(values) == len(header):
+            yield number, dict(zip(header, values)), "".join(t for _, t, _ in taken).rstrip("\r\n")
+            continue
+        pending.extendleft(reversed(taken[1:]))
+        why = (f"{len(values)} columns, the header has {len(header)}" if closed and len(taken) == 1
+               else f"a quoted field opened on this line does not close as a record of "
+                    f"{len(header)} columns")
+        yield number, RowError(beam_rows.UNPARSEABLE, why), text.rstrip("\r\n")
 
 
 def _parquet_records(stream, gzipped: bool):

@@ -182,8 +182,10 @@ def _bin_order(name: str) -> int:
     return int(name.split("-")[0])
 
 
-def day_stats(day: str, counts: dict) -> dict:
-    """The published statistics of one day from its merged counts (keys in a fixed order)."""
+def day_stats(day: str, counts: dict, required=TABLES) -> dict:
+    """The published statistics of one day from its merged counts (keys in a fixed order).
+
+    `required`: the tables the day's samples need; those without a row are `missing_tables`."""
     rows = {t: counts.get("rows", {}).get(t, 0) for t in TABLES}
     rejected = {r: n for r in REASONS if (n := counts.get("rejected", {}).get(r, 0))}
     tasks = {}
@@ -214,6 +216,8 @@ def day_stats(day: str, counts: dict) -> dict:
         "rejected_by_table": {t: {r: by_table[t][r] for r in sorted(by_table[t])}
                               for t in TABLES if by_table.get(t)},
         "unreadable_files": counts.get("unreadable_files", []),
+        "duplicates": {t: n for t in TABLES if (n := counts.get("duplicates", {}).get(t, 0))},
+        "missing_tables": [t for t in TABLES if t in required and not rows[t]],
         "missing_items": counts.get("missing_items", 0),
         "examples_without_profile": counts.get("examples_without_profile", 0),
         "examples": sum(t["samples"] for t in tasks.values()),
@@ -221,8 +225,17 @@ def day_stats(day: str, counts: dict) -> dict:
     }
 
 
+def bad_rows_by_day(per_day: dict) -> dict:
+    """{day: {table: {"rows": n, "rejected": {reason: n}}}} of every table and day read with a
+    bad row: the bad-share bound holds per table and day (build_examples.check_totals)."""
+    return {day: {t: {"rows": counts.get("rows", {}).get(t, 0),
+                      "rejected": dict(sorted(by_table[t].items()))}
+                  for t in TABLES if by_table.get(t)}
+            for day, counts in sorted(per_day.items()) if (by_table := counts.get("rejected_by_table"))}
+
+
 def run_totals(start: str, end: str, per_day: dict) -> dict:
-    """Totals over every day read (lookback days included): what the bad-share bound checks."""
+    """Totals over every day read (lookback days included), and the bad rows per table and day."""
     total = {}
     for counts in per_day.values():
         merge_counts(total, counts)
@@ -235,6 +248,7 @@ def run_totals(start: str, end: str, per_day: dict) -> dict:
         "rejected": rejected,
         "rejected_total": sum(rejected.values()),
         "bad_share": round(sum(rejected.values()) / rows, 8) if rows else 0.0,
+        "bad_rows_by_day": bad_rows_by_day(per_day),
         "unreadable_files": total.get("unreadable_files", []),
         "examples": {t: v["samples"] for t, v in total.get("tasks", {}).items()},
     }
@@ -248,16 +262,22 @@ def create_json(path: str, value) -> None:
 
 
 class WriteStatsFn(beam.DoFn):
-    """[(day, counts)] -> ROOT/_stats/dt=D.json per window day and ROOT/_run.json (totals)."""
+    """[(day, counts)] -> ROOT/_stats/dt=D.json per window day and ROOT/_run.json (totals, with
+    each window day's missing tables)."""
 
-    def __init__(self, root: str, start: str, end: str, days):
+    def __init__(self, root: str, start: str, end: str, days, required=TABLES):
         self.root, self.start, self.end, self.days = root, start, end, list(days)
+        self.required = tuple(required)
 
     def process(self, per_day_list):
         per_day = dict(per_day_list)
+        missing = {}
         for day in self.days:
-            create_json(layout.stats_file(self.root, day), day_stats(day, per_day.get(day, {})))
-        totals = run_totals(self.start, self.end, per_day)
+            stats = day_stats(day, per_day.get(day, {}), self.required)
+            create_json(layout.stats_file(self.root, day), stats)
+            if stats["missing_tables"]:
+                missing[day] = stats["missing_tables"]
+        totals = {**run_totals(self.start, self.end, per_day), "missing_tables": missing}
         create_json(layout.run_file(self.root), totals)
         yield totals
 
@@ -268,9 +288,10 @@ class WriteStats(beam.PTransform):
     Counts come per file or per bundle, so they are few: one group gathers them all.
     """
 
-    def __init__(self, root: str, start: str, end: str, days):
+    def __init__(self, root: str, start: str, end: str, days, required=TABLES):
         super().__init__()
         self.root, self.start, self.end, self.days = root, start, end, list(days)
+        self.required = tuple(required)
 
     def expand(self, counts):
         return (counts
@@ -278,7 +299,8 @@ class WriteStats(beam.PTransform):
                     typing.Tuple[None, typing.Any])
                 | "Gather" >> beam.GroupByKey()
                 | "MergePerDay" >> beam.MapTuple(lambda _, items: merge_per_day(items))
-                | "Write" >> beam.ParDo(WriteStatsFn(self.root, self.start, self.end, self.days)))
+                | "Write" >> beam.ParDo(WriteStatsFn(self.root, self.start, self.end, self.days,
+                                                     self.required)))
 
 
 # ---- publishing ------------------------------------------------------------------------------
@@ -338,21 +360,35 @@ def replace_remote(staged: str, dest: str, is_file: bool) -> None:
         FileSystems.delete(stale)
 
 
+def withdraw(path: str, trash: str) -> None:
+    """Takes a published file away (into `trash` on a local disk)."""
+    if "://" in path:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    elif os.path.exists(path):
+        os.makedirs(os.path.dirname(trash), exist_ok=True)
+        os.rename(path, trash)
+
+
 def publish(out: str, staging: str, days, examples: bool = True) -> None:
     """Moves the staged days into place: examples of every task, dead letters, then statistics.
 
     With examples=False (a failed bad-share check) only the dead letters are published, so the
     rejected rows can be inspected while the previous examples of those days stay as they were.
-    The stats file goes last: its presence says the day is complete.
+    A day is published as one step whose commit is its stats file: the old one is withdrawn
+    before the first folder moves and the new one put in place after the last, so a crash between
+    folders leaves a day without _stats, which readers take as not built and the next run builds
+    again; never a day whose stats describe a mix of old and new folders.
     """
     remote = "://" in out
     trash = join(staging, "_replaced")
     for day in days:
         # Relative to EXAMPLES and to the staging folder alike (a root of "" gives relative paths).
         parts = [layout.rejected_dir("", day)]
+        stats = layout.stats_file("", day)
         if examples:
-            parts = [layout.example_dir("", task, day) for task in TASKS] + parts
-            parts.append(layout.stats_file("", day))
+            withdraw(join(out, stats), join(trash, stats))
+            parts = [layout.example_dir("", task, day) for task in TASKS] + parts + [stats]
         for part in parts:
             if remote:
                 replace_remote(join(staging, part), join(out, part), part.endswith(".json"))

@@ -9,6 +9,7 @@ D+1 when the raw logs have it, else the held-out share of D's users (data.holdou
 users are then left out of training); --eval chooses. Publishes only if every metric is finite
 and no task's AUC (accuracy for power) falls below the previous model's by more than
 trainer.publish_margin and more than its standard error on that day's data.
+A day whose statistics leave the drift bounds (config section drift) is not trained on (exit 5).
 A date already done is a no-op. Exit codes: see pipeline/jobs/jobrun.py and docs/OPERATIONS.md.
 """
 from __future__ import annotations
@@ -94,6 +95,9 @@ def run(args) -> int:
         build_config = run_config(config, run_dir)
         wanted = [date] + ([layout.shift(date)] if use_next else [])
         ensure_examples(raw, examples, wanted, build_config, log)
+        drift = jobrun.refuse_drift(work, date, NAME, examples, config, current)
+        if drift is not None:
+            return drift
         data, evaluation, eval_info = training_and_evaluation(
             raw, examples, date, tasks, config.data.holdout_share, split_dir, evaluation=args.eval)
     except (FileNotFoundError, RuntimeError) as err:

@@ -7,6 +7,7 @@ Exit codes of both jobs (docs/OPERATIONS.md):
   2  bad command line or configuration
   3  refused by the publish gate: the model in service stays (recorded with the reasons)
   4  no published model to fine-tune (daily before the first backfill)
+  5  daily: the day's statistics left the drift gate's bounds (recorded as drift, with the reasons)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipeline import layout
 from pipeline.jobs import publish as pub
 from pipeline.layout import eval_file
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_MODEL = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_MODEL, EXIT_DRIFT = 0, 1, 2, 3, 4, 5
 DONE = ("published", "refused")   # statuses that make a rerun of the date a no-op
 
 
@@ -78,6 +79,26 @@ def already_done(work, date: str) -> dict | None:
     """The manifest record of `date` if its job finished (published or refused), else None."""
     record = pub.dated_manifest(work)["dates"].get(date)
     return record if record and record.get("status") in DONE else None
+
+
+def refuse_drift(work, date: str, kind: str, examples, config, model) -> int | None:
+    """EXIT_DRIFT, with the date recorded as "drift" and the reasons, when the day's examples
+    leave the drift gate's bounds (pipeline/jobs/drift.py); None when it may be trained on.
+    A drift record is not a done date: the rerun checks again (after the logs were fixed, or
+    with --set drift.enabled=false to accept the day)."""
+    from pipeline.jobs.drift import check_day
+    from pipeline.training.train import day_stats
+    reasons, compared = check_day(date, lambda d: day_stats(examples, d), config.drift)
+    if not reasons:
+        return None
+    reason = "drift: " + "; ".join(reasons)
+    pub.record_date(work, date, {"kind": kind, "status": "drift", "published": False,
+                                 "reason": reason, "drift": {**compared, "reasons": reasons},
+                                 "model": str(model)})
+    print(f"dupn {kind}: {date}: not trained on, its examples leave the drift bounds: "
+          f"{'; '.join(reasons)} (recorded in the manifest; --set drift.enabled=false accepts "
+          f"the day)", file=sys.stderr)
+    return EXIT_DRIFT
 
 
 def evaluation_name(info: dict) -> str:

@@ -1,7 +1,7 @@
 """`dupn synth`: synthetic raw logs (all six tables of docs/RAW_LOGS.md) with planted, documented structure.
 
     dupn synth --out RAW --start 2026-11-01 --days 11 --users 2000 --seed 1 [--format parquet]
-               [--world taobao|interests|properties|revisits|price|mixed]
+               [--world taobao|interests|properties|revisits|price|mixed] [--items N]
 
 Writes RAW/<table>/dt=YYYY-MM-DD/part-00000.<ext> for behaviors, items, users, impressions, follows
 and shop_prefs (items and users: one full snapshot per day), and the true click probability of every
@@ -288,7 +288,8 @@ def _partition(out: Path, table: str, date: dt.date, fmt: str) -> Path:
 
 
 def generate(out, start: str = "2026-11-01", days: int = 11, users: int = 2000, seed: int = 1,
-             fmt: str = "parquet", log=print, world: str = DEFAULT_WORLD) -> dict:
+             fmt: str = "parquet", log=print, world: str = DEFAULT_WORLD,
+             items: int | None = None) -> dict:
     """Simulates `days` days from `start` and writes every table; returns a summary.
 
     Returns:
@@ -297,13 +298,13 @@ def generate(out, start: str = "2026-11-01", days: int = 11, users: int = 2000, 
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if days < 1 or users < 1:
-        raise ValueError("days and users must be at least 1")
+    if days < 1 or users < 1 or (items is not None and items < 1):
+        raise ValueError("days, users and items must be at least 1")
     started = time.monotonic()
     out = Path(out)
     first = dt.date.fromisoformat(start)
     first_ts = int(dt.datetime.combine(first, dt.time(), dt.timezone.utc).timestamp())
-    name, world = world, make_world(world, users, seed)
+    name, world = world, make_world(world, users, seed, items)
     tables = Tables(world, seed)
     history = History(first_ts - 30 * DAY_S)
     rows = {name: 0 for name in TABLES}
@@ -342,19 +343,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="parquet", choices=FORMATS)
     parser.add_argument("--world", default=DEFAULT_WORLD, choices=tuple(WORLDS),
                         help="planted click model (pipeline/rawlogs/worlds/)")
+    parser.add_argument("--items", type=int, default=None,
+                        help="catalogue size (default: 3 per user, at least 800)")
     args = parser.parse_args(argv)
     try:
         dt.date.fromisoformat(args.start)
     except ValueError:
         parser.error(f"--start {args.start!r} is not a date YYYY-MM-DD")
-    if args.days < 1 or args.users < 1:
-        parser.error("--days and --users must be at least 1")
+    if args.days < 1 or args.users < 1 or (args.items is not None and args.items < 1):
+        parser.error("--days, --users and --items must be at least 1")
     summary = generate(args.out, args.start, args.days, args.users, args.seed, args.format,
-                       world=args.world)
+                       world=args.world, items=args.items)
     for day in days_between(args.start, shift(args.start, args.days - 1)):
         mark_complete(args.out, day)     # every day written is whole: say so as producers do
     seconds = summary["seconds"]
-    print(f"dupn synth: world {args.world}, {args.users} users, {args.days} days from {args.start}, "
+    items = "" if args.items is None else f"{args.items} items, "
+    print(f"dupn synth: world {args.world}, {args.users} users, {items}{args.days} days from {args.start}, "
           f"seed {args.seed}, "
           f"{args.format} -> {args.out}")
     for name, count in summary["rows"].items():

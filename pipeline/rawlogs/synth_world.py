@@ -72,10 +72,11 @@ class Sizes:
     talents: int
 
     @classmethod
-    def for_users(cls, users: int) -> "Sizes":
+    def for_users(cls, users: int, items: int | None = None) -> "Sizes":
+        """items: the catalogue's size (shops and brands follow it); None: 3 per user, 800 at least."""
         categories = int(np.clip(users // 20, 40, 3000))
         groups = max(4, categories // 10)
-        items = max(800, 3 * users)
+        items = max(800, 3 * users) if items is None else items
         return cls(users=users, groups=groups, categories=categories, items=items,
                    shops=max(3 * groups, items // 12), brands=max(3 * groups, items // 20),
                    talents=max(2 * groups, users // 20))
@@ -200,8 +201,8 @@ class World:
     match_feature_noise = 1.2           # noise of the behaviour-match ranking feature
     click_rate = (0.06, 0.13)           # share of impressions clicked, small worlds to 12 days
 
-    def __init__(self, users: int, seed: int):
-        self.sizes = s = Sizes.for_users(users)
+    def __init__(self, users: int, seed: int, items: int | None = None):
+        self.sizes = s = Sizes.for_users(users, items)
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
         self._build_catalogue(s, rng)
         self._build_users(s, rng)

@@ -11,13 +11,19 @@ the request's rows; the first row's are used) and the candidate's, under the con
 Missing features are padding. In JSON Lines a list is a JSON list or a string; in Parquet every
 list is a string (tensorflow-io reads scalar columns only). In a string, list items are separated
 by ';' (query terms also by spaces) and, in seq_tags, one behaviour's tags by '|'.
-The user part runs once per request, the item part once on all its candidates. Output: one JSON
-line per candidate: request_id, item_id and each exported score (ctr, l2r; cvr, ctcvr with ESMM).
+The user part runs once per request (with its first good row's user features), the item part
+once on all its candidates. Output: one JSON line per candidate, in input order: request_id,
+item_id and each exported score (ctr, l2r; cvr, ctcvr with ESMM). A bad row (not JSON, not an
+object, no request_id, a value of the wrong type, NaN or infinite, an id outside its vocabulary,
+e.g. seq_type 99) costs that row only: its line is request_id, item_id, row (its line or row in
+the file) and error, the same is said on stderr, and the command exits 1 once every good row is
+scored.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,25 +41,30 @@ class RequestError(ValueError):
     """A request row that cannot be scored; the message names the file, row and field."""
 
 
-def read_requests(path) -> list[dict]:
-    """Rows of a .jsonl or .parquet request file as dicts (Parquet through tensorflow-io)."""
+def read_requests(path) -> tuple[list, list[int]]:
+    """(rows, their row numbers in the file) of a .jsonl or .parquet request file (Parquet through
+    tensorflow-io). A JSON line that cannot be read comes as a RequestError in place of its row."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
+        rows, numbers = [], []
+        with open(path, "rb") as f:
+            for number, data in enumerate(f, 1):
+                if not data.strip():
+                    continue
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise RequestError(f"{path}: row {number}: not JSON: {err}") from None
-        return rows
+                    row = json.loads(data.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    row = RequestError(f"{path} row {number}: not JSON text: {err}")
+                rows.append(row)
+                numbers.append(number)
+        return rows, numbers
     if path.suffix == ".parquet":
         import tensorflow_io as tfio
         rows = []
         for record in tfio.IODataset.from_parquet(str(path)):
             rows.append({(k.decode() if isinstance(k, bytes) else k): _python(v.numpy())
                          for k, v in record.items()})
-        return rows
+        return rows, list(range(1, len(rows) + 1))
     raise RequestError(f"{path}: expected a .jsonl or .parquet file")
 
 
@@ -101,13 +112,26 @@ def feature_value(value, name: str, contract: Contract, where: str) -> np.ndarra
         items = items + pad * (spec.shape[0] - len(items))
         if spec.dtype == "string":
             items = np.vectorize(str, otypes=[object])(np.asarray(items, dtype=object)).tolist()
-        return np.asarray([_cast_nested(v, cast) for v in items], dtype=dtype).reshape(spec.shape)
+        values = np.asarray([_cast_nested(v, cast) for v in items], dtype=dtype).reshape(spec.shape)
+        if spec.vocab and ((values < 0) | (values >= spec.vocab)).any():
+            # an XLA export would clamp it into another class, the portable one fail the batch
+            bad = values[(values < 0) | (values >= spec.vocab)].ravel()[0]
+            raise ValueError(f"{bad} is outside its vocabulary 0..{spec.vocab - 1}")
+        return values
     except (TypeError, ValueError, AttributeError) as err:
         raise RequestError(f"{where}: field {name}: {err}") from None
 
 
 def _cast_nested(value, cast):
-    return [cast(v) for v in value] if isinstance(value, list) else cast(value)
+    return [_finite(cast, v) for v in value] if isinstance(value, list) else _finite(cast, value)
+
+
+def _finite(cast, value):
+    """cast(value); NaN and infinities are refused (a NaN ranking feature gave a NaN score)."""
+    out = cast(value)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in (value, out)):
+        raise ValueError(f"{value!r} is not a finite number")
+    return out
 
 
 def batch(rows: list[dict], names, contract: Contract, where: str) -> dict[str, np.ndarray]:
@@ -126,23 +150,48 @@ def export_contract(export_dir) -> tuple[Contract, dict]:
     return Contract(**info["contract"], tables={}, property_dims={}), info
 
 
-def score_requests(export_dir, rows: list[dict], where: str = "request") -> list[dict]:
-    """Scores every candidate row; returns [{request_id, item_id, <head>: score}] in input order."""
+def row_values(row, contract: Contract, where: str) -> dict[str, np.ndarray]:
+    """Every user and item feature of one request row; RequestError naming the first bad field."""
+    if isinstance(row, RequestError):
+        raise row
+    if not isinstance(row, dict):
+        raise RequestError(f"{where}: expected an object of fields, got {type(row).__name__}")
+    if row.get("request_id") in (None, ""):
+        raise RequestError(f"{where}: field request_id is missing")
+    return {name: feature_value(row.get(name), name, contract, where)
+            for name in USER_FEATURES + ITEM_FEATURES}
+
+
+def score_requests(export_dir, rows: list, where: str = "request", numbers=None) -> list[dict]:
+    """Scores every good candidate row; returns one dict per row in input order: {request_id,
+    item_id, <head>: score}, or for a bad row {request_id, item_id, row, error}.
+
+    Args:
+      rows: request rows (dicts; a RequestError stands for a row that could not be read).
+      where, numbers: the file and each row's number in it, for the errors (default 1, 2, ...).
+    """
     contract, info = export_contract(export_dir)
     # The version export.json names: the parts of one export, even after an older model's.
     version = info.get("version")
     user, item = load_part(export_dir, "user", version), load_part(export_dir, "item", version)
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        if row.get("request_id") in (None, ""):
-            raise RequestError(f"{where} row {i + 1}: field request_id is missing")
-        groups.setdefault(str(row["request_id"]), []).append(i)
+    numbers = list(numbers or range(1, len(rows) + 1))
     results: list[dict | None] = [None] * len(rows)
+    groups: dict[str, list[int]] = {}
+    values = {}
+    for i, row in enumerate(rows):
+        try:
+            values[i] = row_values(row, contract, f"{where} row {numbers[i]}")
+        except RequestError as err:
+            named = row if isinstance(row, dict) else {}
+            results[i] = {"request_id": str(named.get("request_id", "")),
+                          "item_id": str(named.get("item_id", "")), "row": numbers[i],
+                          "error": str(err)}
+            continue
+        groups.setdefault(str(row["request_id"]), []).append(i)
     for request_id, indices in groups.items():
-        first = rows[indices[0]]
-        user_inputs = batch([first], USER_FEATURES, contract, where)
+        user_inputs = {n: values[indices[0]][n][None] for n in USER_FEATURES}
         representation = user(**user_inputs)[REPRESENTATION]
-        candidates = batch([rows[i] for i in indices], ITEM_FEATURES, contract, where)
+        candidates = {n: np.stack([values[i][n] for i in indices]) for n in ITEM_FEATURES}
         scores = {k: v.numpy() for k, v in item(**{REPRESENTATION: representation},
                                                 **candidates).items()}
         for position, i in enumerate(indices):
@@ -163,17 +212,22 @@ def main(argv: list[str] | None = None) -> int:
         if not (Path(args.model) / "export.json").exists():
             raise FileNotFoundError(f"{args.model}: not an export folder (no export.json; "
                                     "run dupn export)")
-        results = score_requests(args.model, read_requests(args.request), where=args.request)
+        rows, numbers = read_requests(args.request)
+        results = score_requests(args.model, rows, where=args.request, numbers=numbers)
     except (FileNotFoundError, RequestError) as err:
         print(f"dupn score: {err}", file=sys.stderr)
         return 1
+    errors = [r["error"] for r in results if "error" in r]
+    for error in errors:
+        print(f"dupn score: {error}", file=sys.stderr)
     lines = "".join(json.dumps(r) + "\n" for r in results)
     if args.out:
         Path(args.out).write_text(lines)
-        print(f"dupn score: {len(results)} candidates scored -> {args.out}", file=sys.stderr)
+        print(f"dupn score: {len(results) - len(errors)} candidates scored, {len(errors)} rejected "
+              f"-> {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(lines)
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ WORLDS = {"taobao": World, "interests": InterestsWorld, "properties": Properties
 DEFAULT_WORLD = "taobao"
 
 
-def make_world(name: str, users: int, seed: int) -> World:
-    """The world called name, built for users and seed."""
+def make_world(name: str, users: int, seed: int, items: int | None = None) -> World:
+    """The world called name, built for users and seed; items: the catalogue's size (None: the
+    world's default, 3 per user)."""
     if name not in WORLDS:
         raise ValueError(f"world {name!r} is not one of {', '.join(WORLDS)}")
-    return WORLDS[name](users, seed)
+    return WORLDS[name](users, seed, items)

@@ -1,0 +1,103 @@
+"""The id match: hand-checked weighted counts per field, padding and missing ids ignored, weights
+from the properties only where the attention reads them, and the serving split exact with it."""
+import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs.loader import load_config
+from features.contract import Contract
+from models.dupn import build_model
+from models.id_match import IdMatch
+from pipeline.bench.random_batch import random_batch
+
+
+def sequence(item, shop, brand, category, tags):
+    """Time-major sequence features of one user ([N, 1], tags [N, 1, T]) from per-step lists."""
+    column = lambda values: tf.constant(values, tf.int64)[:, None]
+    return {"seq_item_id": column(item), "seq_shop_id": column(shop),
+            "seq_brand_id": column(brand), "seq_category_id": column(category),
+            "seq_tags": tf.constant(tags, tf.int64)[:, None]}
+
+
+def test_counts_weighted_matches_per_field_and_ignores_padding():
+    layer = IdMatch(weightings=2, steps=3, tags=2)
+    seq = sequence(item=[5, 6, 5], shop=[1, 1, 9], brand=[2, 3, 2], category=[7, 7, 7],
+                   tags=[[4, 8], [8, 0], [4, 8]])
+    valid = tf.constant([[1.0], [1.0], [0.0]])                       # the third step is padding
+    properties = tf.constant([[[1.0]], [[2.0]], [[1.0]]])            # one property value per step
+    layer.history(seq, valid, properties)
+    layer.weigh.kernel.assign([[1.0, 0.0]])
+    layer.weigh.bias.assign([0.0, 1.0])
+    flat = layer.history(seq, valid, properties)
+    candidate = {"item_id": tf.constant([5, 0], tf.int64), "shop_id": tf.constant([1, 1], tf.int64),
+                 "brand_id": tf.constant([3, 3], tf.int64),
+                 "category_id": tf.constant([7, 4], tf.int64),
+                 "tags": tf.constant([[8, 4], [0, 0]], tf.int64)}
+    out = layer.match(flat, candidate).numpy()                       # one user's history, 2 items
+    softplus = lambda x: np.log1p(np.exp(x))
+    w = np.array([[softplus(1.0), softplus(1.0)], [softplus(2.0), softplus(1.0)]])   # [step, k]
+    m1 = np.array([[1, 0], [1, 1], [0, 1], [1, 1], [2, 1]])          # [field, step], candidate 1
+    m2 = np.array([[0, 0], [1, 1], [0, 1], [0, 0], [0, 0]])          # item id 0 and no tags match nothing
+    np.testing.assert_allclose(out[0], np.log1p(m1 @ w).ravel(), rtol=1e-5)
+    np.testing.assert_allclose(out[1], np.log1p(m2 @ w).ravel(), rtol=1e-5)
+
+
+def test_without_properties_every_behaviour_weighs_alike():
+    layer = IdMatch(weightings=1, steps=2, tags=1)
+    seq = sequence(item=[5, 5], shop=[1, 2], brand=[0, 0], category=[3, 3], tags=[[0], [0]])
+    flat = layer.history(seq, tf.ones([2, 1])).numpy().reshape(2, -1)
+    np.testing.assert_allclose(flat[:, :5], [[5, 1, 0, 3, 0], [5, 2, 0, 3, 0]])   # ids, tags
+    assert flat[0, 5] == flat[1, 5] > 0                               # the weights
+
+
+def history_candidates(inputs: dict) -> dict:
+    """The batch with each row's candidate copied from its history's first step, so ids match."""
+    out = dict(inputs)
+    for field in ("item_id", "shop_id", "brand_id", "category_id", "tags"):
+        out[field] = inputs[f"seq_{field}"][:, 0]
+    return out
+
+
+@pytest.mark.parametrize("variant", ["dupn-all", "dupn-nobp"])
+def test_the_split_stays_exact_with_id_match(variant):
+    config = load_config("small", [f"model.variant={variant}", "model.id_match=3",
+                                   "model.target_attention=0"])
+    contract = Contract.from_config(config)
+    model = build_model(config, contract)
+    inputs, _ = random_batch(contract, 16, seed=3)
+    inputs = history_candidates(inputs)
+    assert "id_match" in model.heads[0].candidate_inputs
+    matches = model.matcher.match(model.split_representation(
+        model.user_representation(inputs))[1]["ids"], inputs).numpy()
+    assert (matches > 0).any(axis=1).mean() > 0.5                    # the counts see the copies
+    whole = model.scores(inputs)["ctr"].numpy()
+    representation = model.user_representation(inputs)
+    split = model.score_items(representation, inputs)["ctr"].numpy()
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+    one = model.score_items(representation[:1], inputs)["ctr"].numpy()
+    single = model.score_items(tf.repeat(representation[:1], 16, axis=0), inputs)["ctr"].numpy()
+    np.testing.assert_allclose(one, single, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_read_properties_only_where_the_attention_does():
+    widths = {}
+    for variant in ("dupn-all", "dupn-bplstm"):
+        config = load_config("small", [f"model.variant={variant}", "model.id_match=2"])
+        widths[variant] = build_model(config, Contract.from_config(config)).matcher.weigh.kernel.shape[0]
+    contract = Contract.from_config(load_config("small"))
+    assert widths == {"dupn-all": contract.property_embedding_dim, "dupn-bplstm": 1}
+
+
+def test_ids_beyond_float32_precision_still_match_exactly():
+    # 2^24 and 2^24 + 1 are one float32; a quotient-remainder table hashes ids that far.
+    big = 2 ** 24
+    layer = IdMatch(weightings=1, steps=2, tags=1)
+    seq = sequence(item=[big, big + 1], shop=[0, 0], brand=[0, 0], category=[0, 0], tags=[[0], [0]])
+    flat = layer.history(seq, tf.ones([2, 1]))
+    zero = tf.zeros([1], tf.int64)
+    candidate = {"item_id": tf.constant([big + 1], tf.int64), "shop_id": zero, "brand_id": zero,
+                 "category_id": zero, "tags": tf.zeros([1, 1], tf.int64)}
+    weight = flat.numpy().reshape(2, -1)[1, -1]
+    np.testing.assert_allclose(layer.match(flat, candidate).numpy()[0, 0], np.log1p(weight),
+                               rtol=1e-6)                        # one match, not two
