@@ -103,7 +103,8 @@ def item_table_from_files(files, contract, batch_size: int = 256, epochs: int = 
     """
     from features.tfrecord import read_dataset
 
-    dataset = read_dataset(files, contract, batch_size)
+    # Seeded: files are then read in a fixed order, so a seed gives one table.
+    dataset = read_dataset(files, contract, batch_size, seed=seed)
     table, _ = train_item_embeddings(dataset, *contract.tables["item_id"], epochs=epochs,
                                      seed=seed, **options)
     return table

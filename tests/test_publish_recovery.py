@@ -28,3 +28,56 @@ def test_a_publish_interrupted_before_its_record_is_completed_by_the_rerun(tmp_p
     assert record["metrics"] == done["metrics"] and record["warm_start"] == done["warm_start"]
     assert layout.published_model_dir(work).name == f"{DAYS[1]}-backfill"
     assert layout.read_json(layout.eval_file(work, DAYS[2])) == done["metrics"]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_republishing_the_model_in_service_never_leaves_latest_naming_a_missing_folder(
+        tmp_path, monkeypatch):
+    # A forced rerun of the date in service publishes under the name in service. Killed before
+    # each rename or link of that publish in turn, LATEST still names a whole model, the old one or
+    # the new; the rerun of the publish then completes with the new one and leaves nothing behind.
+    import os
+    import tensorflow as tf
+    from pipeline.jobs import publish
+    from train_helpers import fake_run
+
+    def step_in_service(work):
+        model = publish.current_model(work)
+        assert model is not None, "LATEST names a missing folder"
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model / "checkpoints")))
+        return reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+
+    real = {name: getattr(os, name) for name in ("rename", "replace", "link")}
+    crashes = 0
+    for crash_at in range(1, 50):
+        work = tmp_path / f"work-{crash_at}"
+        publish.publish(fake_run(work, "old"), work, "2026-11-03-daily", keep=3)
+        new_run = fake_run(work, "new", steps=(30,))
+        calls = iter(range(1, 1000))
+
+        def crashing(name):
+            def operation(*args, **kwargs):
+                if next(calls) == crash_at:
+                    raise Crash(f"killed before {name} {args}")
+                return real[name](*args, **kwargs)
+            return operation
+
+        for name in real:
+            monkeypatch.setattr(os, name, crashing(name))
+        try:
+            publish.publish(new_run, work, "2026-11-03-daily", keep=3)
+        except Crash:
+            crashes += 1
+        else:
+            break
+        finally:
+            for name, function in real.items():
+                monkeypatch.setattr(os, name, function)
+        assert step_in_service(work) in (20.0, 30.0), crash_at
+        publish.publish(new_run, work, "2026-11-03-daily", keep=3)   # the rerun's finish_publishing
+        assert step_in_service(work) == 30.0
+        assert sorted(p.name for p in (work / "published").iterdir()) == ["2026-11-03-daily", "LATEST"]
+    assert crashes > 5, crashes    # each rename and link of the republish, and its manifest write

@@ -1,5 +1,6 @@
 """Distributed training: an in-process ParameterServerStrategy cluster shards the embedding tables, and a
-real cluster of chief, worker and ps processes (TF_CONFIG, --local-cluster) trains and leaves no process."""
+real cluster of chief, worker and ps processes (TF_CONFIG, --local-cluster) trains and leaves no process;
+a run begun in one process resumes on a cluster, and a cluster run warm-starts from it, with the weights restored."""
 import json
 import os
 import signal
@@ -133,3 +134,106 @@ def test_local_cluster_stops_its_processes_on_error_and_when_the_chief_is_killed
     finally:
         chief.kill()
         chief.wait()
+
+
+RESUME_SETUP = textwrap.dedent("""
+    import json, pickle, re, sys
+    sys.path.insert(0, {tests!r})
+    import features
+    import numpy as np
+    import tensorflow as tf
+    from pipeline.training import checkpoints, cluster, train
+    from train_helpers import tiny_config, tiny_examples
+
+    root = {root!r}
+    config = tiny_config("trainer.checkpoint_every_steps=10")
+    data = train.range_data(tiny_examples(root, [{day!r}]), {day!r}, {day!r}, train.head_tasks(config))
+
+    def values(model):   # name -> trainable weights, a sharded table's shards joined in order
+        out = {{}}   # (names without the model's own, which counts the models built: dupn_1/...)
+        for v in model.trainable_variables:
+            for part in (v.variables if type(v).__name__ == "ShardedVariable" else [v]):
+                out.setdefault(re.sub(r"^dupn(_\\d+)?/", "", checkpoints._name(part)), []).append(part.numpy())
+        return {{name: np.concatenate(parts) if len(parts) > 1 else parts[0] for name, parts in out.items()}}
+""")
+
+# Begun in one process without a cluster, stopped after its first checkpoint; its weights kept.
+STOPPED = RESUME_SETUP + textwrap.dedent("""
+    class Stop(Exception):
+        pass
+
+    def stop_at_first_checkpoint(message):
+        if message.startswith("step "):
+            raise Stop(message)
+
+    try:
+        train.train(config, data, root + "/run", log=stop_at_first_checkpoint)
+    except Stop:
+        pass
+    with open(root + "/at-stop.pickle", "wb") as f:
+        pickle.dump(values(checkpoints.load_model(root + "/run")[1]), f)
+""")
+
+# Resumed in another process on a cluster, then a new run warm-started from it there.
+ON_CLUSTER = RESUME_SETUP + textwrap.dedent("""
+    def compare(got, expected):   # names of the weights that differ, or that one side lacks
+        return sorted(set(got) ^ set(expected)) + [k for k in got if k in expected
+                                                   and not np.array_equal(got[k], expected[k])]
+
+    with open(root + "/at-stop.pickle", "rb") as f:
+        at_stop = pickle.load(f)
+    ports = iter(cluster.free_ports(4))
+    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}" for _ in range(2)],
+                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
+    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
+                                    config=cluster.server_config(2), start=True)
+               for job in ("worker", "ps") for i in range(2)]
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
+    strategy = cluster.parameter_server_strategy(resolver)
+
+    # What each run holds right after its restore, before any step (read from the ps).
+    restored, built = {{}}, []
+    for method in ("resume", "warm_start"):
+        def capture(self, *args, _method=method, _real=getattr(checkpoints.RunCheckpoints, method),
+                    **kwargs):
+            path = _real(self, *args, **kwargs)
+            if path:
+                restored[_method] = (values(self.model), int(self.global_step))
+                built.append(self.model)
+            return path
+        setattr(checkpoints.RunCheckpoints, method, capture)
+
+    resumed = train.train(config, data, root + "/run", strategy=strategy, log=print)
+    at_end = values(built[0])   # the resumed model after its steps: what its last checkpoint holds
+    warm = train.train(config, data, root + "/warm", warm_start=root + "/run", strategy=strategy, log=print)
+    print("RESULT " + json.dumps({{
+        "resumed": resumed, "warm": warm,
+        "resume_differs": compare(restored["resume"][0], at_stop), "resume_step": restored["resume"][1],
+        "warm_differs": compare(restored["warm_start"][0], at_end), "warm_step": restored["warm_start"][1],
+        "moved_on_cluster": len(compare(at_end, at_stop)), "weights": len(at_stop)}}))
+""")
+
+
+def test_a_run_begun_in_one_process_resumes_on_a_cluster_and_warm_starts_another(tmp_path):
+    stopped = run_python(["-c", STOPPED.format(tests=str(TESTS), root=str(tmp_path), day=DAY)], timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    done = run_python(["-c", ON_CLUSTER.format(tests=str(TESTS), root=str(tmp_path), day=DAY)], timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    # Resumed on the cluster: every weight as the one-process checkpoint left it, its step 10.
+    assert result["weights"] > 20 and result["resume_differs"] == [] and result["resume_step"] == 10
+    resumed = result["resumed"]
+    # (run.json keeps the strategy the run began with; the checkpoint interval is the cluster's.)
+    assert resumed["resumed_from"].endswith("ckpt-10") and resumed["checkpoint_interval"] == 10
+    # 19 steps in one process; the 9 left, padded to one cluster interval of 5 executions of 2.
+    assert resumed["steps_this_call"] == 10 and resumed["steps"] == resumed["global_step"] == 20
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["step"] for h in history] == [10, 20] and all(np.isfinite(h["loss"]) for h in history)
+    assert result["moved_on_cluster"] > 10          # the cluster's steps trained from there
+    # A warm start on the cluster: every weight and the global step of the resumed run's end.
+    assert result["warm_differs"] == [] and result["warm_step"] == 20
+    warm = result["warm"]
+    assert warm["strategy"] == "ParameterServerStrategyV2" and warm["sharded_tables"]["item_id"] == 2
+    assert warm["warm_start"].endswith("ckpt-20") and warm["resumed_from"] is None
+    assert warm["initial_global_step"] == 20 and warm["steps"] == warm["target_steps"] == 20
+    assert warm["global_step"] == 40

@@ -1,8 +1,11 @@
 """Backfill and daily jobs on synthetic raw logs: backfill publishes; a daily run that fails is recorded
 as failed (exit 1) and its rerun resumes it; the daily run warm-starts from the published model
 (weights, optimizer slots, step, variable by variable) and moves it, and publishes through the
-default margin; a rerun of a done date is a no-op; the publish gate keeps the old model when the new
-one is NaN; a changed network and missing raw logs are refused before anything is recorded."""
+default margin; a rerun of a done date is a no-op; --force redoes the date in service, and a crash
+while it republishes is finished by the next run; --eval next-day without the next day is an error;
+after a rollback of LATEST the daily run fine-tunes the rolled-back model, and the publish gate keeps
+it when the new one is NaN; a changed network and missing raw logs are refused before anything is
+recorded."""
 
 import numpy as np
 import pytest
@@ -132,9 +135,69 @@ def test_daily_rerun_of_a_done_date_is_a_noop(daily_work, capsys):
     assert (work / "manifest.json").read_text() == before
 
 
-def test_daily_gate_keeps_the_model_in_service_when_the_new_one_is_nan(daily_work):
+def test_daily_eval_next_day_without_the_next_day_is_an_error(daily_work, capsys):
     work, raw = daily_work
-    in_service = latest(work)
+    before = (work / "manifest.json").read_text()
+    code = daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[3], "--eval", "next-day"])
+    assert code == jobrun.EXIT_ERROR
+    assert "cannot evaluate on 2026-11-05" in capsys.readouterr().err
+    assert (work / "manifest.json").read_text() == before      # nothing trained or recorded
+    assert not (work / "runs" / f"{DAYS[3]}-daily").exists()    # nor a run begun with this config
+
+
+def test_daily_force_redoes_the_date_in_service_and_a_crash_while_publishing_is_repaired(
+        daily_work, capsys, monkeypatch):
+    import os
+    from pathlib import Path
+    from pipeline.jobs.publish import current_model
+    work, raw = daily_work
+    name = f"{DAYS[2]}-daily"
+    assert latest(work) == name
+    old = checkpoint_values(latest_checkpoint(work / "published" / name))
+    real_rename = os.rename
+
+    def crash_once_the_old_copy_is_aside(source, target, *args, **kwargs):
+        real_rename(source, target, *args, **kwargs)
+        if Path(target).name.startswith(".replaced-"):
+            raise Crash("killed while republishing")
+
+    monkeypatch.setattr(os, "rename", crash_once_the_old_copy_is_aside)
+    with pytest.raises(Crash):   # the margin off: this test is about --force, not the gate
+        daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[2], "--force",
+                    "--eval", "next-day", "--set", "trainer.publish_margin=1.0"])
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert record(work, DAYS[2])["status"] == "publishing"
+    # The model in service is still there to fine-tune from (the next daily would not exit 4).
+    assert current_model(work) is not None and latest_checkpoint(current_model(work)) is not None
+    capsys.readouterr()
+
+    assert daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[2]]) == jobrun.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{DAYS[2]}: finishing the publish of {name} that was interrupted" in out
+    assert "already done" not in out and "training samples" not in out
+    entry = record(work, DAYS[2])
+    assert entry["status"] == "published" and entry["published"] and latest(work) == name
+    # A new run, not a resume of the earlier one: from step 0, warm-started from the model in service.
+    assert entry["resumed_from"] is None and entry["steps"] > 0
+    assert entry["warm_start"] == str(work / "published" / name)
+    assert entry["inputs"]["eval"]["data"] == "next day" and entry["inputs"]["eval"]["date"] == DAYS[3]
+    run = read_json(work / "runs" / name / "run.json")
+    assert run["steps_this_call"] == run["steps"] == entry["steps"]
+    # In service now: exactly the forced run's weights, which moved from the old copy's.
+    new = checkpoint_values(latest_checkpoint(work / "published" / name))
+    assert new.keys() == checkpoint_values(latest_checkpoint(work / "runs" / name)).keys() == old.keys()
+    forced = checkpoint_values(latest_checkpoint(work / "runs" / name))
+    assert [k for k in new if not np.array_equal(new[k], forced[k])] == []
+    assert [k for k in new if k.startswith("model/") and not np.allclose(new[k], old[k])]
+    assert not [p.name for p in (work / "published").iterdir() if p.name.startswith(".")]
+
+
+def test_daily_after_a_rollback_fine_tunes_the_rolled_back_model_and_keeps_it_when_nan(daily_work):
+    work, raw = daily_work
+    # An operator rolls back to the backfill's model (docs/OPERATIONS.md: Publishing and rollback).
+    in_service = f"{DAYS[1]}-backfill"
+    (work / "published" / "LATEST").write_text(in_service + "\n")
+    rolled_back = work / "published" / in_service
     # No raw logs after the last day: evaluation on the day's held-out users.
     code = daily.main(["--raw", str(raw), "--work", str(work), "--date", DAYS[3],
                        "--set", "trainer.learning_rate=1e30"])
@@ -142,8 +205,14 @@ def test_daily_gate_keeps_the_model_in_service_when_the_new_one_is_nan(daily_wor
     entry = record(work, DAYS[3])
     assert entry["status"] == "refused" and entry["published"] is False
     assert "training loss is nan" in entry["reason"]
+    assert "evaluation of the new model failed: auc: scores contain NaN" in entry["reason"]
     assert entry["inputs"]["eval"]["data"] == "held-out users"
-    assert latest(work) == in_service and entry["model"].endswith(in_service)
+    assert latest(work) == in_service and entry["model"] == str(rolled_back)
+    # It fine-tuned, and was compared with, the rolled-back model, not the newest published one.
+    assert entry["warm_start"] == entry["previous_model"] == str(rolled_back)
+    run = read_json(work / "runs" / f"{DAYS[3]}-daily" / "run.json")
+    assert run["warm_start"] == latest_checkpoint(rolled_back)
+    assert run["initial_global_step"] == int(latest_checkpoint(rolled_back).rsplit("-", 1)[1])
     # The held-out users were not trained on; the model in service was scored on them.
     held_out = read_json(work / "eval" / f"{DAYS[3]}-holdout.json")
     assert held_out == entry["previous_metrics"] and np.isfinite(held_out["ctr"]["log_loss"])

@@ -1,5 +1,6 @@
 """`dupn export` and `dupn score`: the user and item SavedModels together score exactly as the whole one
-and as the Keras model, from raw string ids; requests in JSON Lines and Parquet score the same."""
+and as the Keras model, from raw string ids; requests in JSON Lines and Parquet score the same;
+`dupn bench serve` times the two paths once they agree."""
 import json
 
 import numpy as np
@@ -150,3 +151,19 @@ def test_an_esmm_model_exports_cvr_and_ctcvr_and_its_split_equals_the_whole(expo
                        "--out", str(tmp_path / "out.jsonl")]) == 0
     scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([s["ctcvr"] for s in scored], entire["ctcvr"][:6], atol=1e-5)
+
+
+def test_bench_serve_reports_its_figures_and_a_split_that_agrees_with_the_whole(shared_work, capsys):
+    from pipeline.bench import commands as bench
+    work, _ = shared_work
+    code = bench.main(["serve", "--work", str(work), "--candidates", "16", "--repeats", "2", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    published = work / "published" / (work / "published" / "LATEST").read_text().strip()
+    assert result["model"] == str(published)
+    assert (result["candidates"], result["sequence_length"], result["repeats"]) == (16, 6, 2)
+    assert result["user_part_xla"] is False and result["cpus"] >= 1
+    assert all(result[key] > 0 for key in ("whole_ms", "split_ms", "user_ms"))
+    assert result["speedup"] == round(result["whole_ms"] / result["split_ms"], 2)
+    # The user part once, then the item part on 16 candidates: the whole model's scores.
+    assert 0.0 <= result["max_score_gap"] <= 1e-5

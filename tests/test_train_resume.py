@@ -4,6 +4,7 @@ Resume is exact: interrupted and resumed, a run ends with the weights and optimi
 run trained without a stop (same seed, same batches). `dupn train` refuses to resume a run with
 another configuration (exit 2, one line), and --warm-start begins a new run from another's checkpoint."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -140,3 +141,20 @@ def test_dupn_train_warm_start_begins_a_new_run_from_another_runs_checkpoint(sha
     assert run["initial_global_step"] == source_step
     assert run["steps"] == run["target_steps"] > 0                 # this run's own steps from 0
     assert run["global_step"] == source_step + run["steps"]
+
+
+def test_dupn_train_warm_start_from_another_network_is_refused_in_one_line(shared_work, tmp_path, capsys):
+    work, _ = shared_work
+    source = work / "published" / (work / "published" / "LATEST").read_text().strip()
+    model_dir = tmp_path / "warm"
+    argv = ["--examples", str(work / "examples"), "--start", SHARED_DAYS[2], "--model-dir", str(model_dir),
+            "--warm-start", str(source)]
+    assert train_main([*argv, *config_args("model.lstm_units=4")]) == 2   # the source's are 8 wide
+    err = capsys.readouterr().err
+    assert err.startswith(f"dupn train: warm start: {source} holds a model that does not match")
+    # The first variable whose shape differs is named (the attention reads the lstm's 4 units).
+    assert re.search(r"incompatible tensor with shape \(\d+, 8\) when attempting to restore variable "
+                     r"with shape \(\d+, 8\) and name dupn\S*/attention/\S+:0\.$", err.strip()), err
+    assert len(err.strip().splitlines()) == 1          # one line, no traceback
+    # Nothing of the refused run is left to pin its configuration: the corrected command runs.
+    assert not model_dir.exists() or not any(model_dir.iterdir())

@@ -84,3 +84,30 @@ def test_unknown_mode_is_named(tmp_path, capsys):
 def _config(model_dir):
     import yaml
     return yaml.safe_load((model_dir / "config.yaml").read_text())
+
+
+def test_every_mode_learns_the_shop_task_above_chance_where_it_depends_on_the_history(tmp_path):
+    # tests/tiny_work.py's shop task: a user likes the shop of the category most of their history
+    # is in and not another; neither user nor shop alone tells which (each user likes one of their
+    # two shops, each shop is liked by one category's users and not by another's). The test day's
+    # users are new: only what their history says generalises.
+    from pipeline.jobs.publish import publish
+    from pipeline.training.train import head_tasks, range_data, train
+    from tiny_work import write_day
+    from train_helpers import tiny_config
+    config = tiny_config()
+    contract = Contract.from_config(config)
+    work, days = tmp_path / "work", ("2026-11-01", "2026-11-02", "2026-11-03")
+    for i, day in enumerate(days):
+        write_day(work / "examples", tmp_path / "raw", day, contract, users=96, seed=i,
+                  first_user=0 if day < days[2] else 1000)
+    train(config, range_data(work / "examples", days[0], days[0], head_tasks(config)),
+          work / "runs" / "base", log=lambda message: None)
+    publish(work / "runs" / "base", work, "base", keep=1)
+    assert transfer.main(["--mode", "rs,ft", "--work", str(work), "--epochs", "3"]) == 0
+    # rt's shallow network on frozen features learns more slowly (and costs little a pass).
+    assert transfer.main(["--mode", "rt", "--work", str(work), "--epochs", "10"]) == 0
+    aucs = {m: read_json(work / "transfer" / f"{m}.json")["final_auc"] for m in ("rs", "rt", "ft")}
+    assert read_json(work / "transfer" / "rt.json")["train"] == [days[0], days[1]]
+    # Chance is 0.5; 192 test samples: an AUC's standard error is about 0.04.
+    assert aucs["rs"] > 0.8 and aucs["ft"] > 0.8 and aucs["rt"] > 0.6, aucs

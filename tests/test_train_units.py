@@ -2,7 +2,6 @@
 with the last K kept, the manifest, the held-out split, step counts, the resumable stream, request rows."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from pipeline import layout
 from pipeline.jobs import publish
 from pipeline.serving import score
 from pipeline.training import train
-from train_helpers import tiny_config, tiny_examples
+from train_helpers import fake_run, tiny_config, tiny_examples
 
 
 # ---- cluster arguments -------------------------------------------------------------------------
@@ -97,21 +96,6 @@ def test_gate_refuses_nan_and_none_but_not_metrics_the_data_cannot_define():
 
 
 # ---- publishing ----------------------------------------------------------------------------------
-
-def fake_run(root: Path, name: str, steps=(10, 20)) -> Path:
-    """A model dir with a config and checkpoints ckpt-<step>, each one variable (publishing copies
-    the newest that reads back whole)."""
-    run = root / "runs" / name
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(f"# {name}\n")
-    for step in steps:
-        tf.train.Checkpoint(step=tf.Variable(float(step))).write(
-            str(run / "checkpoints" / f"ckpt-{step}"))
-    (run / "checkpoints" / "checkpoint").write_text(
-        f'model_checkpoint_path: "ckpt-{steps[-1]}"\n'
-        + "".join(f'all_model_checkpoint_paths: "ckpt-{s}"\n' for s in steps))
-    return run
-
 
 def test_publish_copies_the_latest_checkpoint_and_keeps_the_last_k(tmp_path):
     work = tmp_path / "work"
@@ -243,8 +227,14 @@ def scripted_job(monkeypatch, work, new_metrics, old_metrics, final_loss=0.5):
         "steps": 10, "global_step": 30, "resumed_from": None, "final": {"loss": final_loss}})
     monkeypatch.setattr(checkpoints, "load_model",
                         lambda path: (config, "old" if path == previous else "new"))
-    monkeypatch.setattr(evaluate, "evaluate_model",
-                        lambda model, *a, **k: new_metrics if model == "new" else old_metrics)
+
+    def evaluated(model, *args, **kwargs):   # new_metrics may be the error the evaluation raises
+        result = new_metrics if model == "new" else old_metrics
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(evaluate, "evaluate_model", evaluated)
     code = jobrun.train_evaluate_publish(
         work=work, date="2026-11-02", kind="daily", config=config, run_dir=run_dir,
         data=train.TrainingData([], 100, {"ctr": 100}, {}), evaluation={"ctr": ["f"]},
@@ -280,3 +270,16 @@ def test_daily_decision_refuses_a_nan_training_loss(monkeypatch, tmp_path):
     code, entry = scripted_job(monkeypatch, tmp_path / "work", {"ctr": binary(0.8)}, {"ctr": binary(0.7)},
                                final_loss=float("nan"))
     assert code == jobrun.EXIT_REFUSED and entry["reason"] == "training loss is nan"
+
+
+def test_daily_decision_refuses_a_model_whose_evaluation_failed(monkeypatch, tmp_path):
+    # NaN scores cannot be ranked: the evaluation raises, and the model in service stays.
+    from pipeline.jobs import jobrun
+    work = tmp_path / "work"
+    code, entry = scripted_job(monkeypatch, work, ValueError("Input contains NaN"), {"ctr": binary(0.7)})
+    assert code == jobrun.EXIT_REFUSED
+    assert entry["status"] == "refused" and entry["published"] is False
+    assert entry["reason"] == "evaluation of the new model failed: Input contains NaN"
+    assert "metrics" not in entry and entry["previous_metrics"] == {"ctr": binary(0.7)}
+    assert (work / "published" / "LATEST").read_text().strip() == "2026-11-01-backfill"
+    assert json.loads((work / "eval" / "2026-11-03.json").read_text()) == {"ctr": binary(0.7)}

@@ -9,8 +9,8 @@ from train_helpers import tiny_config, tiny_examples
 
 
 def test_a_w2v_run_pretrains_its_frozen_item_table_and_a_restore_reloads_it(tmp_path, monkeypatch):
-    # Keep the table the run pre-trains (checkpoints.new_model imports the function when called;
-    # computing it again is no reference: two pre-trainings in one process differ in some rows).
+    # Keep the table the run pre-trains (checkpoints.new_model imports the function when called):
+    # the run's own table is the reference, whatever it was pre-trained from.
     pretrained = []
     learn = w2v.item_table_from_files
     monkeypatch.setattr(w2v, "item_table_from_files",

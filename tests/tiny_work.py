@@ -29,12 +29,13 @@ def _history(rng, favourite: int, length: int) -> dict:
             "seq_scene": rng.integers(1, 5, length).tolist()}
 
 
-def write_day(examples_root, raw_root, date: str, contract: Contract, users: int = 24, seed: int = 0) -> dict:
-    """Writes one day's examples and oracle; returns samples per task."""
+def write_day(examples_root, raw_root, date: str, contract: Contract, users: int = 24, seed: int = 0,
+              first_user: int = 0) -> dict:
+    """Writes one day's examples and oracle (users u<first_user>, ...); returns samples per task."""
     rng = np.random.default_rng(seed)
     rows = {task: [] for task in TASK_INDEX}
     oracle = []
-    for u in range(users):
+    for u in range(first_user, first_user + users):
         favourite = u % 6
         profile = {"user_id": f"u{u}", "age_bucket": 1 + u % 7, "gender": 1 + u % 3}
         for r in range(3):

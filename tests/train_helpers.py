@@ -75,6 +75,22 @@ def checkpoint_values(path) -> dict:
             if key.startswith(("model/", "optimizer/")) and key.split("/")[-3] not in METRIC_STATE}
 
 
+def fake_run(root, name: str, steps=(10, 20)) -> Path:
+    """A model dir with a config and checkpoints ckpt-<step>, each one variable (publishing copies
+    the newest that reads back whole)."""
+    import tensorflow as tf
+    run = Path(root) / "runs" / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"# {name}\n")
+    for step in steps:
+        tf.train.Checkpoint(step=tf.Variable(float(step))).write(
+            str(run / "checkpoints" / f"ckpt-{step}"))
+    (run / "checkpoints" / "checkpoint").write_text(
+        f'model_checkpoint_path: "ckpt-{steps[-1]}"\n'
+        + "".join(f'all_model_checkpoint_paths: "ckpt-{s}"\n' for s in steps))
+    return run
+
+
 _SHARED: dict = {}
 
 

@@ -90,8 +90,9 @@ def run(args) -> int:
     examples = layout.examples_dir(work)
     tasks = head_tasks(config)
     try:
-        build_config = run_config(config, run_dir)
+        # Before run_config writes the run's config: a refused --eval leaves no run to pin it.
         use_next = next_day_usable(raw, date, args.eval, log)
+        build_config = run_config(config, run_dir)
         wanted = [date] + ([layout.shift(date)] if use_next else [])
         ensure_examples(raw, examples, wanted, build_config, log)
         drift = jobrun.refuse_drift(work, date, NAME, examples, config, current)

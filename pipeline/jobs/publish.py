@@ -69,15 +69,25 @@ def publish(model_dir, work, name: str, keep: int) -> Path:
     (staging / CHECKPOINT_DIR / "checkpoint").write_text(
         f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
     target = root / name
-    if target.exists():   # republishing a name (a forced rerun): the old copy goes aside first
+    if target.exists():
+        # Republishing a name (a forced rerun of the date in service): LATEST names the new copy
+        # under its staging name while the old one goes aside and a hard-linked twin is renamed
+        # into place, so at no moment does it name a missing folder.
+        write_text(latest_file(work), staging.name + "\n")
         target.rename(root / f".replaced-{name}-{time.time_ns()}")
-    os.rename(staging, target)
+        twin = staging.with_name(staging.name + "-twin")
+        shutil.copytree(staging, twin, copy_function=os.link)
+        os.rename(twin, target)
+    else:
+        os.rename(staging, target)
     write_text(latest_file(work), name + "\n")
+    shutil.rmtree(staging, ignore_errors=True)
     manifest = dated_manifest(work)
     order = [n for n in manifest["published"] if n != name] + [name]
     manifest["published"] = prune(work, order, keep)
     write_manifest(work, manifest)
-    for leftover in root.glob(".replaced-*"):
+    # What publishes of this name interrupted by a crash left (LATEST names none of them now).
+    for leftover in (*root.glob(".replaced-*"), *root.glob(f".staging-{name}-*")):
         shutil.rmtree(leftover, ignore_errors=True)
     return target
 

@@ -209,6 +209,10 @@ def _record(checkpoints, history, logs, started, log, target) -> None:
         f"{entry.get('loss', float('nan')):.4f}, {entry['seconds']:.1f} s -> {Path(path).name}")
 
 
+class WarmStartError(ValueError):
+    """The warm start's source holds another network (a variable missing or of another shape)."""
+
+
 def _check_same_config(model_dir: Path, config: Config) -> None:
     saved = model_dir / CONFIG_FILE
     if saved.exists():
@@ -241,7 +245,6 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     trainer = config.trainer
     spe = trainer.steps_per_execution
     _check_same_config(model_dir, config)
-    dump_config(config, model_dir)
     run = read_json(model_dir / RUN_FILE, {})
     history = read_json(model_dir / HISTORY_FILE, [])
 
@@ -268,9 +271,9 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         if warm_start:
             try:
                 source = checkpoints.warm_start(warm_start, allow_new_layers)
-            except AssertionError as err:
-                raise ValueError(f"warm start: {warm_start} holds a model that does not match this "
-                                 f"configuration: {str(err).splitlines()[0]}") from None
+            except (AssertionError, ValueError) as err:   # a missing variable; another shape
+                raise WarmStartError(f"warm start: {warm_start} holds a model that does not match "
+                                     f"this configuration: {str(err).splitlines()[0]}") from None
             log(f"warm start of {model_dir} from {source} (global step {checkpoints.global_step})")
         else:
             checkpoints.start_fresh()
@@ -283,6 +286,8 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
                "strategy": type(strategy).__name__, "sharded_tables": sharded_tables(model),
                "finished": False}
         write_json(model_dir / RUN_FILE, run)
+    # Only now: a refused warm start leaves no configuration behind to pin the next attempt's.
+    dump_config(config, model_dir)
 
     done_before = checkpoints.steps_done
     remaining = 0 if run.get("stopped") else target - done_before
@@ -410,13 +415,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dupn train: {err}", file=sys.stderr)
         return 2 if isinstance(err, (ConfigError, ValueError)) else 1
     log = lambda message: print(f"dupn train: {message}", flush=True)  # noqa: E731
-    if shape:
-        with cluster.LocalCluster(shape["worker"], shape["ps"],
-                                  log_dir=Path(args.model_dir) / "cluster-logs"):
-            log(f"local cluster: {shape['worker']} workers, {shape['ps']} ps")
+    try:
+        if shape:
+            with cluster.LocalCluster(shape["worker"], shape["ps"],
+                                      log_dir=Path(args.model_dir) / "cluster-logs"):
+                log(f"local cluster: {shape['worker']} workers, {shape['ps']} ps")
+                run = train(config, data, args.model_dir, warm_start=args.warm_start, log=log)
+        else:
             run = train(config, data, args.model_dir, warm_start=args.warm_start, log=log)
-    else:
-        run = train(config, data, args.model_dir, warm_start=args.warm_start, log=log)
+    except WarmStartError as err:   # found only once the model is built: a refusal, one line
+        print(f"dupn train: {err}", file=sys.stderr)
+        return 2
     log(f"{args.model_dir}: {run['steps']} of {run['target_steps']} steps "
         f"({run['steps_this_call']} now), global step {run['global_step']}, "
         f"{run['seconds_this_call']:.1f} s")
