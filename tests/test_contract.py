@@ -224,9 +224,20 @@ def test_read_dataset_shards_files_by_input_pipeline(tmp_path, contract):
                       input_context=context, seed=0)
     batches = [labels["label"].numpy().tolist() for _, labels in ds]
     assert batches == [[1.0, 1.0], [1.0]]           # the second file only, 4 / 2 replicas a batch
-    shuffled = read_dataset(str(tmp_path / "part-*.tfrecord.gz"), contract, batch_size=6,
-                            shuffle_buffer=6, seed=3)
-    assert sorted(next(iter(shuffled))[1]["label"].numpy().tolist()) == [0.0] * 3 + [1.0] * 3
+
+
+def test_read_dataset_shuffles_rows_within_a_file_the_same_way_for_a_seed(tmp_path, contract):
+    write_records(tmp_path / "one.tfrecord.gz",
+                  [dict(full_example(contract), label=float(k)) for k in range(8)], contract)
+
+    def first_batch(seed):
+        ds = read_dataset(str(tmp_path / "one.tfrecord.gz"), contract, batch_size=8,
+                          shuffle_buffer=8, seed=seed)
+        return next(iter(ds))[1]["label"].numpy().tolist()
+    order = first_batch(3)
+    assert sorted(order) == [float(k) for k in range(8)]
+    assert order != sorted(order)                      # rows shuffled, not in file order
+    assert first_batch(3) == order                     # the same seed, the same order
 
 
 def test_read_dataset_without_files_fails(tmp_path, contract):
