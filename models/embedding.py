@@ -102,9 +102,15 @@ class FeatureEmbeddings(keras.layers.Layer):
                       inputs["seq_category_id"], inputs["seq_tags"])
         return e, valid_steps(inputs["seq_item_id"])
 
+    def property(self, name: str, ids: tf.Tensor) -> tf.Tensor:
+        """The embedding of a small-vocabulary id; an id outside the vocabulary reads row 0, the
+        unknown row, in every export alike (a CPU lookup would fail on it, a compiled one clamp)."""
+        known = tf.logical_and(ids >= 0, ids < self.properties[name].input_dim)
+        return self.properties[name](tf.where(known, ids, tf.zeros_like(ids)))
+
     def behaviour_properties(self, inputs: dict) -> tf.Tensor:
         """p [B, N, property_dim]: behaviour type, scene and time bucket."""
-        return tf.concat([self.properties[name](inputs[key]) for name, key in BEHAVIOUR_PROPERTIES],
+        return tf.concat([self.property(name, inputs[key]) for name, key in BEHAVIOUR_PROPERTIES],
                          axis=-1)
 
     def target_item(self, inputs: dict) -> tf.Tensor:
@@ -128,7 +134,7 @@ class FeatureEmbeddings(keras.layers.Layer):
 
     def profile(self, inputs: dict) -> tf.Tensor:
         """u [B, profile_dim]: age bucket and gender."""
-        return tf.concat([self.properties[name](inputs[key]) for name, key in PROFILE], axis=-1)
+        return tf.concat([self.property(name, inputs[key]) for name, key in PROFILE], axis=-1)
 
     def set_item_table(self, table) -> None:
         """Loads a pre-trained item_id table [buckets, dim] (dupn-w2v), checking its shape."""
