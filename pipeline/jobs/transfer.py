@@ -127,11 +127,15 @@ def run_finetune(published, config, examples, train_days, test_files, epochs, ou
 
 
 def representations(model, contract: Contract, files, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """([n, rep + shop dim] frozen features, [n] labels) of the shop examples in `files`."""
+    """([n, rep + shop dim] frozen features, [n] labels) of the shop examples in `files`.
+
+    The representation is its shared part, the universal user vector; the parts carried after it
+    for the ctr head's item side (the target attention's keys, the id match's raw ids) are
+    machinery for scoring candidates, not features (raw ids as inputs stall a dense layer)."""
     @tf.function(reduce_retracing=True)
     def frozen(inputs):
-        return tf.concat([model.user_representation(inputs, training=False),
-                          model.embeddings.shop(inputs)], axis=-1)
+        shared, _ = model.split_representation(model.user_representation(inputs, training=False))
+        return tf.concat([shared, model.embeddings.shop(inputs)], axis=-1)
 
     features_, labels = [], []
     dataset = tf.data.TFRecordDataset(list_files(files), compression_type="GZIP").batch(batch_size)
