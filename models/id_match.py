@@ -107,7 +107,9 @@ def weighted_counts(matches: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """matches [B, N, F] by weights [B or 1, N, K] summed over the steps -> [B, F, K]."""
     return tf.cond(tf.equal(tf.shape(weights)[0], 1),
                    lambda: tf.einsum("bnf,nk->bfk", matches, weights[0]),
-                   lambda: tf.einsum("bnf,bnk->bfk", matches, weights))
+                   # (broadcast: both branches are traced, and a static batch of 1 must build)
+                   lambda: tf.einsum("bnf,bnk->bfk", matches, tf.broadcast_to(
+                       weights, tf.concat([tf.shape(matches)[:1], tf.shape(weights)[1:]], 0))))
 
 
 def exact_float(ids: tf.Tensor) -> tf.Tensor:
