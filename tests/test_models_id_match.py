@@ -101,3 +101,14 @@ def test_ids_beyond_float32_precision_still_match_exactly():
     weight = flat.numpy().reshape(2, -1)[1, -1]
     np.testing.assert_allclose(layer.match(flat, candidate).numpy()[0, 0], np.log1p(weight),
                                rtol=1e-6)                        # one match, not two
+
+
+def test_one_users_steps_serve_candidates_in_a_graph_of_static_shapes():
+    layer = IdMatch(weightings=2, steps=2, tags=1)
+    seq = sequence(item=[5, 6], shop=[1, 2], brand=[0, 0], category=[3, 3], tags=[[7], [0]])
+    flat = layer.history(seq, tf.ones([2, 1]))                        # [1, W]: one user
+    candidate = {"item_id": tf.constant([5, 6, 9], tf.int64), "shop_id": tf.constant([1, 1, 1], tf.int64),
+                 "brand_id": tf.zeros([3], tf.int64), "category_id": tf.constant([3, 4, 3], tf.int64),
+                 "tags": tf.constant([[7], [0], [7]], tf.int64)}
+    graph = tf.function(layer.match)(flat, candidate)                 # shapes known when traced
+    np.testing.assert_allclose(graph, layer.match(flat, candidate), rtol=1e-6)
