@@ -48,3 +48,15 @@ def write_examples(path, contract: Contract, count: int, seed: int = 0) -> None:
                     value = value.tolist() if np.ndim(value) else str(value)
                 values[name] = value
             writer.write(encode_example(values, contract))
+
+
+def assert_split_exact(model, inputs: dict, representation) -> None:
+    """The split (user part once, item part per candidate) scores ctr as the whole model does, and
+    one user's [1, D] row scores every candidate as that row repeated for each would."""
+    whole = model.scores(inputs)["ctr"].numpy()
+    split = model.score_items(representation, inputs)["ctr"].numpy()
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+    rows = len(whole)
+    one = model.score_items(representation[:1], inputs)["ctr"].numpy()
+    single = model.score_items(tf.repeat(representation[:1], rows, axis=0), inputs)["ctr"].numpy()
+    np.testing.assert_allclose(one, single, rtol=1e-5, atol=1e-6)

@@ -320,17 +320,10 @@ PARAMETER_SERVERS = textwrap.dedent("""
     from features.contract import Contract
     from models.dupn import build_model
     from models_batches import batches, tiny_config
-    from pipeline.training import cluster
+    from train_helpers import in_process_cluster
 
     models.balance.DWA_WINDOW_STEPS = 1      # DWA's weights move within the run
-    ports = iter(cluster.free_ports(3))
-    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}"],
-                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
-    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
-                                    config=cluster.server_config(1), start=True)
-               for job, n in (("worker", 1), ("ps", 2)) for i in range(n)]
-    strategy = cluster.parameter_server_strategy(
-        tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc"))
+    strategy, servers = in_process_cluster(workers=1, ps=2)
     heads = "model.heads=[{{name: ctr, weight: 1.0, hidden_units: [8]}}, " \\
             "{{name: power, weight: 1.0, hidden_units: [8]}}]"
     contract = Contract.from_config(tiny_config())

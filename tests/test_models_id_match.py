@@ -9,6 +9,7 @@ from configs.loader import load_config
 from features.contract import Contract
 from models.dupn import build_model
 from models.id_match import IdMatch
+from models_batches import assert_split_exact
 from pipeline.bench.random_batch import random_batch
 
 
@@ -68,16 +69,11 @@ def test_the_split_stays_exact_with_id_match(variant):
     inputs, _ = random_batch(contract, 16, seed=3)
     inputs = history_candidates(inputs)
     assert "id_match" in model.heads[0].candidate_inputs
-    matches = model.matcher.match(model.split_representation(
-        model.user_representation(inputs))[1]["ids"], inputs).numpy()
-    assert (matches > 0).any(axis=1).mean() > 0.5                    # the counts see the copies
-    whole = model.scores(inputs)["ctr"].numpy()
     representation = model.user_representation(inputs)
-    split = model.score_items(representation, inputs)["ctr"].numpy()
-    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
-    one = model.score_items(representation[:1], inputs)["ctr"].numpy()
-    single = model.score_items(tf.repeat(representation[:1], 16, axis=0), inputs)["ctr"].numpy()
-    np.testing.assert_allclose(one, single, rtol=1e-5, atol=1e-6)
+    matches = model.matcher.match(model.split_representation(representation)[1]["ids"],
+                                  inputs).numpy()
+    assert (matches > 0).any(axis=1).mean() > 0.5                    # the counts see the copies
+    assert_split_exact(model, inputs, representation)
 
 
 def test_weights_read_properties_only_where_the_attention_does():

@@ -15,19 +15,12 @@ SCRIPT = textwrap.dedent("""
     import features
     import numpy as np
     import tensorflow as tf
-    from pipeline.training import cluster, train
-    from train_helpers import tiny_config, tiny_examples
+    from pipeline.training import train
+    from train_helpers import in_process_cluster, tiny_config, tiny_examples
 
     examples = tiny_examples({root!r}, [{day!r}])
     config = tiny_config("features.item_id.embedding=qr", "trainer.checkpoint_every_steps=10")
-    ports = iter(cluster.free_ports(4))
-    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}" for _ in range(2)],
-                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
-    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
-                                    config=cluster.server_config(2), start=True)
-               for job in ("worker", "ps") for i in range(2)]
-    strategy = cluster.parameter_server_strategy(
-        tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc"))
+    strategy, servers = in_process_cluster(workers=2, ps=2)
     built, build = [], train.new_model
     def new_model(*args, **kwargs):
         built.append(build(*args, **kwargs))

@@ -9,6 +9,7 @@ from configs.loader import load_config
 from features.contract import Contract
 from models.dupn import build_model
 from models.target_attention import TargetAttention
+from models_batches import assert_split_exact
 from pipeline.bench.random_batch import random_batch
 
 
@@ -60,16 +61,11 @@ def test_the_split_stays_exact_with_target_attention(variant):
     model = build_model(config, contract)
     inputs, _ = random_batch(contract, 16, seed=3)
     assert "target_attention" in model.heads[0].candidate_inputs
-    whole = model.scores(inputs)["ctr"].numpy()
     representation = model.user_representation(inputs)
     assert representation.shape[1] == config.model.shared_dim + 2 * contract.item_embedding_dim \
         + contract.sequence_length * 17
-    split = model.score_items(representation, inputs)["ctr"].numpy()
-    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
     # One user's [1, D] representation scores all candidates: the user part runs once.
-    one = model.score_items(representation[:1], inputs)["ctr"].numpy()
-    single = model.score_items(tf.repeat(representation[:1], 16, axis=0), inputs)["ctr"].numpy()
-    np.testing.assert_allclose(one, single, rtol=1e-5, atol=1e-6)
+    assert_split_exact(model, inputs, representation)
 
 
 def test_keys_read_properties_only_where_the_attention_does():

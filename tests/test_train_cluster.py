@@ -23,20 +23,12 @@ IN_PROCESS = textwrap.dedent("""
     import features
     import numpy as np
     import tensorflow as tf
-    from pipeline.training import cluster
     from pipeline.training import train
-    from train_helpers import tiny_config, tiny_examples
+    from train_helpers import in_process_cluster, tiny_config, tiny_examples
 
     examples = tiny_examples({root!r}, [{day!r}])
     config = tiny_config("trainer.checkpoint_every_steps=10")
-    ports = iter(cluster.free_ports(4))
-    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}" for _ in range(2)],
-                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
-    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
-                                    config=cluster.server_config(2), start=True)
-               for job in ("worker", "ps") for i in range(2)]
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
-    strategy = cluster.parameter_server_strategy(resolver)
+    strategy, servers = in_process_cluster(workers=2, ps=2)
     with strategy.scope():
         model = train.new_model(config, train.Contract.from_config(config))
     table = model.embeddings.tables["item_id"].embeddings
@@ -142,8 +134,8 @@ RESUME_SETUP = textwrap.dedent("""
     import features
     import numpy as np
     import tensorflow as tf
-    from pipeline.training import checkpoints, cluster, train
-    from train_helpers import tiny_config, tiny_examples
+    from pipeline.training import checkpoints, train
+    from train_helpers import in_process_cluster, tiny_config, tiny_examples
 
     root = {root!r}
     config = tiny_config("trainer.checkpoint_every_steps=10")
@@ -182,14 +174,7 @@ ON_CLUSTER = RESUME_SETUP + textwrap.dedent("""
 
     with open(root + "/at-stop.pickle", "rb") as f:
         at_stop = pickle.load(f)
-    ports = iter(cluster.free_ports(4))
-    spec = tf.train.ClusterSpec({{"worker": [f"localhost:{{next(ports)}}" for _ in range(2)],
-                                  "ps": [f"localhost:{{next(ports)}}" for _ in range(2)]}})
-    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
-                                    config=cluster.server_config(2), start=True)
-               for job in ("worker", "ps") for i in range(2)]
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
-    strategy = cluster.parameter_server_strategy(resolver)
+    strategy, servers = in_process_cluster(workers=2, ps=2)
 
     # What each run holds right after its restore, before any step (read from the ps).
     restored, built = {{}}, []

@@ -36,6 +36,21 @@ def tiny_config(*extra):
     return load_config("small", [*TINY, *extra])
 
 
+def in_process_cluster(workers: int = 2, ps: int = 2):
+    """(strategy, servers): a parameter-server cluster of `workers` workers and `ps` parameter
+    servers in this process, on free loopback ports. Keep `servers` referenced while it trains."""
+    import tensorflow as tf
+    from pipeline.training import cluster
+    ports = iter(cluster.free_ports(workers + ps))
+    spec = tf.train.ClusterSpec({"worker": [f"localhost:{next(ports)}" for _ in range(workers)],
+                                 "ps": [f"localhost:{next(ports)}" for _ in range(ps)]})
+    servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc",
+                                    config=cluster.server_config(workers), start=True)
+               for job, n in (("worker", workers), ("ps", ps)) for i in range(n)]
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc")
+    return cluster.parameter_server_strategy(resolver), servers
+
+
 def run_python(args, timeout: float, env=None, cwd=REPO) -> subprocess.CompletedProcess:
     """Runs `python args` to the end (a hang fails the test at `timeout` seconds)."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
