@@ -251,6 +251,9 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     # A new run of dupn-w2v pre-trains its item table on its own data; a resumed or warm-started
     # one restores it from the checkpoint.
     fresh = latest_checkpoint(model_dir) is None and not warm_start
+    # runtime.seed fixes the initial weights and dropout: the same configuration and data give
+    # the same model, and a daily run can be replayed.
+    keras.utils.set_random_seed(config.runtime.seed)
     with strategy.scope():
         model = new_model(config, contract, pretrain_files=data.files if fresh else None)
         optimizer = make_optimizer(trainer, model)
