@@ -1,4 +1,6 @@
 """The local example job in user passes: the one-pass bytes, each user in one pass, the pass count."""
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -7,12 +9,16 @@ from pipeline.beam import build_examples, passes
 from pipeline.beam.block_read import of_user_pass
 from pipeline.beam.read import list_files, read_file
 from pipeline.rawlogs.schema import TABLES
-from test_beam_fixtures import DAYS, SMALL_SHARDS, assert_same_outputs, mixed_world, run_job
+from test_beam_fixtures import (DAYS, SMALL_SHARDS, assert_same_outputs, item, mixed_world, run_job,
+                                write_rows)
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
-    return mixed_world(tmp_path_factory.mktemp("passes") / "raw", users=40, seed=3)
+    root = mixed_world(tmp_path_factory.mktemp("passes") / "raw", users=40, seed=3)
+    for day in DAYS:      # items delivered twice: every pass joins them, one counts their duplicates
+        write_rows(root, "items", day, [item(j) for j in range(4)], "jsonl", name="part-again")
+    return root
 
 
 @pytest.mark.parametrize("extra", [(), ("--ctr-from-behaviors",)], ids=["impressions", "behaviours"])
@@ -21,6 +27,8 @@ def test_three_passes_write_the_bytes_of_one(raw, tmp_path, extra):
     assert run_job(raw, tmp_path / "one", DAYS[1], DAYS[2], *SMALL_SHARDS, *extra, "--passes", "1") == 0
     assert run_job(raw, tmp_path / "three", DAYS[1], DAYS[2], *SMALL_SHARDS, *extra, "--passes", "3") == 0
     assert_same_outputs(tmp_path / "one", tmp_path / "three", ctr_samples=100)
+    stats = json.loads((tmp_path / "three" / "_stats" / f"dt={DAYS[2]}.json").read_text())
+    assert stats["duplicates"]["items"] == 4
     assert not (tmp_path / "three" / "_tmp").exists()        # the passes' staging is gone
 
 
@@ -57,14 +65,15 @@ def test_the_pass_count_follows_the_budget(raw, tmp_path, monkeypatch, capsys):
     assert passes.choose_passes(None, "DirectRunner", "rows", files, 2.0, 20) == 1
     assert passes.choose_passes(None, "DirectRunner", "blocks", files, 2.0, 20) == 1
 
-    # a slope that makes this input need 3 GB above the base: passes follow the budget's room
-    monkeypatch.setattr(passes, "MB_PER_MILLION_ROWS", {"fixed": 3000 / (rows / 1e6), "per_behaviour": 0})
-    for room, expected in ((3.5, 1), (1.01, 3), (0.74, 5)):
+    # a slope that makes this input need 6 GB above the base: passes follow the budget's room
+    monkeypatch.setattr(passes, "MB_PER_MILLION_ROWS", {"fixed": 6000 / (rows / 1e6), "per_behaviour": 0})
+    for room, expected in ((7.0, 1), (2.01, 3), (1.49, 5)):
         assert passes.choose_passes(None, "DirectRunner", "blocks", files, passes.BASE_GB + room,
                                     20) == expected
+    # day 3 with its lookback reads 88 % of the rows: 5.3 GB, 3 passes of a 2 GB room
     assert run_job(raw, tmp_path / "out", DAYS[2], DAYS[2], *SMALL_SHARDS,
-                   "--set", f"runtime.memory_budget_gb={passes.BASE_GB + 1.01}") == 0
-    assert "(3 user passes)" in capsys.readouterr().out     # 6,941 of the 7,880 rows: 2.6 GB
+                   "--set", f"runtime.memory_budget_gb={passes.BASE_GB + 2.0}") == 0
+    assert "(3 user passes)" in capsys.readouterr().out
 
     monkeypatch.setattr(passes, "SAMPLE_BYTES", 2048)   # text files sampled: lines scaled
     assert abs(passes.estimate_rows(files) - rows) < 0.05 * rows

@@ -185,6 +185,13 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
     return options
 
 
+def plan_passes(plan: Plan, config, options: PipelineOptions, requested: int | None) -> int:
+    """The run's user passes (passes.choose_passes): `requested`, or from the input and the budget."""
+    return choose_passes(requested, options.view_as(StandardOptions).runner, plan.data.beam_path,
+                         [f for table in TABLES for f in plan.files[table]],
+                         config.runtime.memory_budget_gb, plan.spec.sequence_length)
+
+
 def required_tables(ctr_from_behaviors: bool) -> tuple:
     """The tables every day needs: logs without impressions (Taobao) bring behaviours and items only."""
     return ("behaviors", "items") if ctr_from_behaviors else TABLES
@@ -354,9 +361,7 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
         return 2
     options = pipeline_options(config, runner, list(beam_args))
     try:
-        passes = choose_passes(passes, options.view_as(StandardOptions).runner,
-                               plan.data.beam_path, [f for t in TABLES for f in plan.files[t]],
-                               config.runtime.memory_budget_gb, plan.spec.sequence_length)
+        passes = plan_passes(plan, config, options, passes)
     except ValueError as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 2

@@ -14,17 +14,21 @@ import zlib
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.beam.read import file_format
+from pipeline.beam.read import _open_binary, file_format
 
 LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner", "BundleBasedDirectRunner")
 
-# The block path's peak memory on Beam's local runner (in_memory), fitted to `dupn bench memory`
-# runs of one pass on synthetic logs (docs/BEAM.md, "Memory"): a base of Beam, Arrow and the
-# items every pass joins, plus a slope per raw row that grows with the sequence length N (each
-# example carries N behaviours). Rounded up, so that a pass stays under the budget.
-BASE_GB = 1.0
-MB_PER_MILLION_ROWS = {"fixed": 600.0, "per_behaviour": 14.0}
+# The block path's one-pass peak on Beam's local runner (in_memory) grows linearly with the raw
+# rows, and faster with a longer sequence N (each example carries N behaviours). Measured with
+# `dupn bench memory` (synthetic logs, 4 days; docs/BEAM.md, "Memory"): N = 100 (config dupn)
+# 603 MB at 250,559 rows and 1,451 MB at 1,022,782, so 1,098 MB per million rows over 328 MB;
+# N = 20 (config small) 1,113 MB at 1,022,782, so 770 MB per million. Slope = 688 + 4.1 N MB per
+# million rows. Rounded up here (about +10 % at N = 100, and the base to cover the items every
+# pass joins whole), so that a pass stays under the budget.
+BASE_GB = 0.5
+MB_PER_MILLION_ROWS = {"fixed": 750.0, "per_behaviour": 5.0}
 SAMPLE_BYTES = 1 << 20     # the head of a text file read to count its lines
+FALLBACK_BYTES = 50        # bytes per row of a file that cannot be sampled: few, to be safe
 
 
 def gb_per_million_rows(sequence_length: int) -> float:
@@ -35,14 +39,21 @@ def gb_per_million_rows(sequence_length: int) -> float:
 
 def file_rows(path: str, size: int) -> int:
     """Rows of one raw file: Parquet's footer says; a text file's are its lines, counted in its
-    first SAMPLE_BYTES (decompressed when gzipped) and scaled to its size on disk."""
+    first SAMPLE_BYTES (decompressed when gzipped) and scaled to its size on disk. A file that
+    cannot be read so counts as one row per FALLBACK_BYTES (the job itself then reports it)."""
     fmt, gzipped = file_format(path)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+    try:
         if fmt == "parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
-            return pq.ParquetFile(raw).metadata.num_rows
-        head = raw.read(SAMPLE_BYTES)
-    text = zlib.decompressobj(wbits=31).decompress(head) if gzipped else head   # 31: a gzip header
+            with _open_binary(path, gzipped) as stream:     # gzipped Parquet: read whole, as the job does
+                source = pa.BufferReader(stream.read()) if gzipped else stream
+                return pq.ParquetFile(source).metadata.num_rows
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            head = raw.read(SAMPLE_BYTES)
+        text = zlib.decompressobj(wbits=31).decompress(head) if gzipped else head   # 31: gzip header
+    except Exception:  # noqa: BLE001  (a broken file: the job reads it and counts it as unreadable)
+        return size // FALLBACK_BYTES
     lines = text.count(b"\n") + (not text.endswith(b"\n") and bool(text)) - (fmt == "csv")
     return max(0, round(lines * size / len(head))) if head else 0
 
