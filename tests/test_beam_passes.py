@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from configs.loader import ConfigError, load_config
-from pipeline.beam import build_examples, passes
+from pipeline.beam import passes
 from pipeline.beam.block_read import of_user_pass
 from pipeline.beam.read import list_files, read_file
 from pipeline.rawlogs.schema import TABLES
