@@ -173,6 +173,10 @@ class RuntimeConfig:
     direct_running_mode: str = _choice(
         "in_memory", ("in_memory", "multi_threading", "multi_processing"))
     seed: int = _int(1, lo=0)
+    # Peak memory the local example job may use: it builds its examples in as many passes over
+    # user shards as keep its peak under this (beam/passes.py; docs/BEAM.md, "Memory"). Sized for
+    # a 24 GB machine, leaving 4 GB to the OS and other processes; the minimum is the job's base.
+    memory_budget_gb: float = _float(20.0, lo=2.0)
 
 
 @dataclass

@@ -9,6 +9,8 @@ Every other module asks this one for a path; none spells a partition or a marker
   EXAMPLES/_stats/dt=D.json                      written last by the Beam job: the day is complete
   EXAMPLES/_rejected/dt=D/part-00000.jsonl       the day's dead letters
   EXAMPLES/_run.json, EXAMPLES/_tmp/<run>/       the last run's totals; a run's staging folder
+  EXAMPLES/_tmp/<run>/_pass-P/                   one user pass of a local run: sorted runs
+                                                 <task>/dt=D/part-SSSSS-of-NNNNN.arrow, _counts.json
   EXAMPLES/.lock, WORK/.lock                     held by the one job writing there (hold_lock)
   WORK/examples/                                 EXAMPLES of the backfill and daily jobs
   WORK/runs/<name>/                              model dirs (config.yaml, checkpoints/, history.json, run.json)
@@ -105,6 +107,33 @@ def run_file(examples) -> str:
 
 def staging_dir(examples, run: str) -> str:
     return join(examples, TMP_DIR, run)
+
+
+def pass_dir(staging, index: int) -> str:
+    """STAGING/_pass-P: what user pass P of a local run writes before the passes are merged."""
+    return join(staging, f"_pass-{index:03d}")
+
+
+def sorted_run_file(pass_root, task: str, day: str, shard: int, shards: int) -> str:
+    """A pass's records of one output shard, sorted by key (Arrow IPC): the shard's file name
+    with .arrow for .tfrecord.gz."""
+    return join(example_dir(pass_root, task, day), f"part-{shard:05d}-of-{shards:05d}.arrow")
+
+
+def sorted_run_pattern(pass_root) -> str:
+    """The glob of every sorted run of a pass."""
+    return join(pass_root, "*", partition("*"), "part-*.arrow")
+
+
+def example_file_of_run(examples, pass_root, run: str) -> str:
+    """The shard file under EXAMPLES that a pass's sorted run (a path under pass_root) is part of."""
+    relative = posixpath.relpath(run, pass_root)
+    return join(examples, relative[:-len(".arrow")] + ".tfrecord.gz")
+
+
+def pass_counts_file(pass_root) -> str:
+    """A pass's counts per day, summed over the passes into the run's _stats."""
+    return join(pass_root, "_counts.json")
 
 
 # ---- the work directory (local) -----------------------------------------------------------------

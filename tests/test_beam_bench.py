@@ -23,3 +23,15 @@ def test_bench_pipeline_reports_both_paths_on_the_same_rows(capsys):
     for figures in (blocks, rows):
         assert figures["rows_per_s"] > 0 and figures["cpu_seconds"] > 0 and figures["peak_rss_mb"] > 100
     assert result["blocks_vs_rows"] == round(blocks["rows_per_s"] / rows["rows_per_s"], 2)
+
+
+def test_bench_memory_reports_peaks_in_one_pass_and_in_passes(capsys):
+    assert bench.main(["memory", "--json", "--rows", "2500"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (run,) = result["runs"]
+    one, split = run["one_pass"], run["in_passes"]
+    assert one["passes"] == 1 and split["passes"] == 1       # 2,500 rows fit the 2 GB budget
+    assert one["rows"] == split["rows"] == run["rows"] > 1500 and one["examples"] == split["examples"]
+    assert 100 < one["peak_rss_mb"] < 2048 and result["under_budget"] is True
+    assert run["time_ratio"] == round(split["seconds"] / one["seconds"], 2)
+    assert result["peak_ratio_in_passes"] == 1.0 and result["budget_gb"] == 2.0

@@ -71,12 +71,15 @@ class JoinBlocksFn(beam.DoFn):
     (JOINED, (user shard, (BEHAVIOR | IMPRESSION, day, packed block))), (SNAPSHOT, (day, item
     features)) when asked, (COUNTS, (day, {"missing_items": n, "duplicates": {table: n}})).
 
-    Exact duplicate rows are dropped first (dedup.py): every copy of a row has its item's shard."""
+    Exact duplicate rows are dropped first (dedup.py): every copy of a row has its item's shard.
+    count_items False: a later user pass (beam/passes.py) joins the same items as the first, which
+    alone counts their duplicates."""
 
     def __init__(self, start: str, tag_slots: int, sequence_length: int, user_shards: int,
-                 emit_snapshot: bool):
+                 emit_snapshot: bool, count_items: bool = True):
         self.start, self.tag_slots, self.n = start, tag_slots, sequence_length
         self.user_shards, self.emit_snapshot = user_shards, emit_snapshot
+        self.count_items = count_items
 
     def process(self, element):
         (day, _), values = element
@@ -87,7 +90,7 @@ class JoinBlocksFn(beam.DoFn):
         for table in parts:
             rows, dropped = drop_duplicates(blocks.concat(parts[table], VALID_SCHEMAS[table]))
             parts[table] = [rows] if rows.num_rows else []
-            if dropped:
+            if dropped and (table != "items" or self.count_items):
                 beam.metrics.Metrics.counter("dupn.duplicates", table).inc(dropped)
                 counts.setdefault("duplicates", {})[table] = dropped
         features = snapshot(blocks.concat(parts["items"], VALID_SCHEMAS["items"]), self.tag_slots)
@@ -116,11 +119,11 @@ class JoinBlocks(beam.PTransform):
     """Item blocks and event blocks (table, day, packed) -> {kind: PCollection} in KINDS."""
 
     def __init__(self, start: str, tag_slots: int, sequence_length: int, item_shards: int,
-                 user_shards: int, emit_snapshot: bool = False):
+                 user_shards: int, emit_snapshot: bool = False, count_items: bool = True):
         super().__init__()
         self.start, self.tag_slots, self.n = start, tag_slots, sequence_length
         self.item_shards, self.user_shards = item_shards, user_shards
-        self.emit_snapshot = emit_snapshot
+        self.emit_snapshot, self.count_items = emit_snapshot, count_items
 
     def expand(self, table_blocks):
         shards = self.item_shards
@@ -134,5 +137,6 @@ class JoinBlocks(beam.PTransform):
                   | "ByDayItemShard" >> beam.FlatMap(by_item_shard)
                   | "GroupByDayItemShard" >> beam.GroupByKey()
                   | "Join" >> beam.ParDo(JoinBlocksFn(self.start, self.tag_slots, self.n,
-                                                      self.user_shards, self.emit_snapshot)))
+                                                      self.user_shards, self.emit_snapshot,
+                                                      self.count_items)))
         return tagged | "ByKind" >> SplitByTag(KINDS)

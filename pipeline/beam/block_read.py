@@ -168,12 +168,25 @@ def with_order(table: str, arrays: list, path: str, numbers) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def of_user_pass(block: pa.Table, user_pass: tuple[int, int]) -> pa.Table:
+    """The rows of a user-keyed block whose user falls in pass `index` of `count` (crc32 of the
+    user id, as every shard here): each user is in exactly one pass."""
+    index, count = user_pass
+    if count == 1 or "user_id" not in block.column_names or not block.num_rows:
+        return block          # items have no user: every pass joins them all
+    return block.filter(pa.array(blocks.shard_ids(block.column("user_id"), count) == index))
+
+
 class ReadBlocksFn(beam.DoFn):
     """(table, day, path) -> (BLOCK, (table, day, packed block)), (REJECTED, (day, (path, row,
-    line))), (COUNTS, (day, counts)): one tagged stream, split by SplitByTag."""
+    line))), (COUNTS, (day, counts)): one tagged stream, split by SplitByTag.
 
-    def __init__(self, rank_features: int):
+    user_pass (index, count): a local run in passes (beam/passes.py) keeps only the users of its
+    pass; every pass reads every file whole, so pass 0 alone reports rows, rejects and counts."""
+
+    def __init__(self, rank_features: int, user_pass: tuple[int, int] = (0, 1)):
         self.rank_features = rank_features
+        self.user_pass = tuple(user_pass)
 
     def process(self, element):
         table, day, path = element
@@ -194,26 +207,30 @@ class ReadBlocksFn(beam.DoFn):
                 if isinstance(item, dict):
                     counts = item
                 elif item[0] == DEAD:
-                    yield REJECTED, (day, (path, item[1], item[2]))
+                    if self.user_pass[0] == 0:
+                        yield REJECTED, (day, (path, item[1], item[2]))
                 else:
                     valid.append(item[1:])
             block = rows_block(table, valid, path)
+        block = of_user_pass(block, self.user_pass)
         if block.num_rows:
             yield BLOCK, (table, day, blocks.pack(block))
-        yield COUNTS, (day, counts)
+        if self.user_pass[0] == 0:
+            yield COUNTS, (day, counts)
 
 
 class ReadBlocks(beam.PTransform):
     """(table, day, path) of every file -> a list of PCollections in KINDS order."""
 
-    def __init__(self, files, rank_features: int):
+    def __init__(self, files, rank_features: int, user_pass: tuple[int, int] = (0, 1)):
         super().__init__()
         self.files = sorted(files)
         self.rank_features = rank_features
+        self.user_pass = tuple(user_pass)
 
     def expand(self, pbegin):
         tagged = (pbegin
                   | "ListFiles" >> beam.Create(self.files)
                   | "SpreadFiles" >> beam.Reshuffle()
-                  | "ReadAndValidate" >> beam.ParDo(ReadBlocksFn(self.rank_features)))
+                  | "ReadAndValidate" >> beam.ParDo(ReadBlocksFn(self.rank_features, self.user_pass)))
         return tagged | "ByKind" >> SplitByTag(KINDS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -33,6 +34,8 @@ from pipeline.beam.block_read import ReadBlocks
 from pipeline.beam.block_samples import BuildBlockSamples
 from pipeline.beam.dedup import DropDuplicateBlocks, DropDuplicateRows
 from pipeline.beam.dask_cluster import close_client, dask_args, is_dask, local_cluster, runner_name
+from pipeline.beam.pass_merge import WriteSortedRuns, merge_passes
+from pipeline.beam.passes import LOCAL_RUNNERS, choose_passes
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
@@ -60,6 +63,9 @@ class Plan:
     max_bad_share: float
     data: object = None          # the DataConfig: path, shuffle shards, output compression
     files: dict = field(default_factory=dict)   # table -> [(table, day, path)]
+    # (index, count): this pipeline builds the examples of one user pass of `count` (passes.py);
+    # with count > 1 it stages sorted runs and counts for pass_merge instead of the final files.
+    user_pass: tuple = (0, 1)
 
     @property
     def window(self) -> list[str]:
@@ -92,14 +98,19 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
 
 
 def write_outputs(plan: Plan, examples, rejected, counts: list) -> None:
-    """The examples, the window's dead letters and the statistics, under plan.staging."""
+    """The examples, the window's dead letters and the statistics, under plan.staging (as sorted
+    runs and counts when the run is in user passes)."""
     level, encoder = (plan.data.gzip_level, plan.data.gzip_encoder) if plan.data else (6, "zlib")
+    in_passes = plan.user_pass[1] > 1
+    write_examples = (WriteSortedRuns(plan.staging, plan.spec.shards) if in_passes
+                      else WriteExamples(plan.staging, plan.spec.shards, level, encoder))
     written = (
-        examples | "WriteExamples" >> WriteExamples(plan.staging, plan.spec.shards, level, encoder),
+        examples | "WriteExamples" >> write_examples,
         rejected | "WriteRejected" >> WriteRejected(plan.staging, plan.window),
         tuple(counts) | "FlattenCounts" >> beam.Flatten()
         | "WriteStats" >> WriteStats(plan.staging, plan.spec.start, plan.spec.end, plan.window,
-                                     required_tables(plan.spec.ctr_from_behaviors)))
+                                     required_tables(plan.spec.ctr_from_behaviors),
+                                     counts_only=in_passes))
     # One last step downstream of every write: the DaskRunner (2.77) computes only the graph of
     # the step applied last, so a write not leading into it would never run (docs/BEAM.md).
     _ = written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Filter(lambda _: False)
@@ -109,7 +120,7 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     """The columnar job: Arrow blocks through the shuffles (block_read, block_join, block_samples)."""
     spec, data = plan.spec, plan.data
     files = [f for table in TABLES for f in plan.files[table]]
-    reads = p | "ReadBlocks" >> ReadBlocks(files, plan.rank_features)
+    reads = p | "ReadBlocks" >> ReadBlocks(files, plan.rank_features, plan.user_pass)
     joinable = frozenset(("items", "behaviors", "impressions"))
     # two filters rather than beam.Partition, which the DaskRunner cannot run (split.py)
     joinable_tables = reads["block"] | "JoinableTables" >> beam.Filter(
@@ -119,7 +130,7 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                    | "DropDuplicateUserRows" >> DropDuplicateBlocks(data.user_shards))
     joined = joinable_tables | "JoinBlocks" >> JoinBlocks(
         spec.start, spec.tag_slots, spec.sequence_length, data.item_shards, data.user_shards,
-        emit_snapshot=spec.ctr_from_behaviors)
+        emit_snapshot=spec.ctr_from_behaviors, count_items=plan.user_pass[0] == 0)
     inputs = {"joined": joined["joined"], "user_tables": user_tables["block"]}
     if spec.ctr_from_behaviors:
         window = frozenset(plan.window)
@@ -162,7 +173,7 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     standard.runner = runner_name(runner or config.runtime.runner)
-    if standard.runner in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
+    if standard.runner in LOCAL_RUNNERS:
         direct = options.view_as(DirectOptions)
         given = " ".join(beam_args)
         if "--direct_running_mode" not in given:
@@ -172,6 +183,13 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
             # in_memory runs one worker whatever the number; saying 1 avoids Beam's warning
             direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else workers
     return options
+
+
+def plan_passes(plan: Plan, config, options: PipelineOptions, requested: int | None) -> int:
+    """The run's user passes (passes.choose_passes): `requested`, or from the input and the budget."""
+    return choose_passes(requested, options.view_as(StandardOptions).runner, plan.data.beam_path,
+                         [f for table in TABLES for f in plan.files[table]],
+                         config.runtime.memory_budget_gb, plan.spec.sequence_length)
 
 
 def required_tables(ctr_from_behaviors: bool) -> tuple:
@@ -208,15 +226,29 @@ def check_totals(totals: dict, plan: Plan) -> str | None:
             f"file and row number in {where}/")
 
 
-def run(plan: Plan, options: PipelineOptions) -> dict:
-    """Runs the job and publishes its days; returns the run totals. BuildFailed if not published."""
+def run_pipeline(plan: Plan, options: PipelineOptions) -> None:
+    """Runs one pipeline of the job, writing under plan.staging."""
     p = beam.Pipeline(options=options)
     try:
-        try:
-            with p:
-                build_pipeline(p, plan)
-        finally:
-            close_client(getattr(p, "result", None))
+        with p:
+            build_pipeline(p, plan)
+    finally:
+        close_client(getattr(p, "result", None))
+
+
+def run(plan: Plan, options: PipelineOptions, passes: int = 1) -> dict:
+    """Runs the job, in `passes` user passes (passes.py), and publishes its days; returns the run
+    totals. BuildFailed if not published."""
+    try:
+        if passes == 1:
+            run_pipeline(plan, options)
+        else:
+            for index in range(passes):
+                run_pipeline(dataclasses.replace(plan, staging=layout.pass_dir(plan.staging, index),
+                                                 user_pass=(index, passes)), options)
+            level, encoder = (plan.data.gzip_level, plan.data.gzip_encoder)
+            merge_passes(plan.staging, passes, plan.spec.start, plan.spec.end, plan.window,
+                         required_tables(plan.spec.ctr_from_behaviors), level, encoder)
         with FileSystems.open(layout.run_file(plan.staging)) as f:
             totals = json.load(f)
         reason = check_totals(totals, plan)
@@ -245,6 +277,9 @@ def parse_args(argv):
                         help="also make CTR samples from behaviours (logs without impressions)")
     parser.add_argument("--row-path", action="store_true",
                         help="run the row job (one element per row) instead of the block job")
+    parser.add_argument("--passes", type=int, help="local runner: build the examples in this "
+                        "many passes over user shards, to bound memory (default: from the input's "
+                        "rows and runtime.memory_budget_gb; docs/BEAM.md, \"Memory\")")
     parser.add_argument("--runner", help="Beam runner (default: runtime.runner); dask: Beam's "
                         "DaskRunner")
     parser.add_argument("--dask-address", help="with --runner dask: the scheduler of a running "
@@ -271,13 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 2
+    if args.passes is not None and args.passes < 1:
+        print(f"dupn build-examples: --passes {args.passes}: must be at least 1", file=sys.stderr)
+        return 2
     return build_examples(config, args.raw, args.out, args.start, args.end,
                           runner=args.runner, beam_args=beam_args, dask_address=args.dask_address,
-                          dask_workers=args.dask_workers)
+                          dask_workers=args.dask_workers, passes=args.passes)
 
 
 def build_examples(config, raw, out, start: str, end: str | None = None, *, runner: str | None = None,
-                   beam_args=(), dask_address: str | None = None, dask_workers: int = 2) -> int:
+                   beam_args=(), dask_address: str | None = None, dask_workers: int = 2,
+                   passes: int | None = None) -> int:
     """Runs the job on the days [start, end] with `config` (a Config); prints what it did.
 
     Args:
@@ -285,6 +324,8 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
       runner: the Beam runner (default: runtime.runner); beam_args: further PipelineOptions flags.
       dask_address: with runner dask, a running cluster's scheduler; without it a local cluster of
         `dask_workers` worker processes is started and shut down for the run.
+      passes: user passes of a local run (None: from the input's rows and
+        runtime.memory_budget_gb; beam/passes.py).
     Returns:
       the command's exit code: 0 done; 1 not published (BuildFailed), no day had rows, or
       another job holds EXAMPLES/.lock; 2 bad input (no raw files, a malformed date). Each
@@ -296,14 +337,14 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
     try:
         with lock:
             return _build_examples(config, raw, out, start, end, runner, beam_args, dask_address,
-                                   dask_workers)
+                                   dask_workers, passes)
     except layout.LockHeld as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 1
 
 
 def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args,
-                    dask_address, dask_workers) -> int:
+                    dask_address, dask_workers, passes) -> int:
     started = time.monotonic()
     try:
         plan = make_plan(str(raw), str(out), start, end or start, config)
@@ -318,12 +359,19 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
               "DaskRunner loses its multi-output steps' and finish_bundle's outputs (docs/BEAM.md)",
               file=sys.stderr)
         return 2
+    options = pipeline_options(config, runner, list(beam_args))
+    try:
+        passes = plan_passes(plan, config, options, passes)
+    except ValueError as err:
+        print(f"dupn build-examples: {err}", file=sys.stderr)
+        return 2
     try:
         with contextlib.ExitStack() as stack:
             if is_dask(runner):
                 address = dask_address or stack.enter_context(local_cluster(dask_workers))
                 beam_args = dask_args(list(beam_args), address, sum(map(len, plan.files.values())))
-            totals = run(plan, pipeline_options(config, runner, list(beam_args)))
+                options = pipeline_options(config, runner, list(beam_args))
+            totals = run(plan, options, passes)
     except BuildFailed as err:
         print(f"dupn build-examples: {err}", file=sys.stderr)
         return 1
@@ -339,7 +387,8 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
     examples = ", ".join(f"{t} {totals['examples'][t]:,}" for t in TASKS if t in totals["examples"])
     print(f"dupn build-examples: {plan.spec.start}..{plan.spec.end}: {totals['rows_total']:,} rows "
           f"read, {totals['rejected_total']:,} rejected ({totals['bad_share']:.2%}); examples: "
-          f"{examples or 'none'}; in {time.monotonic() - started:.1f} s -> {plan.out}")
+          f"{examples or 'none'}; in {time.monotonic() - started:.1f} s"
+          f"{f' ({passes} user passes)' if passes > 1 else ''} -> {plan.out}")
     return 0
 
 

@@ -87,14 +87,24 @@ def take_chunked(column: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
     return pa.concat_arrays(parts).take(pa.array(where))
 
 
-def tfrecord_chunks(batches, chunk: int = 4096):
-    """(TFRecord bytes, count) of a shard's records sorted by their (unique) keys, framed `chunk`
-    records at a time (the shard's records are not copied whole)."""
+CHUNK = 4096     # records framed at a time; merged passes write the same chunks (pass_merge.py)
+
+
+def sorted_chunks(batches, chunk: int = CHUNK, with_keys: bool = True):
+    """(keys, records) of a shard's batches sorted by their (unique) keys, `chunk` records at a
+    time (the shard's records are not copied whole); keys None without with_keys."""
     table = _table(batches)
     order = pc.sort_indices(table.column("key")).to_numpy()
-    records = table.column("record")
+    keys, records = table.column("key"), table.column("record")
     for lo in range(0, len(order), chunk):
-        taken = take_chunked(records, order[lo:lo + chunk])
-        yield framed(taken), len(taken)
-    del table, records
+        at = order[lo:lo + chunk]
+        yield take_chunked(keys, at) if with_keys else None, take_chunked(records, at)
+    del table, keys, records
     pa.default_memory_pool().release_unused()        # the shard's records: back to the system
+
+
+def tfrecord_chunks(batches, chunk: int = CHUNK):
+    """(TFRecord bytes, count) of a shard's records sorted by their (unique) keys, framed `chunk`
+    records at a time."""
+    for _, records in sorted_chunks(batches, chunk, with_keys=False):
+        yield framed(records), len(records)

@@ -228,25 +228,36 @@ def create_json(path: str, value) -> None:
         out.write(layout.json_text(value).encode("utf-8"))
 
 
-class WriteStatsFn(beam.DoFn):
-    """[(day, counts)] -> ROOT/_stats/dt=D.json per window day and ROOT/_run.json (totals, with
-    each window day's missing tables)."""
+def write_day_stats(root: str, start: str, end: str, days, required, per_day: dict) -> dict:
+    """ROOT/_stats/dt=D.json per window day and ROOT/_run.json (totals, with each window day's
+    missing tables) from the merged counts per day; returns the totals."""
+    missing = {}
+    for day in days:
+        stats = day_stats(day, per_day.get(day, {}), required)
+        create_json(layout.stats_file(root, day), stats)
+        if stats["missing_tables"]:
+            missing[day] = stats["missing_tables"]
+    totals = {**run_totals(start, end, per_day), "missing_tables": missing}
+    create_json(layout.run_file(root), totals)
+    return totals
 
-    def __init__(self, root: str, start: str, end: str, days, required=TABLES):
+
+class WriteStatsFn(beam.DoFn):
+    """[(day, counts)] -> write_day_stats; or, for one pass of a run in user passes
+    (counts_only), the counts alone in ROOT/_counts.json, summed with the other passes' later."""
+
+    def __init__(self, root: str, start: str, end: str, days, required=TABLES,
+                 counts_only: bool = False):
         self.root, self.start, self.end, self.days = root, start, end, list(days)
-        self.required = tuple(required)
+        self.required, self.counts_only = tuple(required), counts_only
 
     def process(self, per_day_list):
-        per_day = dict(per_day_list)
-        missing = {}
-        for day in self.days:
-            stats = day_stats(day, per_day.get(day, {}), self.required)
-            create_json(layout.stats_file(self.root, day), stats)
-            if stats["missing_tables"]:
-                missing[day] = stats["missing_tables"]
-        totals = {**run_totals(self.start, self.end, per_day), "missing_tables": missing}
-        create_json(layout.run_file(self.root), totals)
-        yield totals
+        if self.counts_only:
+            create_json(layout.pass_counts_file(self.root), per_day_list)
+            yield {}
+            return
+        yield write_day_stats(self.root, self.start, self.end, self.days, self.required,
+                              dict(per_day_list))
 
 
 class WriteStats(beam.PTransform):
@@ -255,10 +266,11 @@ class WriteStats(beam.PTransform):
     Counts come per file or per bundle, so they are few: one group gathers them all.
     """
 
-    def __init__(self, root: str, start: str, end: str, days, required=TABLES):
+    def __init__(self, root: str, start: str, end: str, days, required=TABLES,
+                 counts_only: bool = False):
         super().__init__()
         self.root, self.start, self.end, self.days = root, start, end, list(days)
-        self.required = tuple(required)
+        self.required, self.counts_only = tuple(required), counts_only
 
     def expand(self, counts):
         return (counts
@@ -267,7 +279,7 @@ class WriteStats(beam.PTransform):
                 | "Gather" >> beam.GroupByKey()
                 | "MergePerDay" >> beam.MapTuple(lambda _, items: merge_per_day(items))
                 | "Write" >> beam.ParDo(WriteStatsFn(self.root, self.start, self.end, self.days,
-                                                     self.required)))
+                                                     self.required, self.counts_only)))
 
 
 # ---- publishing ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`dupn bench pipeline|train|serve`: runs one benchmark, each in its own module pipeline/bench/<name>.py."""
+"""`dupn bench pipeline|memory|train|serve`: runs one benchmark, each in its own module pipeline/bench/<name>.py."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +8,7 @@ from pipeline.dispatch import dispatch
 BENCHMARKS = {
     name: (f"pipeline.bench.{name}", help_) for name, help_ in {
         "pipeline": "the Beam example job's throughput",
+        "memory": "the local example job's peak memory at two sizes, in one pass and in passes",
         "train": "DUPN's training step against a stock LSTM, and the machine's FLOP/s",
         "serve": "the exported models' scoring latency and throughput",
     }.items()

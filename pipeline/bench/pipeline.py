@@ -55,10 +55,11 @@ def _peak_rss_mb() -> float:
 
 
 def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str],
-            profile: str | None = None, dask_workers: int = 0) -> dict:
+            profile: str | None = None, dask_workers: int = 0, passes: int | None = 1) -> dict:
     """Runs the job over days 2..days of the synthetic logs and measures it (in this process).
 
     dask_workers > 0: on Beam's DaskRunner, over a LocalCluster of that many worker processes.
+    passes: user passes of the local job (None: chosen from the rows and runtime.memory_budget_gb).
     Returns the job's totals with seconds, cpu_seconds and peak_rss_mb of this process and its
     children (the local runner's worker processes).
     """
@@ -72,10 +73,12 @@ def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str
             job["cpu_seconds"] += _cluster_cpu_seconds() - cpu
         return {**job, "runner": "dask", "running_mode": "dask", "workers": dask_workers,
                 "cluster_start_s": round(cluster_start, 2)}
-    return {**_timed_job(raw, out, days, config_name, overrides, profile), "runner": "direct"}
+    return {**_timed_job(raw, out, days, config_name, overrides, profile, passes=passes),
+            "runner": "direct"}
 
 
-def _timed_job(raw, out, days, config_name, overrides, profile=None, dask_address=None) -> dict:
+def _timed_job(raw, out, days, config_name, overrides, profile=None, dask_address=None,
+               passes: int | None = 1) -> dict:
     from configs.loader import load_config
     from pipeline.beam import build_examples
     from pipeline.beam.dask_cluster import dask_args
@@ -92,7 +95,8 @@ def _timed_job(raw, out, days, config_name, overrides, profile=None, dask_addres
         profiler = cProfile.Profile()
         profiler.enable()
     cpu, started = _cpu_seconds(), time.monotonic()
-    totals = build_examples.run(plan, options)
+    passes = build_examples.plan_passes(plan, config, options, passes)
+    totals = build_examples.run(plan, options, passes)
     seconds = time.monotonic() - started
     if profile:
         profiler.disable()
@@ -101,7 +105,21 @@ def _timed_job(raw, out, days, config_name, overrides, profile=None, dask_addres
     return {**totals, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu,
             "peak_rss_mb": _peak_rss_mb(), "running_mode": direct["direct_running_mode"],
             "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length,
-            "beam_path": config.data.beam_path}
+            "beam_path": config.data.beam_path, "passes": passes}
+
+
+def synth_logs(raw: Path, days: int, users: int) -> int:
+    """`dupn synth` logs from START (seed 1) into `raw`, quietly, unless it holds some; its exit code."""
+    from pipeline.rawlogs import synth
+    if (raw / "behaviors").exists():
+        return 0
+    with open(os.devnull, "w") as quiet:
+        stdout, sys.stdout = sys.stdout, quiet
+        try:
+            return synth.main(["--out", str(raw), "--start", START, "--days", str(days),
+                               "--users", str(users), "--seed", "1"])
+        finally:
+            sys.stdout = stdout
 
 
 def _child(queue, *args) -> None:
@@ -180,21 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None:
         overrides.append(f"runtime.direct_num_workers={args.workers}")
 
-    from pipeline.rawlogs import synth
     with tempfile.TemporaryDirectory(prefix="dupn-bench-") as tmp:
         work = Path(args.work or tmp)
         raw, out = work / "raw", layout.examples_dir(work)
-        if not (raw / "behaviors").exists():
-            with open(os.devnull, "w") as quiet:
-                stdout, sys.stdout = sys.stdout, quiet
-                try:
-                    code = synth.main(["--out", str(raw), "--start", START, "--days", str(args.days),
-                                       "--users", str(args.users), "--seed", "1"])
-                finally:
-                    sys.stdout = stdout
-            if code:
-                print("dupn bench pipeline: dupn synth failed", file=sys.stderr)
-                return 1
+        if synth_logs(raw, args.days, args.users):
+            print("dupn bench pipeline: dupn synth failed", file=sys.stderr)
+            return 1
         paths = {}
         for path in args.paths.split(","):
             load = os.getloadavg()[0]
