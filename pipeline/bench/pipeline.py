@@ -49,9 +49,17 @@ def _cluster_cpu_seconds() -> float:
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident memory of this process plus the largest child (Linux reports kB)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (own.ru_maxrss + children.ru_maxrss) / 1024
+    """Peak resident memory of this process plus the largest child (Linux reports kB).
+
+    This process's own is VmHWM, its address space's high-water mark: ru_maxrss survives exec on
+    Linux, so a process spawned from a large one (a test run's) would report its parent's size."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    try:
+        with open("/proc/self/status") as status:
+            own = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (own + children) / 1024
 
 
 def run_job(raw: str, out: str, days: int, config_name: str, overrides: list[str],
