@@ -37,7 +37,8 @@ from pipeline.beam.dask_cluster import close_client, dask_args, is_dask, local_c
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
-from pipeline.beam.write import WriteExamples, WriteRejected, WriteStats, publish, remove_staging
+from pipeline.beam.write import (WriteExamples, WriteRejected, WriteStats, publish, remove_dead_staging,
+                                 remove_staging)
 from pipeline.layout import days_between, shift
 from pipeline.rawlogs.schema import TABLES
 
@@ -306,6 +307,10 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
 def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args,
                     dask_address, dask_workers) -> int:
     started = time.monotonic()
+    dead = remove_dead_staging(str(out))
+    if dead:
+        print(f"dupn build-examples: removed {dead} staging folder(s) of interrupted runs from "
+              f"{layout.join(str(out), layout.TMP_DIR)}", file=sys.stderr)
     runner = runner or config.runtime.runner
     try:   # a mistyped runner is a bad flag, named, rather than a traceback from inside Beam
         create_runner(runner_name(runner))
