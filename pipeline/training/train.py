@@ -429,6 +429,7 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         tf_config = cluster.read_tf_config()
@@ -447,8 +448,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dupn train: {err}", file=sys.stderr)
         return 2 if isinstance(err, (ConfigError, ValueError)) else 1
     log = lambda message: print(f"dupn train: {message}", flush=True)  # noqa: E731
+    if shape and not cluster.in_private_network():
+        # TF's servers listen on every interface: rerun this command, chief and servers, in a
+        # network of its own (loopback only) where the system allows one.
+        command, why = cluster.private_network_command(
+            [sys.executable, "-m", "pipeline.training.train", *argv])
+        if "://" in str(args.examples):
+            command, why = None, "the examples are remote: the run needs the network"
+        if command:
+            return cluster.run_in_private_network(command)
+        print(f"dupn train: the local cluster's ports listen on every interface, with no "
+              f"authentication ({why}); see docs/OPERATIONS.md", file=sys.stderr, flush=True)
     try:
         if shape:
+            if cluster.in_private_network():
+                cluster.loopback_up()
+                log("local cluster: in a network namespace of its own (loopback only)")
             with cluster.LocalCluster(shape["worker"], shape["ps"],
                                       log_dir=Path(args.model_dir) / "cluster-logs"):
                 log(f"local cluster: {shape['worker']} workers, {shape['ps']} ps")
