@@ -31,7 +31,8 @@ def test_a_publish_interrupted_before_its_record_is_completed_by_the_rerun(tmp_p
 
 
 class Crash(Exception):
-    pass
+    """Stands for a SIGKILL: publish() runs no cleanup an exception would trigger (no finally,
+    no context manager), so raising inside it leaves on disk what a kill leaves."""
 
 
 def test_republishing_the_model_in_service_never_leaves_latest_naming_a_missing_folder(
