@@ -20,9 +20,13 @@ class ConfigError(ValueError):
 
 
 def resolve_path(name: str | os.PathLike) -> Path:
-    """A path, or the name of a packaged config ('small' means configs/small.yaml)."""
+    """A file, or the name of a packaged config ('small' means configs/small.yaml).
+
+    Only a file is taken for a path: a folder that happens to share a packaged config's name in
+    the current directory (say `./dupn`) does not hide configs/dupn.yaml.
+    """
     path = Path(name)
-    if path.exists():
+    if path.is_file():
         return path
     packaged = CONFIG_DIR / f"{name}.yaml"
     if packaged.exists():

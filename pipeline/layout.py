@@ -230,13 +230,21 @@ def hold_lock(path, holder: str):
 
 # ---- days ---------------------------------------------------------------------------------------
 
+def parse_day(day: str, name: str = "day") -> dt.date:
+    """A 'YYYY-MM-DD' day; ValueError naming `name` (the option the user typed) otherwise."""
+    try:
+        return dt.date.fromisoformat(day)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {day!r} is not a day YYYY-MM-DD") from None
+
+
 def days_between(start: str, end: str, names=("start", "end")) -> list[str]:
     """Every 'YYYY-MM-DD' day from start to end, both included.
 
     Raises ValueError when end is before start, naming them as `names` says (a command passes
     its options' names, so that the message points at what the user typed).
     """
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    first, last = parse_day(start, names[0]), parse_day(end, names[1])
     if last < first:
         raise ValueError(f"{names[1]} {end} is before {names[0]} {start}")
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -269,10 +277,24 @@ def write_json(path, value) -> None:
     write_text(path, json_text(value))
 
 
+class DamagedFile(ValueError):
+    """A project file (manifest, stats, run record) that cannot be read; the message names it."""
+
+
 def read_json(path, default=None):
-    """A local JSON file's value, or `default` when the file does not exist."""
+    """A local JSON file's value, or `default` when the file does not exist.
+
+    Raises DamagedFile naming the file when it is not JSON (truncated, say): written atomically
+    by write_json, such a file was damaged outside this project, so a person must look at it.
+    """
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else default
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFile(f"{path}: not valid JSON ({err}); restore it from a backup or fix it "
+                          "by hand") from None
 
 
 def _jsonable(value):

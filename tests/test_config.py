@@ -131,6 +131,12 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(path)
 
 
+def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkeypatch):
+    (tmp_path / "small").mkdir()     # e.g. a work folder called small in the current directory
+    monkeypatch.chdir(tmp_path)
+    assert load_config("small") == load_config(CONFIG_DIR / "small.yaml")
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"nosuch: no such configuration file \(nor configs/nosuch\.yaml\)"):
         load_config("nosuch")

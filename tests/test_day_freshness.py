@@ -98,3 +98,15 @@ def test_a_day_without_rows_builds_nothing_and_says_so(shared_work, tmp_path, ca
     assert code == 1
     assert f"{DAYS[1]}: no raw rows, nothing built for it" in capsys.readouterr().err
     assert day_stats(tmp_path / "ex", DAYS[1]) is None
+
+
+def test_a_date_whose_logs_are_still_landing_is_not_trained_on(shared_work, tmp_path, capsys):
+    # (daily runs the same check, after it has found a published model to fine-tune)
+    from pipeline.jobs import backfill, jobrun
+    raw, _ = copied(shared_work, tmp_path)
+    landing(raw, DAYS[2])
+    assert backfill.main(["--raw", str(raw), "--work", str(tmp_path / "w"), "--end", DAYS[2],
+                          "--days", "2", *config_args()]) == jobrun.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"no {layout.SUCCESS_MARKER} in" in err and "rerun once they have landed" in err
+    assert not (tmp_path / "w" / "manifest.json").exists()

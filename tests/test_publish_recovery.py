@@ -31,7 +31,8 @@ def test_a_publish_interrupted_before_its_record_is_completed_by_the_rerun(tmp_p
 
 
 class Crash(Exception):
-    pass
+    """Stands for a SIGKILL: publish() runs no cleanup an exception would trigger (no finally,
+    no context manager), so raising inside it leaves on disk what a kill leaves."""
 
 
 def test_republishing_the_model_in_service_never_leaves_latest_naming_a_missing_folder(
@@ -81,3 +82,16 @@ def test_republishing_the_model_in_service_never_leaves_latest_naming_a_missing_
         assert step_in_service(work) == 30.0
         assert sorted(p.name for p in (work / "published").iterdir()) == ["2026-11-03-daily", "LATEST"]
     assert crashes > 5, crashes    # each rename and link of the republish, and its manifest write
+
+
+def test_a_publish_removes_what_killed_publishes_of_other_dates_left(tmp_path):
+    from pipeline.jobs import publish
+    from train_helpers import fake_run
+    work = tmp_path / "work"
+    publish.publish(fake_run(work, "old"), work, "2026-11-03-daily", keep=3)
+    # A daily of 11-04 killed while copying its model; the next day's daily publishes another name.
+    left = work / "published" / ".staging-2026-11-04-daily-4242-1"
+    (left / "checkpoints").mkdir(parents=True)
+    publish.publish(fake_run(work, "new"), work, "2026-11-05-daily", keep=3)
+    assert sorted(p.name for p in (work / "published").iterdir()) == [
+        "2026-11-03-daily", "2026-11-05-daily", "LATEST"]

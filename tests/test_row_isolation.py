@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.beam import block_read, blocks
 from pipeline.beam.read import DEAD, VALID, read_file
-from pipeline.rawlogs.rows import day_start
+from pipeline.rawlogs.rows import MAX_TEXT_CHARS, day_start
 
 DAY = "2026-11-02"
 S = day_start(DAY)
@@ -19,9 +19,9 @@ def behavior_line(user, fmt):
                         "scene": "search"}) + "\n").encode()
 
 
-def raw_file(tmp_path, fmt, lines, gz=False):
-    """RAW/behaviors/dt=DAY/part.<fmt>[.gz] holding the byte lines (CSV: after its header)."""
-    folder = tmp_path / "behaviors" / f"dt={DAY}"
+def raw_file(tmp_path, fmt, lines, gz=False, table="behaviors"):
+    """RAW/<table>/dt=DAY/part.<fmt>[.gz] holding the byte lines (CSV: after its header)."""
+    folder = tmp_path / table / f"dt={DAY}"
     folder.mkdir(parents=True, exist_ok=True)
     data = (b"user_id,item_id,ts,type,scene\n" if fmt == "csv" else b"") + b"".join(lines)
     path = folder / (f"part.{fmt}" + (".gz" if gz else ""))
@@ -29,10 +29,10 @@ def raw_file(tmp_path, fmt, lines, gz=False):
     return str(path)
 
 
-def row_path(path):
-    """(valid users, [(row, reason, detail)], counts) as the row path reads the file."""
+def row_path(path, table="behaviors"):
+    """(valid rows' first ids, [(row, reason, detail)], counts) as the row path reads the file."""
     valid, dead, counts = [], [], None
-    for item in read_file("behaviors", DAY, path, rank_features=8):
+    for item in read_file(table, DAY, path, rank_features=8):
         if isinstance(item, dict):
             counts = item
         elif item[0] == VALID:
@@ -45,12 +45,12 @@ def row_path(path):
     return valid, dead, counts
 
 
-def block_path(path):
+def block_path(path, table="behaviors"):
     """The same as the block path (ReadBlocksFn) reads it."""
     valid, dead, counts = [], [], None
-    for kind, value in block_read.ReadBlocksFn(rank_features=8).process(("behaviors", DAY, path)):
+    for kind, value in block_read.ReadBlocksFn(rank_features=8).process((table, DAY, path)):
         if kind == block_read.BLOCK:
-            valid += blocks.unpack(value[2]).column("user_id").to_pylist()
+            valid += blocks.unpack(value[2]).column(0).to_pylist()
         elif kind == block_read.REJECTED:
             letter = json.loads(value[1][2])
             dead.append((letter["row"], letter["reason"], letter["detail"]))
@@ -95,6 +95,31 @@ def test_a_byte_order_mark_does_not_hide_the_csv_header(tmp_path, read):
         f.write(b"\xef\xbb\xbf" + data)
     valid, dead, _ = read(path)
     assert valid == ["u1"] and dead == []
+
+
+@pytest.mark.parametrize("read", [row_path, block_path], ids=["rows", "blocks"])
+def test_an_id_past_the_length_bound_costs_its_row_only(tmp_path, read):
+    huge = "u" * (MAX_TEXT_CHARS + 1)        # the issue saw 2 MB item ids grow a day's data 13x
+    lines = [behavior_line("u1", "jsonl"), behavior_line(huge, "jsonl"), behavior_line("u3", "jsonl")]
+    valid, dead, _ = read(raw_file(tmp_path, "jsonl", lines))
+    assert valid == ["u1", "u3"]
+    assert dead == [(2, "bad_value", f"field 'user_id': {MAX_TEXT_CHARS + 1:,} characters, more "
+                                     f"than {MAX_TEXT_CHARS:,}")]
+    tags = {"item_id": "i2", "tags": ["a", huge]}
+    valid, dead, _ = read(raw_file(tmp_path, "jsonl", [b'{"item_id": "i1", "tags": ["a"]}\n',
+                                                       (json.dumps(tags) + "\n").encode()],
+                                   table="items"), "items")
+    assert valid == ["i1"] and [(row, reason) for row, reason, _ in dead] == [(2, "bad_value")]
+
+
+@pytest.mark.parametrize("read", [row_path, block_path], ids=["rows", "blocks"])
+def test_a_nan_price_is_a_counted_bad_value_not_a_missing_price(tmp_path, read):
+    lines = [b'{"item_id": "i1", "price": 2.5}\n', b'{"item_id": "i2", "price": NaN}\n',
+             b'{"item_id": "i3", "price": null}\n']
+    valid, dead, counts = read(raw_file(tmp_path, "jsonl", lines, table="items"), "items")
+    assert valid == ["i1", "i3"]          # null stays "no price"
+    assert dead == [(2, "bad_value", "field 'price': expected a finite number, got nan")]
+    assert counts["rejected"] == {"bad_value": 1}
 
 
 def test_a_truncated_gzip_is_still_unreadable_after_its_last_whole_row(tmp_path):

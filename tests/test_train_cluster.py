@@ -99,6 +99,11 @@ def test_real_chief_worker_and_ps_processes_train_and_exit(tmp_path):
     assert not [name for name, pid in pids.items() if alive(pid)]
     for name in pids:   # every server said where it served (TF_CONFIG read)
         assert "serving at localhost:" in (model_dir / "cluster-logs" / f"{name}.log").read_text()
+    if cluster.private_network_command(["true"])[0] is not None:
+        # TF's servers bind 0.0.0.0: the run, chief and servers, had a network of its own
+        assert "local cluster: in a network namespace of its own (loopback only)" in done.stdout
+        for name in pids:
+            assert "network namespace of its own" in (model_dir / "cluster-logs" / f"{name}.log").read_text()
 
 
 def test_local_cluster_stops_its_processes_on_error_and_when_the_chief_is_killed(tmp_path):

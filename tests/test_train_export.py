@@ -118,6 +118,18 @@ def test_score_jsonl_and_parquet_requests_match_the_whole_model(exported, tmp_pa
         np.testing.assert_allclose([s[head] for s in scored], whole[head], atol=1e-5)
 
 
+def test_an_exported_version_is_replaced_only_when_asked(tmp_path, capsys):
+    from train_helpers import fake_run
+    model = fake_run(tmp_path, "m")                  # its newest checkpoint, ckpt-20: version 20
+    served = tmp_path / "export" / "user" / "20" / "saved_model.pb"
+    served.parent.mkdir(parents=True)
+    served.write_text("in service")
+    assert export.main(["--model", str(model), "--out", str(tmp_path / "export")]) == 1
+    err = capsys.readouterr().err
+    assert f"{served.parent} already exist" in err and "--replace" in err
+    assert served.read_text() == "in service"
+
+
 def test_bad_request_row_is_named(exported, tmp_path, capsys):
     out = exported[0]
     rows = [{"request_id": "r1", "item_id": "a"},

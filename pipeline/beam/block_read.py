@@ -17,7 +17,7 @@ from features.contract import BEHAVIOR_INDEX, GENDER_INDEX, NUM_POWER_LEVELS, SC
 from pipeline.beam import blocks
 from pipeline.beam.split import SplitByTag
 from pipeline.beam.read import DEAD, _open_binary, file_counts, file_format, read_file
-from pipeline.rawlogs.rows import DAY_SECONDS, day_start
+from pipeline.rawlogs.rows import DAY_SECONDS, MAX_TEXT_CHARS, day_start
 from pipeline.rawlogs.schema import SCHEMAS, VALID_SCHEMAS
 
 BLOCK, REJECTED, COUNTS = "block", "rejected", "counts"
@@ -47,6 +47,12 @@ def _json(data: bytes, table: str) -> pa.Table:
     return pj.read_json(pa.BufferReader(data), parse_options=options)
 
 
+def _bounded(strings: pa.Array) -> pa.Array:
+    """The strings, when none is longer than the row validator allows."""
+    _require(pc.less_equal(pc.utf8_length(strings), MAX_TEXT_CHARS))
+    return strings
+
+
 def _require(ok) -> None:
     if not (ok if isinstance(ok, bool) else pc.all(ok).as_py() in (True, None)):
         raise NotClean("check failed")
@@ -72,8 +78,8 @@ class Columns:
             return pa.array([""] * self.table.num_rows, pa.string())
         if required:
             _require(pc.and_kleene(pc.is_valid(column), pc.not_equal(column, "")))
-            return column
-        return pc.fill_null(column, "")
+            return _bounded(column)
+        return _bounded(pc.fill_null(column, ""))
 
     def integer(self, name: str, required: bool = True) -> pa.Array:
         column = self.raw(name, (pa.types.is_integer,))
@@ -108,6 +114,7 @@ class Columns:
         values = pc.list_flatten(column)
         # the row validator drops empty elements: such rows take the row path
         _require(values.null_count == 0 and not pc.any(pc.equal(values, "")).as_py())
+        _bounded(values)
         return pc.fill_null(column, pa.scalar([], pa.list_(pa.string()))).cast(pa.list_(pa.string()))
 
     def number_list(self, name: str, length: int) -> pa.Array:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import create_runner
 
 from configs.loader import ConfigError, add_config_args, load_config
 from features.contract import TASKS, Contract
@@ -39,7 +40,8 @@ from pipeline.beam.passes import LOCAL_RUNNERS, choose_passes
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
-from pipeline.beam.write import WriteExamples, WriteRejected, WriteStats, publish, remove_staging
+from pipeline.beam.write import (WriteExamples, WriteRejected, WriteStats, publish, remove_dead_staging,
+                                 remove_staging)
 from pipeline.layout import days_between, shift
 from pipeline.rawlogs.schema import TABLES
 
@@ -74,9 +76,9 @@ class Plan:
 
 def make_plan(raw: str, out: str, start: str, end: str, config) -> Plan:
     """Lists the input files and fixes the staging folder of one run."""
+    window = days_between(start, end, names=("--start", "--end"))   # first: it names a bad flag
     contract = Contract.from_config(config)
     spec = SampleSpec.from_config(config, start, end, contract)
-    window = days_between(start, end)
     with_lookback = days_between(shift(start, -spec.lookback_days), end)
     files = {t: list_files(raw, t, with_lookback if t in LOOKBACK_TABLES else window) for t in TABLES}
     if not any(files[t] for t in ("behaviors", "impressions", "follows", "shop_prefs", "users")):
@@ -346,6 +348,16 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
 def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_args,
                     dask_address, dask_workers, passes) -> int:
     started = time.monotonic()
+    dead = remove_dead_staging(str(out))
+    if dead:
+        print(f"dupn build-examples: removed {dead} staging folder(s) of interrupted runs from "
+              f"{layout.join(str(out), layout.TMP_DIR)}", file=sys.stderr)
+    runner = runner or config.runtime.runner
+    try:   # a mistyped runner is a bad flag, named, rather than a traceback from inside Beam
+        create_runner(runner_name(runner))
+    except ValueError as err:
+        print(f"dupn build-examples: --runner {runner}: {err}", file=sys.stderr)
+        return 2
     try:
         plan = make_plan(str(raw), str(out), start, end or start, config)
     except (RawLayoutError, ValueError) as err:   # ValueError: a malformed date
@@ -353,7 +365,6 @@ def _build_examples(config, raw, out, start: str, end: str | None, runner, beam_
         return 2
     # Fingerprinted before the run: a file landing meanwhile makes the day stale, not silently whole.
     inputs = {day: day_inputs(plan.raw, day, plan.spec.lookback_days) for day in plan.window}
-    runner = runner or config.runtime.runner
     if is_dask(runner) and plan.data.beam_path == "rows":
         print("dupn build-examples: the row path (--row-path) runs on the DirectRunner only: the "
               "DaskRunner loses its multi-output steps' and finish_bundle's outputs (docs/BEAM.md)",

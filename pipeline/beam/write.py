@@ -375,6 +375,17 @@ def publish(out: str, staging: str, days, examples: bool = True) -> None:
                 replace_local(join(staging, part), join(out, part), join(trash, part))
 
 
+def remove_dead_staging(out: str) -> int:
+    """Deletes the staging folders that killed runs left in a local EXAMPLES/_tmp; the caller
+    holds EXAMPLES/.lock, so no other run is using one. Returns how many went."""
+    tmp = join(out, layout.TMP_DIR)
+    if "://" in out or not os.path.isdir(tmp):
+        return 0
+    dead = os.listdir(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return len(dead)
+
+
 def remove_staging(out: str, staging: str) -> None:
     """Deletes the run's staging folder (and EXAMPLES/_tmp when no other run uses it)."""
     if "://" in out:

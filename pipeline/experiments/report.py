@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.contract import TASKS
 from pipeline import layout
-from pipeline.layout import published_model_dir, read_manifest
+from pipeline.layout import DamagedFile, published_model_dir, read_manifest
 
 EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance")
 WORLDS_FILES = ("worlds", "worlds_summary")     # shown in their own section, not among the experiments
@@ -386,7 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out) if args.out else work / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(work), encoding="utf-8")
+    try:
+        page = render(work)
+    except DamagedFile as err:
+        print(f"dupn report: {err}", file=sys.stderr)
+        return 1
+    out.write_text(page, encoding="utf-8")
     print(f"dupn report: {out}")
     return 0
 

@@ -44,6 +44,7 @@ def run(args) -> int:
     try:
         if args.days < 1:
             raise ValueError(f"--days {args.days}: at least 1")
+        layout.parse_day(end, "--end")   # before shift(), so that the message names the flag
         window = layout.days_between(layout.shift(end, 1 - args.days), end)
         config = config_from_args(args)
     except (ConfigError, ValueError) as err:

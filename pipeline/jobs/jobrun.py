@@ -47,11 +47,12 @@ def add_shared_flags(parser, unit: str) -> None:
 
 def single_flight(job: str, work, body) -> int:
     """body()'s exit code, run while holding WORK's lock; EXIT_ERROR, naming the holder, when
-    another job has it (two runs on one work directory would both publish and race on the manifest)."""
+    another job has it (two runs on one work directory would both publish and race on the manifest),
+    and naming the file when a manifest or record it reads is damaged."""
     try:
         with layout.hold_lock(layout.lock_file(work), f"dupn {job}"):
             return body()
-    except layout.LockHeld as err:
+    except (layout.LockHeld, layout.DamagedFile) as err:
         print(f"dupn {job}: {err}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -86,8 +86,9 @@ def publish(model_dir, work, name: str, keep: int) -> Path:
     order = [n for n in manifest["published"] if n != name] + [name]
     manifest["published"] = prune(work, order, keep)
     write_manifest(work, manifest)
-    # What publishes of this name interrupted by a crash left (LATEST names none of them now).
-    for leftover in (*root.glob(".replaced-*"), *root.glob(f".staging-{name}-*")):
+    # What interrupted publishes of any name left (LATEST names none of them now; the jobs that
+    # publish hold WORK/.lock, so no other publish is under way).
+    for leftover in (*root.glob(".replaced-*"), *root.glob(".staging-*")):
         shutil.rmtree(leftover, ignore_errors=True)
     return target
 

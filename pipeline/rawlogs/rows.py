@@ -25,6 +25,9 @@ from features.contract import BEHAVIOR_INDEX, GENDER_INDEX, NUM_POWER_LEVELS, SC
 from pipeline.rawlogs.schema import TABLES
 
 DAY_SECONDS = 86_400
+# The longest string a field or list item may hold (ids, queries, tags): real ones are tens of
+# characters, and an unbounded one is copied into every example that reads it.
+MAX_TEXT_CHARS = 1024
 
 # Why a row is rejected; each is counted and written with the row to EXAMPLES/_rejected/dt=D/.
 UNPARSEABLE = "unparseable"                  # not JSON / wrong CSV column count / not a record
@@ -59,17 +62,24 @@ def _missing(value) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
+def _bounded(name: str, value: str) -> str:
+    if len(value) > MAX_TEXT_CHARS:
+        raise RowError(BAD_VALUE, f"field '{name}': {len(value):,} characters, more than "
+                                  f"{MAX_TEXT_CHARS:,}")
+    return value
+
+
 def text(row: dict, name: str, required: bool = True) -> str:
-    """A string field; integer ids are accepted and written as strings."""
+    """A string field of at most MAX_TEXT_CHARS; integer ids are accepted and written as strings."""
     value = row.get(name)
-    if type(value) is str and value:          # the common case first: this runs per field and row
+    if type(value) is str and value and len(value) <= MAX_TEXT_CHARS:   # the common case first
         return value
     if _missing(value):
         if required:
             raise RowError(MISSING_FIELD, f"field '{name}' is missing or empty")
         return ""
     if isinstance(value, str):
-        return value
+        return _bounded(name, value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RowError(BAD_VALUE, f"field '{name}': expected a string, got {value!r}")
     if isinstance(value, float):
@@ -106,8 +116,10 @@ def integer(row: dict, name: str, required: bool = True, floor: bool = False):
 
 
 def number(row: dict, name: str, required: bool = True):
-    """A float field, or None when optional and empty."""
+    """A float field, or None when optional and empty (null or ""; a NaN is a bad value, counted)."""
     value = row.get(name)
+    if isinstance(value, float) and math.isnan(value):
+        raise RowError(BAD_VALUE, f"field '{name}': expected a finite number, got nan")
     if _missing(value):
         if required:
             raise RowError(MISSING_FIELD, f"field '{name}' is missing or empty")
@@ -137,9 +149,9 @@ def text_list(row: dict, name: str) -> tuple:
     if _missing(value):
         return ()
     if isinstance(value, str):
-        return tuple(v for v in value.split(";") if v)
+        return tuple(_bounded(name, v) for v in value.split(";") if v)
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
-        return tuple(str(v) for v in value if not _missing(v))
+        return tuple(_bounded(name, str(v)) for v in value if not _missing(v))
     raise RowError(BAD_VALUE, f"field '{name}': expected a list of strings, got {value!r}")
 
 

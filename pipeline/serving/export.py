@@ -1,6 +1,6 @@
 """`dupn export`: three SavedModels of a published model for serving: user part, item part and whole.
 
-    dupn export --work WORK [--model MODEL_DIR] --out DIR [--version N] [--xla]
+    dupn export --work WORK [--model MODEL_DIR] --out DIR [--version N] [--replace] [--xla]
 
   DIR/user/<version>/   behaviour sequence, query and profile -> user_representation [B, shared_dim]
   DIR/item/<version>/   user_representation ([B, D], or [1, D] for one user's candidates) + the
@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for user/, item/, whole/ (their versions)")
     parser.add_argument("--version", type=int,
                         help="version folder (default: the model's global step, else the time)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace version folders of that number already in --out")
     parser.add_argument("--xla", action="store_true",
                         help="XLA-compile the user part (faster; needs a server built with XLA)")
     args = parser.parse_args(argv)
@@ -228,11 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model and not args.work:
             raise ValueError("give --work or --model")
         model_dir = Path(args.model) if args.model else published_model_dir(args.work)
-        config, model = load_model(model_dir)
         version = args.version if args.version is not None else model_version(model_dir)
+        # A version folder may be in service (TF Serving polls --out): replaced only when asked.
+        taken = [str(Path(args.out) / p / str(version)) for p in PARTS
+                 if version is not None and (Path(args.out) / p / str(version)).exists()]
+        if taken and not args.replace:
+            raise FileExistsError(f"{', '.join(taken)} already exist: give another --version, or "
+                                  "--replace to overwrite them")
+        config, model = load_model(model_dir)
         info = export(model, Contract.from_config(config), args.out, source=str(model_dir),
                       xla=args.xla, version=version)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"dupn export: {err}", file=sys.stderr)
         return 1
     print(f"dupn export: {model_dir} -> {args.out}/{{{','.join(PARTS)}}}/{info['version']} "

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,6 +107,64 @@ def exposure_notice(address: str) -> str:
             f"a firewall that admits only the cluster's machines")
 
 
+def interfaces() -> set[str]:
+    """The network interfaces this process sees (Linux /proc/net/dev); empty where unknown."""
+    try:
+        lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return set()
+    return {line.split(":", 1)[0].strip() for line in lines}
+
+
+def in_private_network() -> bool:
+    """Whether this process's network is loopback only (a namespace of its own): a server here
+    listening on 0.0.0.0 is reachable from this network's processes alone."""
+    return interfaces() == {"lo"}
+
+
+def private_network_command(command: list[str]) -> tuple[list[str] | None, str]:
+    """(command run in a new network namespace holding loopback only, "") or (None, why not).
+
+    TensorFlow's servers bind 0.0.0.0 whatever TF_CONFIG says, so a local cluster is kept off
+    the machine's networks by giving it (chief included: it dials the servers) a network of its
+    own. `unshare --net` needs CAP_SYS_ADMIN; without root, a user namespace provides it where
+    the kernel allows unprivileged ones.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None, "no unshare command (util-linux)"
+    prefix = [unshare, "--net"] + ([] if os.geteuid() == 0 else ["--user", "--map-root-user"])
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None, f"{' '.join(prefix[1:])} refused: {probe.stderr.strip() or probe.returncode}"
+    return [*prefix, "--", *command], ""
+
+
+def loopback_up() -> None:
+    """Brings up `lo` in a new network namespace (it starts down), so 127.0.0.1 connects."""
+    import fcntl
+    import struct
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def run_in_private_network(command: list[str]) -> int:
+    """Runs a private_network_command to its end and returns its exit code; SIGTERM is passed on,
+    and the command dies with this process (PR_SET_PDEATHSIG)."""
+    child = subprocess.Popen(command, preexec_fn=_die_with_parent)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        return child.wait()
+    except KeyboardInterrupt:   # the child, in our process group, had the SIGINT too
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def serve(tf_config: dict) -> None:
     """Runs this process's worker or ps server until it is killed."""
     kind, index = task_of(tf_config)
@@ -125,7 +184,9 @@ def serve(tf_config: dict) -> None:
                                   config=server_config(cluster.num_tasks("worker")), start=True)
     address = cluster.task_address(kind, index)
     print(f"pipeline.training.cluster: {kind} {index} serving at {address}", flush=True)
-    print(f"pipeline.training.cluster: {kind} {index} {exposure_notice(address)}", file=sys.stderr, flush=True)
+    notice = ("in a network namespace of its own: only this cluster's processes reach it"
+              if in_private_network() else exposure_notice(address))
+    print(f"pipeline.training.cluster: {kind} {index} {notice}", file=sys.stderr, flush=True)
     server.join()
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,31 @@ from pipeline.layout import read_json, write_json
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
 REMOTE_SCHEMES = ("s3://", "hdfs://")
+
+
+class DamagedExamples(OSError):
+    """Examples files that cannot be read to their end (a truncated or corrupt shard)."""
+
+    def __init__(self, damaged: list[tuple[str, str]], err):
+        days = sorted({layout.stats_file(Path(f).parents[2], layout.partition_day(Path(f).parent.name))
+                       for f, _ in damaged})
+        named = "; ".join(f"{f}: {why}" for f, why in damaged) or f"a file of this run ({err.message})"
+        super().__init__(f"damaged examples: {named}. Delete the statistics of their days "
+                         f"({', '.join(map(str, days)) or 'EXAMPLES/_stats/dt=DAY.json'}) and rebuild "
+                         "them (dupn build-examples; the daily and backfill jobs rebuild a day "
+                         "without statistics)")
+
+
+def damaged_files(files) -> list[tuple[str, str]]:
+    """(file, TensorFlow's reason) of each examples file that does not read to its end."""
+    damaged = []
+    for path in files:
+        try:
+            tf.data.TFRecordDataset(path, compression_type="GZIP").reduce(0, lambda n, _: n + 1)
+        except tf.errors.DataLossError as err:
+            # TF's message wraps the reason in the function's name and the op's: keep the reason
+            damaged.append((path, re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", err.message.splitlines()[0])))
+    return damaged
 
 
 def register_filesystems(*paths) -> None:
@@ -295,21 +321,24 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     done_before = checkpoints.steps_done
     remaining = 0 if run.get("stopped") else target - done_before
     logs, stopped = None, None
-    if remaining <= 0:
-        log(f"{model_dir}: all {target} steps already trained" if not run.get("stopped") else
-            f"{model_dir}: stopped after pass {run['stopped']['after_pass']} (held-out users)")
-    elif parameter_servers:
-        interval = run.get("checkpoint_interval")
-        if not interval or remaining % interval:   # a run begun in one process, resumed here
-            interval, padded = checkpoint_interval(remaining, trainer)
-            target += padded - remaining
-            remaining = padded
-            run.update(target_steps=target, checkpoint_interval=interval)
-        logs = _fit_with_parameter_servers(model, checkpoints, data, contract, config, remaining,
-                                           history, log, target, interval)
-    else:
-        logs, stopped = _fit_one_process(model, checkpoints, data, contract, config, remaining,
-                                         history, log, target)
+    try:
+        if remaining <= 0:
+            log(f"{model_dir}: all {target} steps already trained" if not run.get("stopped") else
+                f"{model_dir}: stopped after pass {run['stopped']['after_pass']} (held-out users)")
+        elif parameter_servers:
+            interval = run.get("checkpoint_interval")
+            if not interval or remaining % interval:   # a run begun in one process, resumed here
+                interval, padded = checkpoint_interval(remaining, trainer)
+                target += padded - remaining
+                remaining = padded
+                run.update(target_steps=target, checkpoint_interval=interval)
+            logs = _fit_with_parameter_servers(model, checkpoints, data, contract, config, remaining,
+                                               history, log, target, interval)
+        else:
+            logs, stopped = _fit_one_process(model, checkpoints, data, contract, config, remaining,
+                                             history, log, target)
+    except tf.errors.DataLossError as err:   # TF names its iterator, not the file: find it
+        raise DamagedExamples(damaged_files(data.files), err) from None
     if not history or history[-1]["global_step"] != checkpoints.global_step:
         _record(checkpoints, history, logs, started, log, target)
     if stopped:
@@ -400,6 +429,7 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
         tf_config = cluster.read_tf_config()
@@ -418,8 +448,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dupn train: {err}", file=sys.stderr)
         return 2 if isinstance(err, (ConfigError, ValueError)) else 1
     log = lambda message: print(f"dupn train: {message}", flush=True)  # noqa: E731
+    if shape and not cluster.in_private_network():
+        # TF's servers listen on every interface: rerun this command, chief and servers, in a
+        # network of its own (loopback only) where the system allows one.
+        command, why = cluster.private_network_command(
+            [sys.executable, "-m", "pipeline.training.train", *argv])
+        if "://" in str(args.examples):
+            command, why = None, "the examples are remote: the run needs the network"
+        if command:
+            return cluster.run_in_private_network(command)
+        print(f"dupn train: the local cluster's ports listen on every interface, with no "
+              f"authentication ({why}); see docs/OPERATIONS.md", file=sys.stderr, flush=True)
     try:
         if shape:
+            if cluster.in_private_network():
+                cluster.loopback_up()
+                log("local cluster: in a network namespace of its own (loopback only)")
             with cluster.LocalCluster(shape["worker"], shape["ps"],
                                       log_dir=Path(args.model_dir) / "cluster-logs"):
                 log(f"local cluster: {shape['worker']} workers, {shape['ps']} ps")
@@ -429,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     except WarmStartError as err:   # found only once the model is built: a refusal, one line
         print(f"dupn train: {err}", file=sys.stderr)
         return 2
+    except DamagedExamples as err:
+        print(f"dupn train: {err}", file=sys.stderr)
+        return 1
     log(f"{args.model_dir}: {run['steps']} of {run['target_steps']} steps "
         f"({run['steps_this_call']} now), global step {run['global_step']}, "
         f"{run['seconds_this_call']:.1f} s")
