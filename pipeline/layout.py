@@ -40,10 +40,15 @@ LOCK_FILE = ".lock"
 
 # ---- paths on any filesystem --------------------------------------------------------------------
 
+def is_remote(path) -> bool:
+    """True for a URL (gs://, s3://, hdfs://): such paths have no local lock, rename or cleanup."""
+    return "://" in str(path)
+
+
 def join(root, *parts: str) -> str:
     """Joins path parts on local paths and URLs (gs://, s3://) alike; FileSystems.join needs the scheme's extra."""
     root = str(root)
-    return posixpath.join(root, *parts) if "://" in root else os.path.join(root, *parts)
+    return posixpath.join(root, *parts) if is_remote(root) else os.path.join(root, *parts)
 
 
 def partition(day: str) -> str:

@@ -184,10 +184,14 @@ def test_sharing_and_balance_against_each_task_alone(tmp_path):
     for png in ("sharing.png", "sharing_gates.png"):
         assert_real_png(work / "experiments" / png)
 
-    alone_checkpoint = work / "experiments" / "runs" / "alone" / "ctr" / "checkpoints" / "checkpoint"
-    trained_at = alone_checkpoint.stat().st_mtime_ns
+    runs = work / "experiments" / "runs"
+    shared = [runs / "alone" / "ctr", runs / "default"]
+    assert not (runs / "sharing" / "hard").exists()   # hard sharing is the configuration's own
+    trained_at = [(run / "checkpoints" / "checkpoint").stat().st_mtime_ns for run in shared]
     assert experiment.main(experiment_argv(work, "balance", *heads, "--variants", methods)) == 0
-    assert alone_checkpoint.stat().st_mtime_ns == trained_at   # the alone runs are shared, not retrained
+    # The alone runs and the configuration's own (balance's fixed is sharing's hard) are shared, not retrained.
+    assert [(run / "checkpoints" / "checkpoint").stat().st_mtime_ns for run in shared] == trained_at
+    assert not (runs / "balance" / "fixed").exists() and (runs / "balance" / "dwa").is_dir()
     table = pd.read_csv(work / "experiments" / "balance.csv")
     metrics = table[table["value"].notna()]
     assert sorted(zip(metrics.setting, metrics.task)) == sorted(

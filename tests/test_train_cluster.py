@@ -27,7 +27,7 @@ IN_PROCESS = textwrap.dedent("""
     from train_helpers import in_process_cluster, tiny_config, tiny_examples
 
     examples = tiny_examples({root!r}, [{day!r}])
-    config = tiny_config("trainer.checkpoint_every_steps=10")
+    config = tiny_config("trainer.checkpoint_every_steps=10", "trainer.steps_per_execution=2")
     strategy, servers = in_process_cluster(workers=2, ps=2)
     with strategy.scope():
         model = train.new_model(config, train.Contract.from_config(config))
@@ -143,7 +143,8 @@ RESUME_SETUP = textwrap.dedent("""
     from train_helpers import in_process_cluster, tiny_config, tiny_examples
 
     root = {root!r}
-    config = tiny_config("trainer.checkpoint_every_steps=10")
+    # two steps an execution: the cluster pads what is left to whole executions (checked below)
+    config = tiny_config("trainer.checkpoint_every_steps=10", "trainer.steps_per_execution=2")
     data = train.range_data(tiny_examples(root, [{day!r}]), {day!r}, {day!r}, train.head_tasks(config))
 
     def values(model):   # name -> trainable weights, a sharded table's shards joined in order

@@ -21,7 +21,7 @@ TINY = ["data.sequence_length=6", "model.lstm_units=8", "model.attention_units=8
         "model.shared_dim=16",
         "model.heads=[{name: ctr, weight: 1.0, hidden_units: [8]}, "
         "{name: l2r, weight: 1.0, hidden_units: [8]}, {name: power, weight: 1.0, hidden_units: [8]}]",
-        "trainer.batch_size=32", "trainer.steps_per_execution=2", "trainer.checkpoint_every_steps=4",
+        "trainer.batch_size=32", "trainer.steps_per_execution=1", "trainer.checkpoint_every_steps=4",
         "trainer.shuffle_buffer=256", "runtime.direct_num_workers=1"]
 FIRST_DAY = "2026-11-01"
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04")

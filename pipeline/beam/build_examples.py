@@ -334,7 +334,7 @@ def build_examples(config, raw, out, start: str, end: str | None = None, *, runn
       day's _stats records the raw files and settings it was built from (beam/inputs.py).
     """
     # One job per local examples folder: two would publish over each other's days.
-    lock = (contextlib.nullcontext() if "://" in str(out)
+    lock = (contextlib.nullcontext() if layout.is_remote(out)
             else layout.hold_lock(layout.lock_file(out), "dupn build-examples"))
     try:
         with lock:

@@ -70,7 +70,7 @@ def read_stats(path: str) -> dict | None:
 
 def write_stats(path: str, stats: dict) -> None:
     """Atomic on local disks (layout.write_json); object stores replace an object whole anyway."""
-    if "://" not in path:
+    if not layout.is_remote(path):
         layout.write_json(path, stats)
         return
     with FileSystems.create(path) as out:

@@ -112,7 +112,7 @@ def _paths(pattern: str) -> list[str]:
 
 
 def _move(source: str, dest: str) -> None:
-    if "://" not in dest:
+    if not layout.is_remote(dest):
         os.makedirs(os.path.dirname(dest), exist_ok=True)
     FileSystems.rename([source], [dest])
 

@@ -341,7 +341,7 @@ def replace_remote(staged: str, dest: str, is_file: bool) -> None:
 
 def withdraw(path: str, trash: str) -> None:
     """Takes a published file away (into `trash` on a local disk)."""
-    if "://" in path:
+    if layout.is_remote(path):
         if FileSystems.exists(path):
             FileSystems.delete([path])
     elif os.path.exists(path):
@@ -359,7 +359,7 @@ def publish(out: str, staging: str, days, examples: bool = True) -> None:
     folders leaves a day without _stats, which readers take as not built and the next run builds
     again; never a day whose stats describe a mix of old and new folders.
     """
-    remote = "://" in out
+    remote = layout.is_remote(out)
     trash = join(staging, "_replaced")
     for day in days:
         # Relative to EXAMPLES and to the staging folder alike (a root of "" gives relative paths).
@@ -379,7 +379,7 @@ def remove_dead_staging(out: str) -> int:
     """Deletes the staging folders that killed runs left in a local EXAMPLES/_tmp; the caller
     holds EXAMPLES/.lock, so no other run is using one. Returns how many went."""
     tmp = join(out, layout.TMP_DIR)
-    if "://" in out or not os.path.isdir(tmp):
+    if layout.is_remote(out) or not os.path.isdir(tmp):
         return 0
     dead = os.listdir(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -388,7 +388,7 @@ def remove_dead_staging(out: str) -> int:
 
 def remove_staging(out: str, staging: str) -> None:
     """Deletes the run's staging folder (and EXAMPLES/_tmp when no other run uses it)."""
-    if "://" in out:
+    if layout.is_remote(out):
         leftovers = [m.path for m in FileSystems.match([join(staging, "**")])[0].metadata_list]
         if leftovers:
             FileSystems.delete(leftovers)

@@ -157,7 +157,8 @@ def versus_alone(setup: Setup, key: str, options, name: str, title: str):
 
     Returns (table, run dirs, png): table rows of setting, task, metric (the paper's), value, alone
     (the task's value alone), gain (value - alone), steps, train seconds; run dirs: option -> its
-    run. The alone runs (WORK/experiments/runs/alone/TASK) are shared by every experiment.
+    run. The alone runs (WORK/experiments/runs/alone/TASK) and the setup's own configuration's run
+    (WORK/experiments/runs/default) are shared by every experiment.
     """
     from pipeline.experiments import plots
     from pipeline.training import train as training
@@ -175,9 +176,13 @@ def versus_alone(setup: Setup, key: str, options, name: str, title: str):
         train_run(setup, config, run_dir, [task])
         alone[task] = headline(task, evaluate_run(setup, run_dir, [task])[task])
         setup.log(f"{task} alone: {alone[task]:.4f}")
+    # The option the setup's configuration already has is that configuration itself: one run,
+    # WORK/experiments/runs/default, shared by the experiments (sharing's hard is balance's fixed).
+    unchanged = getattr(getattr(setup.config, section), field_name)
     rows, run_dirs = [], {}
     for option, config in settings.items():
-        run_dir = run_dirs[option] = setup.runs_dir(name) / option
+        run_dir = run_dirs[option] = (setup.runs_dir("default") if option == unchanged
+                                      else setup.runs_dir(name) / option)
         trained, seconds = train_run(setup, config, run_dir)
         result = evaluate_run(setup, run_dir)
         for task in tasks:

@@ -67,9 +67,10 @@ def shop_days(examples) -> list[str]:
     return found
 
 
-def shop_auc(model, contract: Contract, files, batch_size: int) -> float:
+def shop_auc(model, contract: Contract, files, batch_size: int, predict=None, cache=None) -> float:
     from pipeline.evaluation.evaluate import evaluate_model
-    return evaluate_model(model, contract, {SHOP: files}, batch_size)[SHOP]["auc"]
+    return evaluate_model(model, contract, {SHOP: files}, batch_size, predict=predict,
+                          cache=cache)[SHOP]["auc"]
 
 
 def fit_and_track(mode: str, model, contract, config, data, test_files, epochs: int, log,
@@ -80,6 +81,9 @@ def fit_and_track(mode: str, model, contract, config, data, test_files, epochs: 
     steps = math.ceil(data.samples / trainer.batch_size)
     board = TensorBoardLog(Path(out_dir) / TRAIN_DIR, trainer.batch_size)
     rows, elapsed = [], started_seconds
+    from pipeline.evaluation.evaluate import predictor
+    # one trace of the scoring function and one read of the test day, for every epoch's AUC
+    predict, test_batches = predictor(model), {}
     for epoch in range(1, epochs + 1):
         dataset = read_dataset(data.files, contract, trainer.batch_size, trainer.shuffle_buffer,
                                repeat=True, seed=config.runtime.seed + epoch)
@@ -87,7 +91,7 @@ def fit_and_track(mode: str, model, contract, config, data, test_files, epochs: 
         model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[board],
                   verbose=progress_verbosity())
         elapsed += time.perf_counter() - began
-        auc = shop_auc(model, contract, test_files, trainer.batch_size)
+        auc = shop_auc(model, contract, test_files, trainer.batch_size, predict, test_batches)
         with board.writer.as_default(step=int(model.optimizer.iterations.numpy())):
             tf.summary.scalar("shop/test_auc", auc)
         rows.append({"mode": mode, "epoch": epoch, "steps": epoch * steps,

@@ -451,10 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     if shape and not cluster.in_private_network():
         # TF's servers listen on every interface: rerun this command, chief and servers, in a
         # network of its own (loopback only) where the system allows one.
-        command, why = cluster.private_network_command(
-            [sys.executable, "-m", "pipeline.training.train", *argv])
-        if "://" in str(args.examples):
+        if layout.is_remote(args.examples):
             command, why = None, "the examples are remote: the run needs the network"
+        else:
+            command, why = cluster.private_network_command(
+                [sys.executable, "-m", "pipeline.training.train", *argv])
         if command:
             return cluster.run_in_private_network(command)
         print(f"dupn train: the local cluster's ports listen on every interface, with no "
