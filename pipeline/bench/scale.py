@@ -1,7 +1,7 @@
 """`dupn bench scale`: the 10-day backfill end to end at a given input size, per stage.
 
     dupn bench scale --json [--rows 1000000,3000000] [--config small] [--set k=v] [--work DIR]
-        [--probe-steps 200]
+        [--probe-steps 200] [--train-steps N]
 
 For each size, writes `dupn synth` logs of a 10-day window at the shape of the public Taobao
 UserBehavior set (about 101 behaviours per user over 9 days, so users = rows / (101 / 9 x 10);
@@ -18,11 +18,13 @@ stages one after the other, each in a fresh process so that its peak memory is i
             on that stream and on batches held in memory; input_wait = 1 - the second / the first
 
 seconds: the stage's wall time inside its process (imports excluded); cpu_seconds: its process
-and children; peak_rss_mb: its VmHWM plus its largest child's. Figures: docs/SCALE.md.
+and children; peak_rss_mb: its VmHWM plus its largest child's. With several sizes, `fit` holds
+each stage's time as a power law and peak memory as a line in the rows. Figures: docs/SCALE.md.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -104,13 +106,18 @@ def stage_split(job: dict) -> dict:
 def stage_train(job: dict) -> dict:
     from pipeline.training.train import train
     config, run_dir, data = _training_data(job)
+    batch, samples = config.trainer.batch_size, data.samples
+    if job.get("train_steps"):   # the run's target is its samples' steps: fewer samples, fewer steps
+        data = dataclasses.replace(data, samples=min(samples, job["train_steps"] * batch))
     started = time.monotonic()
     run = train(config, data, run_dir, log=_quiet)
     seconds = time.monotonic() - started
-    trained = run["steps_this_call"] * config.trainer.batch_size
-    return {"samples": data.samples, "steps": run["steps_this_call"],
-            "batch_size": config.trainer.batch_size, "train_call_s": round(seconds, 1),
-            "samples_per_s": round(trained / seconds, 1)}
+    rate = run["steps_this_call"] * batch / seconds
+    out = {"samples": samples, "steps": run["steps_this_call"], "batch_size": batch,
+           "train_call_s": round(seconds, 1), "samples_per_s": round(rate, 1)}
+    if data.samples < samples:   # cut short: the whole pass's time at the rate measured
+        out["full_pass_s_extrapolated"] = round(samples / rate, 1)
+    return out
 
 
 def stage_evaluate(job: dict) -> dict:
@@ -160,7 +167,7 @@ def stage_input(job: dict, steps: int) -> dict:
     config, _, data = _training_data(job)
     contract = Contract.from_config(config)
     trainer = config.trainer
-    warm = 4 * trainer.steps_per_execution
+    warm = 2 * trainer.steps_per_execution
     stream = training_stream(data, contract, config)
     batches = iter(stream)
     for _ in range(warm):
@@ -197,7 +204,8 @@ def _measured(function, *args) -> dict:
             "load_average_after": round(os.getloadavg()[0], 2)}
 
 
-def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_steps: int) -> dict:
+def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_steps: int,
+             train_steps: int | None = None) -> dict:
     """Synthetic logs of `rows` behaviour rows, the backfill's stages on them, and the probe."""
     users = users_for(rows)
     raw = work / f"raw-{users}"
@@ -208,7 +216,7 @@ def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_ste
     job_work = work / f"work-{users}-{config}"
     shutil.rmtree(job_work, ignore_errors=True)   # every stage measured from scratch
     job = {"raw": str(raw), "work": str(job_work), "config": config,
-           "overrides": overrides, "end": layout.shift(START, DAYS - 1)}
+           "overrides": overrides, "end": layout.shift(START, DAYS - 1), "train_steps": train_steps}
     stages = {}
     for name in STAGES:
         load = os.getloadavg()[0]
@@ -217,12 +225,33 @@ def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_ste
     probe = in_child(_measured, stage_input, job, probe_steps) if probe_steps else None
     train = stages["train"]
     return {"rows_requested": rows, "users": users, "behaviour_rows": behaviour_rows(raw),
+            "train_steps_cut": bool(train_steps),
             "synth_s": round(synth_s, 1), "samples": train["samples"],
             "samples_per_s": train["samples_per_s"],
             "input_wait": probe["input_wait"] if probe else None,
             "total_s": round(sum(s["seconds"] for s in stages.values()), 1),
             "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
             "stages": stages, "input_probe": probe}
+
+
+def fit_laws(sizes: list[dict]) -> dict:
+    """Per stage, fitted by least squares against behaviour rows: wall and CPU time as power laws
+    (seconds = a x rows^b, a line in log space) and peak memory as a line (base + MB per million
+    rows: a process's libraries are a constant its data adds to)."""
+    import numpy as np
+    rows = np.array([s["behaviour_rows"] for s in sizes], dtype=float)
+    laws = {}
+    for name in sizes[0]["stages"]:
+        seconds = np.array([s["stages"][name]["seconds"] for s in sizes])
+        cpu = np.array([s["stages"][name]["cpu_seconds"] for s in sizes])
+        peak = np.array([s["stages"][name]["peak_rss_mb"] for s in sizes])
+        b, log_a = np.polyfit(np.log(rows), np.log(seconds), 1)
+        b_cpu, log_a_cpu = np.polyfit(np.log(rows), np.log(cpu), 1)
+        slope, base = np.polyfit(rows / 1e6, peak, 1)
+        laws[name] = {"seconds": {"a": float(np.exp(log_a)), "b": round(float(b), 3)},
+                      "cpu_seconds": {"a": float(np.exp(log_a_cpu)), "b": round(float(b_cpu), 3)},
+                      "peak_rss_mb": {"base": round(float(base)), "per_million_rows": round(float(slope), 1)}}
+    return laws
 
 
 def behaviour_rows(raw: Path) -> int:
@@ -251,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--probe-steps", type=int, default=200,
                         help="training steps the input probe times (0: no probe; default: %(default)s)")
+    parser.add_argument("--train-steps", type=int, help="stop training after this many steps (a "
+                        "pass too long for the time at hand): samples/s is measured on them and the "
+                        "pass's time extrapolated, as train.full_pass_s_extrapolated (default: the pass)")
     parser.add_argument("--work", help="folder for logs and work directories (default: a temporary "
                         "one); logs already there are reused, work directories redone")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -259,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dupn-bench-scale-") as tmp:
         work = Path(args.work or tmp)
         try:
-            sizes = [run_size(work, int(n), args.config, args.overrides, args.probe_steps)
+            sizes = [run_size(work, int(n), args.config, args.overrides, args.probe_steps,
+                              args.train_steps)
                      for n in args.rows.split(",")]
         except RuntimeError as err:
             print(f"dupn bench scale: {err}", file=sys.stderr)
@@ -267,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"config": args.config, "overrides": args.overrides, "days": DAYS, "cpu": cpu_model(),
               "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
               "sizes": sizes}
+    if len(sizes) > 1:
+        result["fit"] = fit_laws(sizes)
     if args.json:
         print(json.dumps(result))
     else:
