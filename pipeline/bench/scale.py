@@ -234,16 +234,25 @@ def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_ste
             "stages": stages, "input_probe": probe}
 
 
+def whole_pass(stage: dict) -> tuple[float, float]:
+    """A stage's (seconds, CPU seconds); a training cut short by --train-steps scaled to its pass."""
+    if "full_pass_s_extrapolated" not in stage:
+        return stage["seconds"], stage["cpu_seconds"]
+    share = stage["samples"] / (stage["steps"] * stage["batch_size"])
+    return stage["seconds"] * share, stage["cpu_seconds"] * share
+
+
 def fit_laws(sizes: list[dict]) -> dict:
     """Per stage, fitted by least squares against behaviour rows: wall and CPU time as power laws
-    (seconds = a x rows^b, a line in log space) and peak memory as a line (base + MB per million
-    rows: a process's libraries are a constant its data adds to)."""
+    (seconds = a x rows^b, a line in log space; a cut training's scaled to its pass) and peak
+    memory as a line (base + MB per million rows: a process's libraries are a constant its data
+    adds to)."""
     import numpy as np
     rows = np.array([s["behaviour_rows"] for s in sizes], dtype=float)
     laws = {}
     for name in sizes[0]["stages"]:
-        seconds = np.array([s["stages"][name]["seconds"] for s in sizes])
-        cpu = np.array([s["stages"][name]["cpu_seconds"] for s in sizes])
+        seconds = np.array([whole_pass(s["stages"][name])[0] for s in sizes])
+        cpu = np.array([whole_pass(s["stages"][name])[1] for s in sizes])
         peak = np.array([s["stages"][name]["peak_rss_mb"] for s in sizes])
         b, log_a = np.polyfit(np.log(rows), np.log(seconds), 1)
         b_cpu, log_a_cpu = np.polyfit(np.log(rows), np.log(cpu), 1)
