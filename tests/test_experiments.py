@@ -167,9 +167,9 @@ def test_sharing_and_balance_against_each_task_alone(tmp_path):
     heads = ("--set", "model.heads=[{name: ctr, weight: 1.0, hidden_units: [8]}, "
              "{name: power, weight: 0.5, hidden_units: [8]}]",
              "--set", "model.expert_units=[8]", "--set", "model.experts=2")
-    # gradnorm and pcgrad have their own tests (tests/test_models_balance.py); here they would
+    # uncertainty, gradnorm and pcgrad have their own tests (tests/test_models_balance.py); here they would
     # only add minutes
-    methods = "fixed,uncertainty,dwa"
+    methods = "fixed,dwa"
     assert experiment.main(experiment_argv(work, "sharing", *heads)) == 0
     table = pd.read_csv(work / "experiments" / "sharing.csv")
     metrics = table[table["gate"].isna()]

@@ -16,7 +16,7 @@ METRICS = ["CTR AUC", "L2R AUC", "Talent AUC", "Power accuracy", "CTR oracle AUC
 def test_worlds_from_an_empty_work_dir(tmp_path):
     work = tmp_path / "work"
     argv = experiment_argv(work, "worlds", "--worlds", "properties,price", "--seeds", "1",
-                           "--variants", "wide,dupn-all", "--users", "60", "--days", "4")
+                           "--variants", "wide,dupn-all", "--users", "40", "--days", "4")
     assert experiment.main(argv) == 0
     table = pd.read_csv(work / "experiments" / "worlds.csv")
     assert list(table.columns[:3]) == ["world", "seed", "model"]
