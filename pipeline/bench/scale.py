@@ -195,13 +195,22 @@ def stage_input(job: dict, steps: int) -> dict:
 
 
 def _measured(function, *args) -> dict:
-    """function(*args) in this (child) process, with its wall, CPU and peak memory."""
-    os.dup2(2, 1)   # the stages' own output goes to stderr: --json's stdout stays one object
+    """function(*args) in this process, with its wall, CPU and peak memory."""
     cpu, started = _cpu_seconds(), time.monotonic()
     out = function(*args)
     return {**out, "seconds": round(time.monotonic() - started, 1),
             "cpu_seconds": round(_cpu_seconds() - cpu, 1), "peak_rss_mb": round(_peak_rss_mb()),
             "load_average_after": round(os.getloadavg()[0], 2)}
+
+
+def _measured_quietly(function, *args) -> dict:
+    os.dup2(2, 1)   # the stages' own output goes to stderr: --json's stdout stays one object
+    return _measured(function, *args)
+
+
+def run_stage(function, *args) -> dict:
+    """A stage in a fresh process, so that its peak memory is its own."""
+    return in_child(_measured_quietly, function, *args)
 
 
 def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_steps: int,
@@ -220,9 +229,9 @@ def run_size(work: Path, rows: int, config: str, overrides: list[str], probe_ste
     stages = {}
     for name in STAGES:
         load = os.getloadavg()[0]
-        stages[name] = {**in_child(_measured, globals()[f"stage_{name}"], job),
+        stages[name] = {**run_stage(globals()[f"stage_{name}"], job),
                         "load_average_before": round(load, 2)}
-    probe = in_child(_measured, stage_input, job, probe_steps) if probe_steps else None
+    probe = run_stage(stage_input, job, probe_steps) if probe_steps else None
     train = stages["train"]
     return {"rows_requested": rows, "users": users, "behaviour_rows": behaviour_rows(raw),
             "train_steps_cut": bool(train_steps),
