@@ -4,14 +4,17 @@ import json
 from pipeline.bench import commands as bench
 from pipeline.bench import scale
 from pipeline.bench.scale import STAGES
+from train_helpers import TINY
 
 
 def test_bench_scale_runs_every_stage_and_counts_the_backfills_samples(capsys, tmp_path, monkeypatch):
     # The stages in this process, not one fresh process each (six TensorFlow imports): the
     # fresh process is bench pipeline's in_child, which test_beam_bench runs.
     monkeypatch.setattr(scale, "run_stage", scale._measured)
+    # the tests' tiny model, in batches of 128: about 50 steps
+    tiny = [a for o in (*TINY, "trainer.batch_size=128") for a in ("--set", o)]
     assert bench.main(["scale", "--json", "--rows", "3000", "--probe-steps", "5",
-                       "--work", str(tmp_path)]) == 0
+                       "--work", str(tmp_path), *tiny]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["config"] == "small" and result["days"] == 10 and result["cores"] >= 1
     (size,) = result["sizes"]

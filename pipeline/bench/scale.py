@@ -160,7 +160,8 @@ def _step_clock(warm: int):
 
 def stage_input(job: dict, steps: int) -> dict:
     """Whether training waits on its input: the stream alone, then the model's steps on it and on
-    CACHED_BATCHES batches held in memory (the same model, optimizer and compile as train)."""
+    CACHED_BATCHES batches held in memory (the model, optimizer and compile of train; one model
+    trains on both, so the second measures steps of a model already trained on a few batches)."""
     from features.contract import Contract
     from pipeline.training.checkpoints import make_optimizer, new_model
     from pipeline.training.train import training_stream
@@ -178,9 +179,11 @@ def stage_input(job: dict, steps: int) -> dict:
     input_alone = (time.monotonic() - started) / steps
     del batches
 
+    # One model for both: its training step is traced once (the second fit reuses it).
+    model = new_model(config, contract)
+    model.compile(optimizer=make_optimizer(trainer, model), steps_per_execution=trainer.steps_per_execution)
+
     def step_time(dataset) -> float:
-        model = new_model(config, contract)
-        model.compile(optimizer=make_optimizer(trainer, model), steps_per_execution=trainer.steps_per_execution)
         clock = _step_clock(warm)
         model.fit(dataset, epochs=1, steps_per_epoch=warm + steps, callbacks=[clock], verbose=0)
         return clock.seconds_per_step()
