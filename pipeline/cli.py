@@ -22,7 +22,7 @@ COMMANDS = {
     "evaluate": ("pipeline.evaluation.evaluate", "per-task metrics of a model on a day"),
     "experiment": ("pipeline.experiments.run", "run one of the paper's experiments"),
     "report": ("pipeline.experiments.report", "write the HTML report of a work directory"),
-    "bench": ("pipeline.bench.commands", "benchmarks: pipeline, memory, train, serve"),
+    "bench": ("pipeline.bench.commands", "benchmarks: pipeline, memory, train, serve, scale"),
 }
 
 

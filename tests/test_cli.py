@@ -47,10 +47,10 @@ def test_every_command_reaches_its_own_module(name, capsys):
     assert captured.out.startswith(f"usage: dupn {name} "), captured.out[:200]
 
 
-@pytest.mark.parametrize("name", ["pipeline", "memory", "train", "serve"])
+@pytest.mark.parametrize("name", ["pipeline", "memory", "train", "serve", "scale"])
 def test_every_benchmark_reaches_its_own_module(name, capsys):
     from pipeline.bench import commands as bench
-    assert set(bench.BENCHMARKS) == {"pipeline", "memory", "train", "serve"}
+    assert set(bench.BENCHMARKS) == {"pipeline", "memory", "train", "serve", "scale"}
     run_help(["bench", name, "--help"])
     captured = capsys.readouterr()
     assert "not built yet" not in captured.err

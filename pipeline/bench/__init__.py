@@ -1,2 +1,2 @@
-"""Benchmarks (`dupn bench pipeline|memory|train|serve`) and the random batches they (and tests) use.
+"""Benchmarks (`dupn bench pipeline|memory|train|serve|scale`) and the random batches they (and tests) use.
 Imports anything below the command line."""

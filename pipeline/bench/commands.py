@@ -1,4 +1,4 @@
-"""`dupn bench pipeline|memory|train|serve`: runs one benchmark, each in its own module pipeline/bench/<name>.py."""
+"""`dupn bench pipeline|memory|train|serve|scale`: runs one benchmark, each in its own module pipeline/bench/<name>.py."""
 from __future__ import annotations
 
 import sys
@@ -11,6 +11,7 @@ BENCHMARKS = {
         "memory": "the local example job's peak memory at two sizes, in one pass and in passes",
         "train": "DUPN's training step against a stock LSTM, and the machine's FLOP/s",
         "serve": "the exported models' scoring latency and throughput",
+        "scale": "the 10-day backfill end to end at a given size: each stage's time, CPU, peak memory",
     }.items()
 }
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 from pipeline import layout
 
@@ -130,20 +131,32 @@ def synth_logs(raw: Path, days: int, users: int) -> int:
             sys.stdout = stdout
 
 
-def _child(queue, *args) -> None:
-    queue.put(run_job(*args))
+def _child(queue, function, *args) -> None:
+    queue.put(function(*args))
+
+
+def in_child(function, *args):
+    """function(*args) in a fresh (spawned) process, its result; `function` is a module-level one."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child, args=(queue, function, *args))
+    child.start()
+    while True:   # a child killed (out of memory) puts nothing: say so rather than wait forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"{function.__name__} in a child process exited with code "
+                                   f"{child.exitcode} before returning") from None
+    child.join()
+    return result
 
 
 def run_job_in_child(*args) -> dict:
     """run_job in a fresh process, so that its peak memory is the job's alone (not the generator's)."""
-    import multiprocessing
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_child, args=(queue, *args))
-    child.start()
-    result = queue.get()
-    child.join()
-    return result
+    return in_child(run_job, *args)
 
 
 def profile_summary(stats_file: str, top: int = 18) -> str:
