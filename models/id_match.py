@@ -14,7 +14,9 @@ and the head reads log1p(count) [5K]: "has the user carted this shop lately", "h
 clicks in this category", learnt as K property-weighted counts. A learnt attention finds such
 identities only after its embeddings have separated the ids; the counts give them at the first
 step, and the weights let a recent cart count more than an old click (or a buy count against).
-Cost per candidate: N (4 + T²) compares, N·5K multiply-adds.
+Cost per candidate: N (4 + T²) compares, N·5K multiply-adds; in serving, where one user's
+history meets many candidates, the history's weights are totalled per id once and each candidate's
+4 + T ids are looked up in them (a binary search each).
 """
 from __future__ import annotations
 
@@ -85,16 +87,34 @@ class IdMatch(keras.layers.Layer):
         ids, tags, weights = (steps[..., :fields], steps[..., fields:fields + t],
                               steps[..., fields + t:])
         wanted = tf.stack([exact_float(candidate[f]) for f in ID_FIELDS], -1)          # [B, 4]
+        wanted_tags = exact_float(candidate["tags"])                         # [B, T]
+        # Serving scores one user's history against many candidates: a lookup of each candidate id
+        # in that history's per-id totals, not a compare of every candidate with every step.
+        counts = tf.cond(tf.equal(tf.shape(steps)[0], 1),
+                         lambda: self._looked_up(ids[0], tags[0], weights[0], wanted, wanted_tags),
+                         lambda: self._compared(ids, tags, weights, wanted, wanted_tags))
+        return tf.reshape(tf.math.log1p(counts), [-1, self.output_width])
+
+    @staticmethod
+    def _compared(ids, tags, weights, wanted, wanted_tags) -> tf.Tensor:
+        """[B, 5, K]: every candidate compared with every step of its own row's history."""
         # Padding steps have id 0 and weight 0; a candidate's id 0 (none) matches nothing.
         same = tf.cast(tf.equal(ids, wanted[:, None]) & tf.not_equal(wanted[:, None], 0.0),
                        tf.float32)                                            # [B, N, 4]
-        wanted_tags = exact_float(candidate["tags"])                         # [B, T]
         shared = tf.equal(tags[..., :, None], wanted_tags[:, None, None, :]) & tf.not_equal(
             wanted_tags[:, None, None, :], 0.0)
         shared = tf.reduce_sum(tf.cast(shared, tf.float32), [-2, -1])        # [B, N]
         matches = tf.concat([same, shared[..., None]], -1)                   # [B, N, 5]
-        counts = weighted_counts(matches, weights)                          # [B, 5, K]
-        return tf.reshape(tf.math.log1p(counts), [-1, self.output_width])
+        return weighted_counts(matches, weights)
+
+    def _looked_up(self, ids, tags, weights, wanted, wanted_tags) -> tf.Tensor:
+        """[B, 5, K] from one history (ids [N, 4], tags [N, T], weights [N, K]): per field, the
+        candidates' ids looked up in that history's weight totals per id (tags: summed over the
+        candidate's tags, as many times as a step holds each). The same sums as _compared's."""
+        per_field = [id_totals(ids[:, f], weights, wanted[:, f:f + 1]) for f in range(len(ID_FIELDS))]
+        tag_weights = tf.repeat(weights, self.tags, axis=0)                 # [N * T, K], step-major
+        per_field.append(id_totals(tf.reshape(tags, [-1]), tag_weights, wanted_tags))
+        return tf.stack(per_field, 1)
 
     def get_config(self):
         return {**super().get_config(), "weightings": self.weightings, "steps": self.steps,
@@ -110,6 +130,20 @@ def weighted_counts(matches: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
                    # (broadcast: both branches are traced, and a static batch of 1 must build)
                    lambda: tf.einsum("bnf,bnk->bfk", matches, tf.broadcast_to(
                        weights, tf.concat([tf.shape(matches)[:1], tf.shape(weights)[1:]], 0))))
+
+
+def id_totals(keys: tf.Tensor, weights: tf.Tensor, queries: tf.Tensor) -> tf.Tensor:
+    """[B, K]: for each row of queries [B, Q], the summed weights [M, K] of the keys [M] equal to
+    each of its queries (a query 0, none, finds nothing; a key found twice counts twice)."""
+    unique, index = tf.unique(keys)
+    totals = tf.math.unsorted_segment_sum(weights, index, tf.size(unique))   # [U, K]
+    order = tf.argsort(unique)
+    unique, totals = tf.gather(unique, order), tf.gather(totals, order)
+    flat = tf.reshape(queries, [-1])
+    at = tf.minimum(tf.searchsorted(unique, flat), tf.size(unique) - 1)
+    found = tf.equal(tf.gather(unique, at), flat) & tf.not_equal(flat, 0.0)
+    counts = tf.where(found[:, None], tf.gather(totals, at), 0.0)          # [B * Q, K]
+    return tf.reduce_sum(tf.reshape(counts, [tf.shape(queries)[0], -1, tf.shape(weights)[1]]), 1)
 
 
 def exact_float(ids: tf.Tensor) -> tf.Tensor:

@@ -108,3 +108,29 @@ def test_one_users_steps_serve_candidates_in_a_graph_of_static_shapes():
                  "tags": tf.constant([[7], [0], [7]], tf.int64)}
     graph = tf.function(layer.match)(flat, candidate)                 # shapes known when traced
     np.testing.assert_allclose(graph, layer.match(flat, candidate), rtol=1e-6)
+
+
+def test_serving_lookup_gives_the_counts_of_comparing_every_step():
+    # One user's history against many candidates takes the lookup (per-id totals, a binary search
+    # per candidate id); the same history copied to every row takes the compare. Small id ranges
+    # so ids and tags repeat, zeros (padding, no id) included.
+    rng = np.random.default_rng(5)
+    steps, tags, candidates = 30, 3, 64
+    layer = IdMatch(weightings=3, steps=steps, tags=tags)
+    seq = sequence(*(rng.integers(0, 6, steps) for _ in range(4)), tags=rng.integers(0, 5, (steps, tags)))
+    valid = tf.constant((np.arange(steps) < 25).astype(np.float32)[:, None])    # 5 padding steps
+    properties = tf.constant(rng.normal(size=(steps, 1, 2)), tf.float32)
+    flat = layer.history(seq, valid, properties)                                 # [1, W]
+    candidate = {f: tf.constant(rng.integers(0, 6, candidates)) for f in
+                 ("item_id", "shop_id", "brand_id", "category_id")}
+    candidate["tags"] = tf.constant(rng.integers(0, 5, (candidates, tags)))
+    looked_up = layer.match(flat, candidate).numpy()
+    compared = layer.match(tf.tile(flat, [candidates, 1]), candidate).numpy()
+    assert (looked_up > 0).mean() > 0.5
+    np.testing.assert_allclose(looked_up, compared, rtol=1e-6, atol=1e-7)
+    # A batch of one row (a last short batch in training) takes the lookup too: it trains.
+    with tf.GradientTape() as tape:
+        one = layer.match(layer.history({k: v for k, v in seq.items()}, valid, properties),
+                          {k: v[:1] for k, v in candidate.items()})
+    gradients = tape.gradient(one, layer.weigh.trainable_variables)
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in gradients)
