@@ -105,7 +105,8 @@ def mlp_head(name: str, weight: float = 1.0, hidden_units=(128, 64), dropout: fl
     """The task over an MLP of [representation, candidate inputs] (two MLPs with esmm)."""
     task = make_task(name, weight, esmm)
     return Head(task, _one_per_logit(task, lambda prefix, slot, width: MLPTower(
-        width, hidden_units, dropout, l2, prefix, slot)), candidate_inputs)
+        width, hidden_units, dropout, l2, prefix, slot, candidate=bool(candidate_inputs))),
+        candidate_inputs)
 
 
 def rank_head(name: str = "l2r", weight: float = 1.0, hidden_units=(128,), rank_features: int = 8,

@@ -236,13 +236,15 @@ class RepresentationModel(MultiTaskModel):
         """
         shared, parts = self.split_representation(representation)
         task_representations, _ = self.sharing(shared, training=False)
-        rows = tf.shape(inputs["item_id"])[0]
-        task_representations = {t: tf.broadcast_to(r, [rows, tf.shape(r)[1]])
-                                for t, r in task_representations.items()}
-        # The parts stay [1, width] for one user: the candidate inputs that read them broadcast
-        # (the target attention's keys would be rows x N x 2d floats copied).
+        # The representations and parts stay [1, width] for one user: the towers and the
+        # candidate inputs that read them broadcast (an MLP's first layer meets the user's row
+        # once, models.towers.JoinedDense; the target attention's keys would be rows x N x 2d floats
+        # copied). Logits that read no candidate are then repeated for the rows.
         logits = self.task_logits(task_representations, inputs, training=False,
                                   tasks=SCORED_ITEM_HEADS, parts=parts)
+        rows = tf.shape(inputs["item_id"])[:1]
+        logits = {t: tf.broadcast_to(v, tf.concat([rows, tf.shape(v)[1:]], 0))
+                  for t, v in logits.items()}
         return {k: v for h in self.heads if h.task in logits
                 for k, v in h.scores(logits[h.task]).items()}
 

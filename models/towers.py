@@ -17,16 +17,44 @@ def _regularizer(l2: float):
     return keras.regularizers.L2(l2) if l2 else None
 
 
-def mlp(hidden_units, dropout: float, l2: float, prefix: str) -> list:
-    """Dense(relu) + Dropout layers for the given widths."""
+def mlp(hidden_units, dropout: float, l2: float, prefix: str, joined: bool = False) -> list:
+    """Dense(relu) + Dropout layers for the given widths; joined: the first layer takes
+    [left, right] (JoinedDense)."""
     reg = _regularizer(l2)
     layers = []
     for i, units in enumerate(hidden_units):
-        layers.append(keras.layers.Dense(units, activation="relu", kernel_regularizer=reg,
-                                         name=f"{prefix}_dense_{i}"))
+        dense = JoinedDense if joined and i == 0 else keras.layers.Dense
+        layers.append(dense(units, activation="relu", kernel_regularizer=reg,
+                            name=f"{prefix}_dense_{i}"))
         if dropout:
             layers.append(keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}"))
     return layers
+
+
+@keras.saving.register_keras_serializable(package="dupn")
+class JoinedDense(keras.layers.Dense):
+    """Dense over [left, right] joined on the last axis, computed without joining them:
+    left W_left + right W_right + b. left may be one row for all of right's rows (one user's
+    representation for every candidate in serving): its product is then computed once, not once
+    per candidate. The kernel is Dense's, [left + right, units], under the same name."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        self.input_spec = None          # two inputs, of widths known at build
+
+    def build(self, input_shape):
+        left, right = (tf.TensorShape(s) for s in input_shape)
+        self.left_width = int(left[-1])
+        super().build(tf.TensorShape([None, self.left_width + int(right[-1])]))
+        self.input_spec = None
+
+    def call(self, inputs):
+        left, right = inputs
+        out = (tf.matmul(left, self.kernel[:self.left_width])
+               + tf.matmul(right, self.kernel[self.left_width:]))
+        if self.use_bias:
+            out = out + self.bias
+        return self.activation(out) if self.activation is not None else out
 
 
 def apply(layers, x, training):
@@ -66,17 +94,26 @@ class MLPTower(Tower):
     """
 
     def __init__(self, width: int, hidden_units, dropout: float = 0.0, l2: float = 0.0,
-                 prefix: str = "head", slot: str = ""):
+                 prefix: str = "head", slot: str = "", candidate: bool = True):
         super().__init__(slot)
         self.width = width
-        self.hidden = mlp(list(hidden_units), dropout, l2, prefix)
-        self.out = keras.layers.Dense(width, kernel_regularizer=_regularizer(l2),
-                                      name=f"{prefix}_logits")
+        # With a candidate, the first layer reads the representation and the candidate apart:
+        # one user's representation [1, D] meets its kernel once for all the candidates.
+        joined = candidate and bool(hidden_units)
+        self.hidden = mlp(list(hidden_units), dropout, l2, prefix, joined=joined)
+        self.out = (JoinedDense if candidate and not joined else keras.layers.Dense)(
+            width, kernel_regularizer=_regularizer(l2), name=f"{prefix}_logits")
         self.layers = {"hidden": self.hidden, "out": self.out}
 
     def __call__(self, representation, candidate=None, training=None):
-        x = representation if candidate is None else tf.concat([representation, candidate], -1)
-        return _squeezed(self.out(apply(self.hidden, x, training)), self.width)
+        layers = [*self.hidden, self.out]
+        if isinstance(layers[0], JoinedDense):
+            if candidate is None:
+                raise ValueError(f"{layers[0].name} reads a candidate; none was given")
+            x, layers = layers[0]((representation, candidate)), layers[1:]
+        else:
+            x = representation if candidate is None else tf.concat([representation, candidate], -1)
+        return _squeezed(apply(layers, x, training), self.width)
 
 
 class RankTower(Tower):
