@@ -58,12 +58,15 @@ class CandidateInputs:
       model: the model (its embeddings, and any layer a kind needs).
       inputs: the batch's features.
       parts: {name: [B, width]} the user representation's parts (representation_parts).
+      serving: candidates scored against representations (score_items), which may be one
+        user's [1, width] for all of them.
     """
 
-    def __init__(self, model, inputs: dict, parts: dict | None = None):
+    def __init__(self, model, inputs: dict, parts: dict | None = None, serving: bool = False):
         self.model = model
         self.inputs = inputs
         self.parts = parts or {}
+        self.serving = serving
         self._cache = {}
 
     def __getitem__(self, kind: str) -> tf.Tensor:
@@ -92,5 +95,5 @@ KINDS = {
     # Reads the representation's per-step keys (DUPN with model.target_attention).
     "target_attention": lambda c: c.model.target.match(c.parts["keys"], c["item"]),
     # Reads the representation's per-step ids and weights (DUPN with model.id_match).
-    "id_match": lambda c: c.model.matcher.match(c.parts["ids"], c.inputs),
+    "id_match": lambda c: c.model.matcher.match(c.parts["ids"], c.inputs, serving=c.serving),
 }

@@ -75,12 +75,14 @@ class IdMatch(keras.layers.Layer):
         steps = tf.transpose(tf.concat([ids, tags, weights], -1), [1, 0, 2])           # [B, N, W]
         return tf.reshape(steps, [-1, self.width])
 
-    def match(self, flat, candidate: dict) -> tf.Tensor:
+    def match(self, flat, candidate: dict, serving: bool = False) -> tf.Tensor:
         """[B, 5K]: log1p of each field's weighted count of matching behaviours.
 
         Args:
           flat: [B, N * (4 + T + K)] from history(), or [1, ...]: one user's for every candidate;
           candidate: the batch's item_id, shop_id, brand_id, category_id [B] and tags [B, T].
+          serving: scoring candidates (MultiTaskModel.score_items): one user's history [1, ...]
+            is then looked up, not compared. Off in training, whose graph then holds no lookup.
         """
         fields, t = len(ID_FIELDS), self.tags
         steps = tf.reshape(flat, [-1, self.steps, self.step_width])          # [B or 1, N, W]
@@ -88,11 +90,14 @@ class IdMatch(keras.layers.Layer):
                               steps[..., fields + t:])
         wanted = tf.stack([exact_float(candidate[f]) for f in ID_FIELDS], -1)          # [B, 4]
         wanted_tags = exact_float(candidate["tags"])                         # [B, T]
-        # Serving scores one user's history against many candidates: a lookup of each candidate id
-        # in that history's per-id totals, not a compare of every candidate with every step.
-        counts = tf.cond(tf.equal(tf.shape(steps)[0], 1),
-                         lambda: self._looked_up(ids[0], tags[0], weights[0], wanted, wanted_tags),
-                         lambda: self._compared(ids, tags, weights, wanted, wanted_tags))
+        if serving:
+            # One user's history against many candidates: a lookup of each candidate id in that
+            # history's per-id totals, not a compare of every candidate with every step.
+            counts = tf.cond(tf.equal(tf.shape(steps)[0], 1),
+                             lambda: self._looked_up(ids[0], tags[0], weights[0], wanted, wanted_tags),
+                             lambda: self._compared(ids, tags, weights, wanted, wanted_tags))
+        else:
+            counts = self._compared(ids, tags, weights, wanted, wanted_tags)
         return tf.reshape(tf.math.log1p(counts), [-1, self.output_width])
 
     @staticmethod

@@ -201,10 +201,11 @@ class RepresentationModel(MultiTaskModel):
         return shared, dict(reversed(list(parts.items())))
 
     def task_logits(self, task_representations: dict, inputs: dict, training=False,
-                    tasks=None, parts=None) -> dict:
+                    tasks=None, parts=None, serving=False) -> dict:
         """{head: logits} of the heads (those in `tasks`), each reading its task's input and its
-        candidate inputs, joined from the batch and the representation's parts."""
-        candidates = CandidateInputs(self, inputs, parts)
+        candidate inputs, joined from the batch and the representation's parts (serving:
+        head_inputs.CandidateInputs)."""
+        candidates = CandidateInputs(self, inputs, parts, serving)
         return {h.task: h(task_representations[h.task], candidates.join(h.candidate_inputs),
                           training=training)
                 for h in self.heads if tasks is None or h.task in tasks}
@@ -241,7 +242,7 @@ class RepresentationModel(MultiTaskModel):
         # once, models.towers.JoinedDense; the target attention's keys would be rows x N x 2d floats
         # copied). Logits that read no candidate are then repeated for the rows.
         logits = self.task_logits(task_representations, inputs, training=False,
-                                  tasks=SCORED_ITEM_HEADS, parts=parts)
+                                  tasks=SCORED_ITEM_HEADS, parts=parts, serving=True)
         rows = tf.shape(inputs["item_id"])[:1]
         logits = {t: tf.broadcast_to(v, tf.concat([rows, tf.shape(v)[1:]], 0))
                   for t, v in logits.items()}

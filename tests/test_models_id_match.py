@@ -35,13 +35,14 @@ def test_counts_weighted_matches_per_field_and_ignores_padding():
                  "brand_id": tf.constant([3, 3], tf.int64),
                  "category_id": tf.constant([7, 4], tf.int64),
                  "tags": tf.constant([[8, 4], [0, 0]], tf.int64)}
-    out = layer.match(flat, candidate).numpy()                       # one user's history, 2 items
     softplus = lambda x: np.log1p(np.exp(x))
     w = np.array([[softplus(1.0), softplus(1.0)], [softplus(2.0), softplus(1.0)]])   # [step, k]
     m1 = np.array([[1, 0], [1, 1], [0, 1], [1, 1], [2, 1]])          # [field, step], candidate 1
     m2 = np.array([[0, 0], [1, 1], [0, 1], [0, 0], [0, 0]])          # item id 0 and no tags match nothing
-    np.testing.assert_allclose(out[0], np.log1p(m1 @ w).ravel(), rtol=1e-5)
-    np.testing.assert_allclose(out[1], np.log1p(m2 @ w).ravel(), rtol=1e-5)
+    for serving in (False, True):                                    # compared, looked up
+        out = layer.match(flat, candidate, serving=serving).numpy()  # one user's history, 2 items
+        np.testing.assert_allclose(out[0], np.log1p(m1 @ w).ravel(), rtol=1e-5)
+        np.testing.assert_allclose(out[1], np.log1p(m2 @ w).ravel(), rtol=1e-5)
 
 
 def test_without_properties_every_behaviour_weighs_alike():
@@ -111,9 +112,9 @@ def test_one_users_steps_serve_candidates_in_a_graph_of_static_shapes():
 
 
 def test_serving_lookup_gives_the_counts_of_comparing_every_step():
-    # One user's history against many candidates takes the lookup (per-id totals, a binary search
-    # per candidate id); the same history copied to every row takes the compare. Small id ranges
-    # so ids and tags repeat, zeros (padding, no id) included.
+    # Serving one user's history against many candidates takes the lookup (per-id totals, a
+    # binary search per candidate id); the same history copied to every row, or not serving,
+    # takes the compare. Small id ranges so ids and tags repeat, zeros (padding, no id) included.
     rng = np.random.default_rng(5)
     steps, tags, candidates = 30, 3, 64
     layer = IdMatch(weightings=3, steps=steps, tags=tags)
@@ -124,13 +125,14 @@ def test_serving_lookup_gives_the_counts_of_comparing_every_step():
     candidate = {f: tf.constant(rng.integers(0, 6, candidates)) for f in
                  ("item_id", "shop_id", "brand_id", "category_id")}
     candidate["tags"] = tf.constant(rng.integers(0, 5, (candidates, tags)))
-    looked_up = layer.match(flat, candidate).numpy()
-    compared = layer.match(tf.tile(flat, [candidates, 1]), candidate).numpy()
+    looked_up = layer.match(flat, candidate, serving=True).numpy()
     assert (looked_up > 0).mean() > 0.5
-    np.testing.assert_allclose(looked_up, compared, rtol=1e-6, atol=1e-7)
-    # A batch of one row (a last short batch in training) takes the lookup too: it trains.
-    with tf.GradientTape() as tape:
-        one = layer.match(layer.history({k: v for k, v in seq.items()}, valid, properties),
-                          {k: v[:1] for k, v in candidate.items()})
-    gradients = tape.gradient(one, layer.weigh.trainable_variables)
-    assert all(g is not None and np.isfinite(g.numpy()).all() for g in gradients)
+    for compared in (layer.match(tf.tile(flat, [candidates, 1]), candidate, serving=True),
+                     layer.match(flat, candidate)):
+        np.testing.assert_allclose(looked_up, compared.numpy(), rtol=1e-6, atol=1e-7)
+    # Training's graph holds the compare alone (no lookup branch to trace), serving's both.
+    def ops(serving):
+        graph = tf.function(lambda f, c: layer.match(f, c, serving)).get_concrete_function(
+            flat, candidate).graph.as_graph_def()
+        return {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert "Unique" in ops(True) and "Unique" not in ops(False)
