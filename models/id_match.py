@@ -126,15 +126,12 @@ class IdMatch(keras.layers.Layer):
                 "tags": self.tags, "l2": self.l2}
 
 
-# Serving counts one user's steps ([1, N, K] weights) for B candidates: one matrix product;
-# training weighs each row's matches by its own history's weights (a batched product).
+# Each row's matches weighed by its own history's weights (a batched product). One history for
+# many candidates is served by IdMatch._looked_up; here it is only copied to the rows.
 def weighted_counts(matches: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """matches [B, N, F] by weights [B or 1, N, K] summed over the steps -> [B, F, K]."""
-    return tf.cond(tf.equal(tf.shape(weights)[0], 1),
-                   lambda: tf.einsum("bnf,nk->bfk", matches, weights[0]),
-                   # (broadcast: both branches are traced, and a static batch of 1 must build)
-                   lambda: tf.einsum("bnf,bnk->bfk", matches, tf.broadcast_to(
-                       weights, tf.concat([tf.shape(matches)[:1], tf.shape(weights)[1:]], 0))))
+    rows = tf.concat([tf.shape(matches)[:1], tf.shape(weights)[1:]], 0)
+    return tf.einsum("bnf,bnk->bfk", matches, tf.broadcast_to(weights, rows))
 
 
 def id_totals(keys: tf.Tensor, weights: tf.Tensor, queries: tf.Tensor) -> tf.Tensor:
