@@ -67,7 +67,9 @@ def shop_days(examples) -> list[str]:
     return found
 
 
-def shop_auc(model, contract: Contract, files, batch_size: int, predict=None, cache=None) -> float:
+def shop_auc(model, contract: Contract, files, batch_size: int, predict, cache: dict) -> float:
+    """The shop AUC on `files`; predict (evaluate.predictor) and cache (the parsed batches) are
+    kept by the caller across its epochs."""
     from pipeline.evaluation.evaluate import evaluate_model
     return evaluate_model(model, contract, {SHOP: files}, batch_size, predict=predict,
                           cache=cache)[SHOP]["auc"]
