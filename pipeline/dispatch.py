@@ -39,3 +39,12 @@ def dispatch(argv: list[str], prog: str, table: dict, noun: str, **usage_words) 
         print(f"{prog} {name}: not built yet", file=sys.stderr)
         return 2
     return int(module.main(rest) or 0)
+
+
+def command_parser(prog: str, doc: str):
+    """The argument parser of a command whose module docstring is its help: the first line the
+    description, the rest (usage examples, notes) the epilog, as written."""
+    import argparse
+    return argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(doc.splitlines()[1:]))

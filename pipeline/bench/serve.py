@@ -11,7 +11,6 @@ Each is warmed up, then timed `--repeats` times; the medians are reported, with 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,6 +24,7 @@ import tensorflow as tf
 
 from features.contract import Contract
 from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, export, load_part
+from pipeline.dispatch import command_parser
 
 
 def request(contract: Contract, candidates: int, seed: int = 0) -> tuple[dict, dict]:
@@ -85,9 +85,7 @@ def run(model, contract: Contract, candidates: int, repeats: int, xla: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dupn bench serve", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("dupn bench serve", __doc__)
     parser.add_argument("--work", help="benchmark the published model of this work directory")
     parser.add_argument("--model", help="benchmark this model dir")
     parser.add_argument("--config", default="dupn",

@@ -19,7 +19,6 @@ is reused when the experiment is run again with the same configuration.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import shutil
@@ -34,6 +33,7 @@ import pandas as pd
 from configs.loader import ConfigError, load_config
 from configs.schema import Config, HeadConfig
 from pipeline import layout
+from pipeline.dispatch import command_parser
 
 EXPERIMENTS = ("ablation", "multitask", "transfer", "attention", "sharing", "balance", "worlds")
 SMALL_EVAL_EXAMPLES = 5000
@@ -229,9 +229,7 @@ def headline(task: str, values: dict):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="dupn experiment", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("dupn experiment", __doc__)
     parser.add_argument("name", choices=EXPERIMENTS)
     parser.add_argument("--work", required=True, help="work directory (examples/ from dupn backfill; "
                         "worlds: any directory, it writes its own data under WORK/worlds/)")

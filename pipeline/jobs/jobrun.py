@@ -28,10 +28,8 @@ DONE = ("published", "refused")   # statuses that make a rerun of the date a no-
 def job_parser(name: str, doc: str, work_help: str):
     """The argument parser of a job (dupn NAME): --raw and --work; add_shared_flags adds the rest
     both jobs take, after the job's own."""
-    import argparse
-    parser = argparse.ArgumentParser(prog=f"dupn {name}", description=doc.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(doc.splitlines()[1:]))
+    from pipeline.dispatch import command_parser
+    parser = command_parser(f"dupn {name}", doc)
     parser.add_argument("--raw", required=True, help="raw-log root (RAW/<table>/dt=D/)")
     parser.add_argument("--work", required=True, help=work_help)
     return parser

@@ -16,7 +16,6 @@ seconds count training only (for rt: computing the frozen representations too), 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import math
@@ -38,6 +37,7 @@ from pipeline import layout
 from pipeline.training.checkpoints import RunCheckpoints, dump_config, make_optimizer, new_model
 from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verbosity
 from pipeline.training.train import head_tasks, range_data
+from pipeline.dispatch import command_parser
 
 MODES = ("rs", "ra", "rt", "ft")
 SHOP = "shop"
@@ -209,9 +209,7 @@ def write_csv(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dupn transfer", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("dupn transfer", __doc__)
     parser.add_argument("--mode", required=True, help="rs, ra, rt, ft, a comma list or all")
     parser.add_argument("--work", required=True, help="work directory (examples/, published/)")
     parser.add_argument("--model", help="model dir for rt and ft (default: the published one)")

@@ -23,7 +23,6 @@ one user, docs/BENCHMARKS.md), which servers built without XLA's CPU JIT cannot 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -37,6 +36,7 @@ import tensorflow as tf
 from features.contract import Contract
 from features.tfrecord import encode_example, hash_features, parse_batch
 from pipeline.serving.warmup import predict_log, write_warmup
+from pipeline.dispatch import command_parser
 
 USER_FEATURES = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
                  "seq_type", "seq_scene", "seq_time_bucket", "query", "age_bucket", "gender")
@@ -211,9 +211,7 @@ def model_version(model_dir) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dupn export", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("dupn export", __doc__)
     parser.add_argument("--work", help="work directory (its published model is exported)")
     parser.add_argument("--model", help="model dir to export (default: WORK/published/LATEST)")
     parser.add_argument("--out", required=True, help="folder for user/, item/, whole/ (their versions)")

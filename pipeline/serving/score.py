@@ -21,7 +21,6 @@ scored.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 
 from features.contract import Contract
 from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, load_part
+from pipeline.dispatch import command_parser
 
 SEQUENCE = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
             "seq_type", "seq_scene", "seq_time_bucket")
@@ -201,9 +201,7 @@ def score_requests(export_dir, rows: list, where: str = "request", numbers=None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dupn score", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("dupn score", __doc__)
     parser.add_argument("--model", required=True, help="export folder (dupn export --out)")
     parser.add_argument("--request", required=True, help="request rows: .jsonl or .parquet")
     parser.add_argument("--out", help="JSON Lines of scores (default: standard output)")

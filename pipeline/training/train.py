@@ -19,7 +19,6 @@ Examples may be local or remote (s3://, hdfs://, gs://: tensorflow-io registers 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -44,6 +43,7 @@ from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verb
 from pipeline.training.checkpoints import (CONFIG_FILE, KEEP_CHECKPOINTS, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
                                   variables_digest)
 from pipeline.layout import read_json, write_json
+from pipeline.dispatch import command_parser
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
@@ -414,9 +414,7 @@ def _fit_with_parameter_servers(model, checkpoints, data, contract, config, rema
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="dupn train", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("dupn train", __doc__)
     parser.add_argument("--examples", required=True, help="examples root (EXAMPLES/<task>/dt=D/)")
     parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", help="last day, YYYY-MM-DD (default: --start)")
