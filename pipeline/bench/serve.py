@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from features.contract import Contract
-from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, export, load_part
 from pipeline.dispatch import command_parser
+from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, export, load_part
 
 
 def request(contract: Contract, candidates: int, seed: int = 0) -> tuple[dict, dict]:

@@ -32,12 +32,12 @@ from configs.loader import ConfigError, load_config
 from configs.schema import HeadConfig
 from features.contract import TASK_INDEX, Contract
 from features.tfrecord import list_files, parse_batch, read_dataset, split_labels
+from pipeline.dispatch import command_parser
 from pipeline.evaluation import metrics
 from pipeline import layout
 from pipeline.training.checkpoints import RunCheckpoints, dump_config, make_optimizer, new_model
 from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verbosity
 from pipeline.training.train import head_tasks, range_data
-from pipeline.dispatch import command_parser
 
 MODES = ("rs", "ra", "rt", "ft")
 SHOP = "shop"

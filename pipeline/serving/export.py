@@ -35,8 +35,8 @@ import tensorflow as tf
 
 from features.contract import Contract
 from features.tfrecord import encode_example, hash_features, parse_batch
-from pipeline.serving.warmup import predict_log, write_warmup
 from pipeline.dispatch import command_parser
+from pipeline.serving.warmup import predict_log, write_warmup
 
 USER_FEATURES = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
                  "seq_type", "seq_scene", "seq_time_bucket", "query", "age_bucket", "gender")

@@ -30,8 +30,8 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 
 from features.contract import Contract
-from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, load_part
 from pipeline.dispatch import command_parser
+from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, load_part
 
 SEQUENCE = ("seq_item_id", "seq_shop_id", "seq_brand_id", "seq_category_id", "seq_tags",
             "seq_type", "seq_scene", "seq_time_bucket")

@@ -37,13 +37,13 @@ from configs.schema import Config
 from features.contract import TASKS, Contract
 from features.tfrecord import list_files, read_dataset
 from pipeline import layout
+from pipeline.dispatch import command_parser
 from pipeline.training import cluster
 from pipeline.training.stopping import StopWhenWorse, keep_rows
 from pipeline.training.summaries import TRAIN_DIR, TensorBoardLog, progress_verbosity
 from pipeline.training.checkpoints import (CONFIG_FILE, KEEP_CHECKPOINTS, RunCheckpoints, latest_checkpoint, make_optimizer, new_model,
                                   variables_digest)
 from pipeline.layout import read_json, write_json
-from pipeline.dispatch import command_parser
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
