@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from pipeline import layout
+from pipeline.dispatch import command_parser
 from pipeline.jobs import publish as pub
 from pipeline.layout import eval_file
 
@@ -28,7 +29,6 @@ DONE = ("published", "refused")   # statuses that make a rerun of the date a no-
 def job_parser(name: str, doc: str, work_help: str):
     """The argument parser of a job (dupn NAME): --raw and --work; add_shared_flags adds the rest
     both jobs take, after the job's own."""
-    from pipeline.dispatch import command_parser
     parser = command_parser(f"dupn {name}", doc)
     parser.add_argument("--raw", required=True, help="raw-log root (RAW/<table>/dt=D/)")
     parser.add_argument("--work", required=True, help=work_help)
