@@ -176,6 +176,7 @@ class RuntimeConfig:
     # Peak memory the local example job may use: it builds its examples in as many passes over
     # user shards as keep its peak under this (beam/passes.py; docs/BEAM.md, "Memory"). Sized for
     # a 24 GB machine, leaving 4 GB to the OS and other processes; the minimum is the job's base.
+    # The job plans with less where the machine has less free when it starts (passes.usable_budget_gb).
     memory_budget_gb: float = _float(20.0, lo=2.0)
 
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from configs.loader import ConfigError, load_config
-from pipeline.beam import passes
+from pipeline.beam import build_examples, passes
 from pipeline.beam.block_read import of_user_pass
 from pipeline.beam.read import list_files, read_file
 from pipeline.rawlogs.schema import TABLES
@@ -74,6 +74,13 @@ def test_the_pass_count_follows_the_budget(raw, tmp_path, monkeypatch, capsys):
     assert run_job(raw, tmp_path / "out", DAYS[2], DAYS[2], *SMALL_SHARDS,
                    "--set", f"runtime.memory_budget_gb={passes.BASE_GB + 2.0}") == 0
     assert "(3 user passes)" in capsys.readouterr().out
+    # the default 20 GB budget on a machine with only that room free now: the same 3 passes, said
+    monkeypatch.setattr(build_examples, "available_gb",
+                        lambda: (passes.BASE_GB + 2.0) / passes.AVAILABLE_SHARE)
+    assert run_job(raw, tmp_path / "out", DAYS[2], DAYS[2], *SMALL_SHARDS) == 0
+    captured = capsys.readouterr()
+    assert "(3 user passes)" in captured.out
+    assert "runtime.memory_budget_gb is 20 GB but the machine has 2.9 GB available" in captured.err
 
     monkeypatch.setattr(passes, "SAMPLE_BYTES", 2048)   # text files sampled: lines scaled
     assert abs(passes.estimate_rows(files) - rows) < 0.05 * rows
@@ -90,3 +97,16 @@ def test_a_bad_budget_or_pass_count_is_a_clear_error(raw, tmp_path, capsys):
         assert run_job(raw, tmp_path / "out", DAYS[2], DAYS[2], *flags) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "ctr").exists()
+
+
+def test_the_budget_is_capped_by_the_memory_free_now(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    8388608 kB\n")
+    assert passes.available_gb(str(meminfo)) == 8.0
+    assert passes.available_gb(str(tmp_path / "missing")) is None
+    meminfo.write_text("MemTotal:       24000000 kB\n")            # an old kernel: no such line
+    assert passes.available_gb(str(meminfo)) is None
+    assert passes.usable_budget_gb(20.0, None) == 20.0
+    assert passes.usable_budget_gb(20.0, 100.0) == 20.0
+    assert passes.usable_budget_gb(20.0, 8.0) == pytest.approx(8.0 * passes.AVAILABLE_SHARE)
+    assert passes.usable_budget_gb(20.0, 0.1) == passes.BASE_GB     # never below the job's base

@@ -27,6 +27,9 @@ LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner", "Bundle
 # pass joins whole), so that a pass stays under the budget.
 BASE_GB = 0.5
 MB_PER_MILLION_ROWS = {"fixed": 750.0, "per_behaviour": 5.0}
+# Of the memory the machine has free when the job starts, the share it may take: the rest is left
+# to whatever else runs (a training, a test run), which the configured budget cannot know about.
+AVAILABLE_SHARE = 0.85
 SAMPLE_BYTES = 1 << 20     # the head of a text file read to count its lines
 FALLBACK_BYTES = 50        # bytes per row of a file that cannot be sampled: few, to be safe
 
@@ -64,6 +67,24 @@ def estimate_rows(files) -> int:
     sizes = {m.path: m.size_in_bytes
              for result in FileSystems.match(paths) for m in result.metadata_list} if paths else {}
     return sum(file_rows(path, sizes.get(path, 0)) for path in paths)
+
+
+def available_gb(meminfo: str = "/proc/meminfo") -> float | None:
+    """The memory the machine has available now (Linux's MemAvailable), in GB; None where unknown."""
+    try:
+        with open(meminfo) as lines:
+            kb = next(int(line.split()[1]) for line in lines if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return kb / 1024 ** 2
+
+
+def usable_budget_gb(budget_gb: float, available: float | None) -> float:
+    """The budget the job plans its passes with: the configured one, or less where the machine has
+    less free now (AVAILABLE_SHARE of it), never below the job's base."""
+    if available is None:
+        return budget_gb
+    return min(budget_gb, max(BASE_GB, AVAILABLE_SHARE * available))
 
 
 def passes_for(rows: int, budget_gb: float, sequence_length: int) -> int:
