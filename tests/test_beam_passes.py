@@ -80,7 +80,8 @@ def test_the_pass_count_follows_the_budget(raw, tmp_path, monkeypatch, capsys):
     assert run_job(raw, tmp_path / "out", DAYS[2], DAYS[2], *SMALL_SHARDS) == 0
     captured = capsys.readouterr()
     assert "(3 user passes)" in captured.out
-    assert "runtime.memory_budget_gb is 20 GB but the machine has 2.9 GB available" in captured.err
+    assert ("runtime.memory_budget_gb is 20 GB but the machine has 2.9 GB available: 3 passes "
+            "for 2.5 GB") in captured.err
 
     monkeypatch.setattr(passes, "SAMPLE_BYTES", 2048)   # text files sampled: lines scaled
     assert abs(passes.estimate_rows(files) - rows) < 0.05 * rows

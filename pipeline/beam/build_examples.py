@@ -36,7 +36,7 @@ from pipeline.beam.block_samples import BuildBlockSamples
 from pipeline.beam.dedup import DropDuplicateBlocks, DropDuplicateRows
 from pipeline.beam.dask_cluster import close_client, dask_args, is_dask, local_cluster, runner_name
 from pipeline.beam.pass_merge import WriteSortedRuns, merge_passes
-from pipeline.beam.passes import LOCAL_RUNNERS, available_gb, choose_passes, usable_budget_gb
+from pipeline.beam.passes import LOCAL_RUNNERS, available_gb, choose_passes
 from pipeline.beam.join import BEHAVIORS, IMPRESSIONS, MISSING, SNAPSHOT, JoinItems
 from pipeline.beam.read import COUNTS, REJECTED, RawLayoutError, ReadTables, list_files
 from pipeline.beam.samples import EXAMPLES, STATS, BuildSamples, NegativePool, SampleSpec
@@ -189,16 +189,11 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
 
 def plan_passes(plan: Plan, config, options: PipelineOptions, requested: int | None) -> int:
     """The run's user passes (passes.choose_passes): `requested`, or from the input and the budget,
-    itself capped by the memory the machine has free now (said on stderr when it is)."""
-    budget = config.runtime.memory_budget_gb
-    available = available_gb()
-    usable = usable_budget_gb(budget, available)
-    if usable < budget and requested is None:
-        print(f"dupn build-examples: runtime.memory_budget_gb is {budget:g} GB but the machine has "
-              f"{available:.1f} GB available; planning passes for {usable:.1f} GB", file=sys.stderr)
+    itself capped by the memory the machine has free now (said on stderr where that adds passes)."""
     return choose_passes(requested, options.view_as(StandardOptions).runner, plan.data.beam_path,
                          [f for table in TABLES for f in plan.files[table]],
-                         usable, plan.spec.sequence_length)
+                         config.runtime.memory_budget_gb, plan.spec.sequence_length, available_gb(),
+                         lambda line: print(f"dupn build-examples: {line}", file=sys.stderr))
 
 
 def required_tables(ctr_from_behaviors: bool) -> tuple:

@@ -97,7 +97,7 @@ def passes_for(rows: int, budget_gb: float, sequence_length: int) -> int:
 
 
 def choose_passes(requested: int | None, runner: str, beam_path: str, files, budget_gb: float,
-                  sequence_length: int) -> int:
+                  sequence_length: int, available: float | None = None, say=None) -> int:
     """The run's passes: `requested` (--passes) where given, else from the input's rows and the
     budget; one on a cluster runner and on the row path. ValueError for a request that cannot be
     run that way."""
@@ -111,4 +111,10 @@ def choose_passes(requested: int | None, runner: str, beam_path: str, files, bud
         return requested
     if not local or beam_path != "blocks":
         return 1
-    return passes_for(estimate_rows(files), budget_gb, sequence_length)
+    rows = estimate_rows(files)
+    usable = usable_budget_gb(budget_gb, available)
+    chosen = passes_for(rows, usable, sequence_length)
+    if say and chosen > passes_for(rows, budget_gb, sequence_length):
+        say(f"runtime.memory_budget_gb is {budget_gb:g} GB but the machine has {available:.1f} GB "
+            f"available: {chosen} passes for {usable:.1f} GB")
+    return chosen
