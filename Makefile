@@ -17,8 +17,10 @@ install: $(BIN)/dupn
 demo: $(BIN)/dupn
 	$(BIN)/python -m pipeline.demo --out $(DEMO_DIR)
 
+# One worker per core (pytest-xdist), a test file's tests on one worker: module fixtures are
+# built once, and the Beam and Python-bound tests use the core TensorFlow leaves idle.
 test: $(BIN)/dupn
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

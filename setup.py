@@ -23,7 +23,7 @@ setup(
         "psutil>=5.9",
         "google-crc32c>=1.5",   # TFRecord checksums in the Beam example job
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2",
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2", "pytest-xdist>=3",
                              "apache-beam[dask]>=2.60,<3",    # tests/test_beam_dask.py
                              "isal>=1.6"],                    # tests/test_beam_blocks.py
                     "dask": ["apache-beam[dask]>=2.60,<3"],   # build-examples --runner dask
