@@ -9,7 +9,7 @@ from __future__ import annotations
 DATA_KEYS = ("sequence_length", "lookback_days", "l2r_weight_buy", "l2r_weight_click", "l2r_weight_none",
              "ctr_from_behaviors")
 NEGATIVE_KEYS = ("ctr_negatives", "ctr_negative_pool")
-FEATURE_KEYS = ("tags_per_item", "relative_price", "query_terms", "rank_features")
+FEATURE_KEYS = ("tags_per_item", "query_terms", "rank_features")
 
 
 def example_settings(config) -> dict:

@@ -69,9 +69,6 @@ class Table:
 class FeaturesConfig:
     """Shapes and tables of the feature contract (features/contract.py)."""
     tags_per_item: int = _int(4)              # item tags kept; one more slot holds the price token
-    # One more slot for the price against the category's median that day (contract.py,
-    # relative_price_token): +0.009 CTR AUC on `price` in both seeds (docs/QUALITY.md).
-    relative_price: bool = True
     query_terms: int = _int(6)
     rank_features: int = _int(8)              # length of the ranking-feature vector of impressions
     item_id: Table = field(default_factory=lambda: Table(1_000_003, 32))

@@ -22,7 +22,6 @@ Layout of one example (N = sequence length, T = tag slots, Q = query terms, R = 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +45,6 @@ AGE_EDGES = (18, 25, 30, 35, 40, 50)                 # age buckets 1..7, 0 unkno
 NUM_AGE_BUCKETS = len(AGE_EDGES) + 2
 NUM_POWER_LEVELS = 7                                 # purchasing power 1..7 -> class 0..6
 PRICE_BUCKETS = 16                                   # log2 buckets of the price
-RELATIVE_PRICE_STEP = 0.25      # log price (x1.28) a step of the relative price token
-RELATIVE_PRICE_STEPS = 6        # steps either way at most (x4.5 the category's median)
 # How a table embeds its hashed ids: "plain", one row per hash bucket (ids beyond the bucket
 # count share rows); "qr", quotient-remainder (Shi et al., KDD 2020): the same number of rows
 # split into two tables, each id a unique (quotient, remainder) pair of rows (qr_rows).
@@ -73,39 +70,8 @@ def price_token(price) -> str:
     return f"price:{min(int(math.log2(price + 1.0)), PRICE_BUCKETS - 1)}"
 
 
-def log_price(price) -> float | None:
-    """ln(price + 1), or None for a price that is unknown or not a finite non-negative number."""
-    if price is None or not 0 <= price < math.inf:
-        return None
-    return math.log(price + 1.0)
-
-
-def category_medians(pairs) -> dict:
-    """{category: median log_price} of (category_id, price) pairs: one day's items, each once.
-    Items without a category or a price count for none."""
-    by_category = {}
-    for category, price in pairs:
-        value = log_price(price)
-        if category and value is not None:
-            by_category.setdefault(category, []).append(value)
-    return {category: statistics.median(values) for category, values in by_category.items()}
-
-
-def relative_price_token(price, median) -> str:
-    """The item's price against its category's median that day, in steps of RELATIVE_PRICE_STEP
-    in log price, as a tag ('expensive for what it is'); '' when either is unknown. A user's
-    purchasing power shows in where, within each category, the things they look at sit."""
-    value = log_price(price)
-    if value is None or median is None:
-        return ""
-    step = max(-RELATIVE_PRICE_STEPS, min(RELATIVE_PRICE_STEPS,
-                                          round((value - median) / RELATIVE_PRICE_STEP)))
-    return f"relprice:{step}"
-
-
-def item_tag_slots(tags, price, tag_slots: int, relative: bool = False, median=None) -> list[str]:
-    """An item's tags padded or cut to the slots left, then its price token and, with `relative`,
-    its relative price token (median: its category's median log price that day): the `tags` slots.
+def item_tag_slots(tags, price, tag_slots: int) -> list[str]:
+    """An item's tags padded or cut to tag_slots - 1, then its price token: the `tags` slots.
 
     tags: a list of strings, or one ';'-separated string (a list field read from CSV), or None.
     """
@@ -113,10 +79,8 @@ def item_tag_slots(tags, price, tag_slots: int, relative: bool = False, median=N
         tags = ()
     elif isinstance(tags, str):   # iterating it would make every character a tag
         tags = tags.split(";")
-    room = tag_slots - 1 - relative
-    kept = [t for t in tags if t][:room]
-    price_slots = [price_token(price)] + ([relative_price_token(price, median)] if relative else [])
-    return kept + [""] * (room - len(kept)) + price_slots
+    kept = [t for t in tags if t][: tag_slots - 1]
+    return kept + [""] * (tag_slots - 1 - len(kept)) + [price_token(price)]
 
 
 def qr_rows(buckets: int) -> tuple[int, int]:
@@ -214,8 +178,8 @@ class Contract:
         dims = {"type": f.type_dim, "scene": f.scene_dim, "time_bucket": f.time_bucket_dim,
                 "age": f.age_dim, "gender": f.gender_dim}
         embeddings = {name: getattr(f, name).embedding for name in tables}
-        return cls(config.data.sequence_length, f.tags_per_item + 1 + f.relative_price,
-                   f.query_terms, f.rank_features, tables, dims, embeddings)
+        return cls(config.data.sequence_length, f.tags_per_item + 1, f.query_terms,
+                   f.rank_features, tables, dims, embeddings)
 
     def embedding(self, table: str) -> str:
         """How the table embeds its ids (an EMBEDDINGS entry)."""

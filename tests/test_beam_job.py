@@ -10,8 +10,8 @@ import pytest
 from features.contract import TASK_INDEX
 from features.tfrecord import read_dataset
 from pipeline.rawlogs import taobao_import
-from test_beam_fixtures import DAYS, behavior, contract, item, read_examples, run_job, small_world, \
-    text, tree_bytes, write_rows
+from test_beam_fixtures import DAYS, behavior, contract, read_examples, run_job, small_world, text, \
+    tree_bytes, write_rows
 from train_helpers import SHARED_DATA
 
 TAOBAO_CSV = str(SHARED_DATA / "taobao_userbehavior_sample.csv")
@@ -43,7 +43,7 @@ def test_every_task_and_day_is_written_and_parses_back(built):
     inputs, labels = next(iter(ds))
     tasks = labels["task"].numpy().tolist()
     assert sorted(tasks) == [TASK_INDEX["ctr"]] * 3 + [TASK_INDEX["l2r"]] * 3
-    assert inputs["seq_item_id"].shape == (6, 20) and inputs["seq_tags"].shape == (6, 20, 5)
+    assert inputs["seq_item_id"].shape == (6, 20) and inputs["seq_tags"].shape == (6, 20, 4)
     assert int(inputs["seq_item_id"].numpy().min()) == 0                   # hashed, padded with 0
 
 
@@ -180,20 +180,3 @@ def test_the_taobao_sample_through_the_whole_job(tmp_path):
     assert all(float(e["label"]) == 1.0 for e in bought)
     lengths = [len(text(e["seq_item_id"])) for e in examples]
     assert np.mean([n > 0 for n in lengths]) > 0.9 and max(lengths) == 20
-
-
-@pytest.mark.parametrize("path", [(), ("--row-path",)], ids=["blocks", "rows"])
-def test_the_relative_price_token_is_against_the_days_category_median(tmp_path, path):
-    # small_world's items: category c0 holds i0, i2, i4 at 0, 20, 40; c1 holds i1, i3, i5 at 10, 30,
-    # 50. On the last day a later file prices i3 at 3000: its last row wins, in the median too.
-    small_world(tmp_path / "raw")
-    write_rows(tmp_path / "raw", "items", DAYS[2], [item(3, price=3000.0)], name="part-later")
-    assert run_job(tmp_path / "raw", tmp_path / "out", DAYS[1], DAYS[2], *path) == 0
-    expected = {DAYS[1]: {"i1": "relprice:-4", "i2": "relprice:0", "i3": "relprice:0"},
-                # c1 that day: 10, 3000, 50, median ln 51: i1 is far below, i3 far above (capped)
-                DAYS[2]: {"i1": "relprice:-6", "i2": "relprice:0", "i3": "relprice:6"}}
-    for day, tokens in expected.items():
-        examples = read_examples(tmp_path / "out", "ctr", day)
-        got = {text(e["item_id"])[0]: e["tags"][-1].decode() for e in examples}
-        assert got == tokens
-        assert all(text(e["tags"])[-2].startswith("price:") for e in examples)

@@ -7,8 +7,7 @@ import tensorflow as tf
 
 from configs.loader import load_config
 from features.contract import (BEHAVIOR_INDEX, GENDER_INDEX, NUM_TIME_BUCKETS, SCENE_INDEX, TASK_INDEX,
-                               Contract, age_bucket, category_medians, item_tag_slots, price_token,
-                               relative_price_token, time_bucket)
+                               Contract, age_bucket, item_tag_slots, price_token, time_bucket)
 from features.tfrecord import encode_example, hash_features, parse_batch, read_dataset
 
 MIN, HOUR, DAY = 60, 3600, 86400
@@ -20,14 +19,13 @@ def contract():
 
 
 def test_contract_shapes_follow_the_config(contract):
-    n, t = 20, 5              # small.yaml: sequence 20, 3 tags + the price and relative price slots
+    n, t = 20, 4                                   # small.yaml: sequence 20, 3 tags + the price slot
     f = contract.features
     assert f["seq_item_id"].shape == (n,) and f["seq_tags"].shape == (n, t)
     assert f["tags"].shape == (t,) and f["talent_tags"].shape == (t,)
     assert f["query"].shape == (4,) and f["rank_features"].shape == (8,)
     assert f["seq_item_id"].table == f["item_id"].table == "item_id"
     assert f["seq_tags"].table == f["talent_tags"].table == "tags"
-    assert Contract.from_config(load_config("small", ["features.relative_price=false"])).tag_slots == 4
     assert f["seq_time_bucket"].vocab == NUM_TIME_BUCKETS == 9
     assert not any(f[k].model_input for k in ("task", "label", "weight", "label_buy", "user_id",
                                                "request_id", "ts"))
@@ -68,23 +66,6 @@ def test_price_token():
         assert price_token(unknown) == "", unknown
 
 
-def test_relative_price_token_steps_from_the_categorys_median():
-    median = math.log(101.0)                          # the category's median price: 100
-    assert relative_price_token(100.0, median) == "relprice:0"
-    assert relative_price_token(127.0, median) == "relprice:1"     # ln(128/101) = 0.237: a step
-    assert relative_price_token(78.0, median) == "relprice:-1"
-    assert relative_price_token(1e6, median) == "relprice:6"       # capped either way
-    assert relative_price_token(0.0, median) == "relprice:-6"
-    assert relative_price_token(None, median) == relative_price_token(100.0, None) == ""
-    assert relative_price_token(float("nan"), median) == ""
-    assert category_medians([("c1", 1.0), ("c1", 3.0), ("c1", None), ("c2", 9.0), ("", 5.0)]) == {
-        "c1": pytest.approx((math.log(2.0) + math.log(4.0)) / 2), "c2": pytest.approx(math.log(10.0))}
-    assert category_medians([]) == {}
-    # the relative slot comes last, after the price token; the tags give it room
-    assert item_tag_slots(["a", "b", "c"], 3.0, 4, True, math.log(4.0)) == ["a", "b", "price:2", "relprice:0"]
-    assert item_tag_slots([], None, 3, True) == ["", "", ""]
-
-
 def test_item_tag_slots():
     assert item_tag_slots(["a", "b"], 3.0, 4) == ["a", "b", "", "price:2"]
     assert item_tag_slots(["a", "", "b", "c", "d"], None, 4) == ["a", "b", "c", ""]   # cut, '' dropped
@@ -102,15 +83,15 @@ def full_example(contract, n=3):
     return {
         "seq_item_id": ["i1", "i2", "商品3"][:n], "seq_shop_id": ["s1", "", "s3"][:n],
         "seq_brand_id": ["b1", "b2", "b3"][:n], "seq_category_id": ["c1", "c1", "c2"][:n],
-        "seq_tags": [item_tag_slots(["red", "silk"], 10.0, t, True, math.log(11.0)),
-                     item_tag_slots([], None, t, True), item_tag_slots(["wool"], 0.5, t, True, 2.0)][:n],
+        "seq_tags": [item_tag_slots(["red", "silk"], 10.0, t), item_tag_slots([], None, t),
+                     item_tag_slots(["wool"], 0.5, t)][:n],
         "seq_type": [BEHAVIOR_INDEX["click"], BEHAVIOR_INDEX["buy"], BEHAVIOR_INDEX["cart"]][:n],
         "seq_scene": [SCENE_INDEX["search"], SCENE_INDEX["other"], SCENE_INDEX["promo"]][:n],
         "seq_time_bucket": [8, 5, 1][:n],
         "item_id": "i2", "shop_id": "s2", "brand_id": "b9", "category_id": "c1",
-        "tags": item_tag_slots(["silk"], 99.0, t, True, 4.0),
+        "tags": item_tag_slots(["silk"], 99.0, t),
         "rank_features": [0.5, -1.0, 2.25, 0, 0, 0, 0, 1e-3],
-        "talent_id": "t7", "talent_type": "icon", "talent_tags": item_tag_slots(["street"], None, t, True),
+        "talent_id": "t7", "talent_type": "icon", "talent_tags": item_tag_slots(["street"], None, t),
         "query": ["silk", "dress"], "age_bucket": age_bucket(27), "gender": GENDER_INDEX["f"],
         "task": TASK_INDEX["l2r"], "label": 1.0, "weight": 5.0, "label_buy": 1.0,
         "user_id": "u1", "request_id": "r1", "ts": 1511600000,
@@ -148,7 +129,7 @@ def test_round_trip_without_hashing_pads_to_contract_shapes(contract):
         if name != "item_id":                                   # missing: all default
             assert np.all(got[1] == feature.default), name
     assert batch["seq_item_id"].numpy()[0, 2].decode() == "商品3"
-    assert batch["seq_tags"].numpy()[0, 0].tolist() == [b"red", b"silk", b"", b"price:3", b"relprice:0"]
+    assert batch["seq_tags"].numpy()[0, 0].tolist() == [b"red", b"silk", b"", b"price:3"]
     assert batch["ts"].dtype == tf.int64 and batch["label"].dtype == tf.float32
 
 
@@ -224,7 +205,7 @@ def test_read_dataset_from_gzipped_tfrecords(tmp_path, contract):
     assert set(labels) == {"task", "label", "weight", "label_buy"}
     assert not set(labels) & set(inputs)
     assert set(inputs) == set(contract.features) - set(labels)   # meta stays with the inputs
-    assert inputs["seq_item_id"].shape == (2, 20) and inputs["seq_tags"].shape == (2, 20, 5)
+    assert inputs["seq_item_id"].shape == (2, 20) and inputs["seq_tags"].shape == (2, 20, 4)
     assert inputs["seq_item_id"].dtype == tf.int64                # hashed
     labels_read = np.concatenate([l["label"].numpy() for _, l in batches])
     assert labels_read.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]     # no shuffle: file order

@@ -137,7 +137,6 @@ def test_each_head_declares_its_candidate_inputs_from_the_configuration():
         "l2r": ("rank_features",), "talent": ("talent",), "power": (), "shop": ("shop",)}
     assert head_inputs("ctr") == ("item",)                  # all off: the paper's ctr head
     # small.yaml's target attention: 16 units over tiny_config's 8 steps, keys, values and a flag;
-    # its id match: 4 ids, 4 tag slots (2 tags, the price and relative price tokens) and 4 weights
-    # per step
+    # its id match: 4 ids, 3 tag slots and 4 weights per step
     assert model.representation_parts == {"interest": model.interest_dim, "keys": 8 * (2 * 16 + 1),
-                                           "ids": 8 * (4 + 4 + 4)}
+                                           "ids": 8 * (4 + 3 + 4)}

@@ -17,7 +17,7 @@ from features.contract import item_tag_slots
 from pipeline.beam import blocks
 from pipeline.beam.dedup import drop_duplicates
 from pipeline.beam.split import SplitByTag
-from pipeline.beam.join import day_medians, item_features
+from pipeline.beam.join import item_features
 from pipeline.rawlogs.schema import VALID_SCHEMAS
 
 BEHAVIOR, IMPRESSION = "b", "i"
@@ -28,27 +28,21 @@ ORDER = [("user_id", "ascending"), ("ts", "ascending"), ("type", "ascending"),
          ("scene", "ascending"), ("item_id", "ascending")]
 
 
-def last_rows(items: pa.Table) -> dict:
-    """{item_id: (item_id, shop_id, brand_id, category_id, tags, price)}: the last row of each item."""
+def snapshot(items: pa.Table, tag_slots: int) -> list[tuple]:
+    """The day's item features (join.item_features), the last row of each item winning."""
     items = items.sort_by([("path", "ascending"), ("row", "ascending")])
     rows = zip(*(items.column(n).to_pylist() for n in ("item_id", "shop_id", "brand_id",
                                                         "category_id", "tags", "price")))
-    return {row[0]: row for row in rows}
+    last = {row[0]: row for row in rows}
+    return [item_features(item_id, (None, row[1], row[2], row[3], row[4], row[5]), tag_slots)
+            for item_id, row in sorted(last.items())]
 
 
-def snapshot(items: pa.Table, tag_slots: int, medians: dict | None = None) -> list[tuple]:
-    """The day's item features (join.item_features), the last row of each item winning; medians:
-    the day's category medians when the tags end with the relative price token."""
-    return [item_features(item_id, (None, row[1], row[2], row[3], row[4], row[5]), tag_slots, medians)
-            for item_id, row in sorted(last_rows(items).items())]
-
-
-def with_items(events: pa.Table, features: list[tuple], tag_slots: int,
-               relative: bool = False) -> tuple[pa.Table, int]:
+def with_items(events: pa.Table, features: list[tuple], tag_slots: int) -> tuple[pa.Table, int]:
     """Events with their item's shop, brand, category and tag slots; and how many had no item."""
     ids = pa.array([f[0] for f in features], pa.string())
     at = pc.index_in(events.column("item_id"), value_set=ids)
-    empty = tuple(item_tag_slots((), None, tag_slots, relative))
+    empty = tuple(item_tag_slots((), None, tag_slots))
     columns = {"shop_id": pa.array([f[1] for f in features], pa.string()),
                "brand_id": pa.array([f[2] for f in features], pa.string()),
                "category_id": pa.array([f[3] for f in features], pa.string()),
@@ -72,12 +66,6 @@ def last_n_per_user(behaviors: pa.Table, n: int) -> pa.Table:
     return behaviors.filter(pa.array(keep))
 
 
-def medians_of_blocks(blobs) -> dict:
-    """{category: median log price} of a day's packed items blocks (join.day_medians)."""
-    items = blocks.concat([blocks.unpack(blob) for blob in blobs], VALID_SCHEMAS["items"])
-    return day_medians(last_rows(items).values())
-
-
 class JoinBlocksFn(beam.DoFn):
     """((day, item shard), [(table, packed block)]) -> tagged tuples, split by SplitByTag:
     (JOINED, (user shard, (BEHAVIOR | IMPRESSION, day, packed block))), (SNAPSHOT, (day, item
@@ -93,10 +81,8 @@ class JoinBlocksFn(beam.DoFn):
         self.user_shards, self.emit_snapshot = user_shards, emit_snapshot
         self.count_items = count_items
 
-    def process(self, element, medians=None):
-        """medians: {day: {category: median log price}} (a side input) with the relative price slot."""
+    def process(self, element):
         (day, _), values = element
-        day_medians_ = None if medians is None else medians.get(day, {})
         parts = {"items": [], "behaviors": [], "impressions": []}
         for table, blob in values:
             parts[table].append(blocks.unpack(blob))
@@ -107,8 +93,7 @@ class JoinBlocksFn(beam.DoFn):
             if dropped and (table != "items" or self.count_items):
                 beam.metrics.Metrics.counter("dupn.duplicates", table).inc(dropped)
                 counts.setdefault("duplicates", {})[table] = dropped
-        features = snapshot(blocks.concat(parts["items"], VALID_SCHEMAS["items"]), self.tag_slots,
-                            day_medians_)
+        features = snapshot(blocks.concat(parts["items"], VALID_SCHEMAS["items"]), self.tag_slots)
         if self.emit_snapshot:
             for item in features:
                 yield SNAPSHOT, (day, item)
@@ -117,7 +102,7 @@ class JoinBlocksFn(beam.DoFn):
             if not parts[table]:
                 continue
             events, lacking = with_items(blocks.concat(parts[table], VALID_SCHEMAS[table]),
-                                         features, self.tag_slots, day_medians_ is not None)
+                                         features, self.tag_slots)
             missing += lacking
             if kind == BEHAVIOR and day < self.start:
                 events = last_n_per_user(events, self.n)
@@ -134,13 +119,11 @@ class JoinBlocks(beam.PTransform):
     """Item blocks and event blocks (table, day, packed) -> {kind: PCollection} in KINDS."""
 
     def __init__(self, start: str, tag_slots: int, sequence_length: int, item_shards: int,
-                 user_shards: int, emit_snapshot: bool = False, count_items: bool = True,
-                 relative_price: bool = False):
+                 user_shards: int, emit_snapshot: bool = False, count_items: bool = True):
         super().__init__()
         self.start, self.tag_slots, self.n = start, tag_slots, sequence_length
         self.item_shards, self.user_shards = item_shards, user_shards
         self.emit_snapshot, self.count_items = emit_snapshot, count_items
-        self.relative_price = relative_price
 
     def expand(self, table_blocks):
         shards = self.item_shards
@@ -150,19 +133,10 @@ class JoinBlocks(beam.PTransform):
             for shard, rows in blocks.split(blocks.unpack(blob), "item_id", shards):
                 yield (day, shard), (table, blocks.pack(rows))
 
-        side = []
-        if self.relative_price:
-            # each day's category medians, from all of its items (one group a day), to every join
-            side = [beam.pvalue.AsDict(
-                table_blocks
-                | "ItemBlocks" >> beam.Filter(lambda e: e[0] == "items")
-                | "KeyItemBlocksByDay" >> beam.Map(lambda e: (e[1], e[2]))
-                | "GroupItemBlocksByDay" >> beam.GroupByKey()
-                | "DayMedians" >> beam.MapTuple(lambda day, blobs: (day, medians_of_blocks(blobs))))]
         tagged = (table_blocks
                   | "ByDayItemShard" >> beam.FlatMap(by_item_shard)
                   | "GroupByDayItemShard" >> beam.GroupByKey()
                   | "Join" >> beam.ParDo(JoinBlocksFn(self.start, self.tag_slots, self.n,
                                                       self.user_shards, self.emit_snapshot,
-                                                      self.count_items), *side))
+                                                      self.count_items)))
         return tagged | "ByKind" >> SplitByTag(KINDS)

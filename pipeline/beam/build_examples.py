@@ -132,8 +132,7 @@ def build_block_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                    | "DropDuplicateUserRows" >> DropDuplicateBlocks(data.user_shards))
     joined = joinable_tables | "JoinBlocks" >> JoinBlocks(
         spec.start, spec.tag_slots, spec.sequence_length, data.item_shards, data.user_shards,
-        emit_snapshot=spec.ctr_from_behaviors, count_items=plan.user_pass[0] == 0,
-        relative_price=spec.relative_price)
+        emit_snapshot=spec.ctr_from_behaviors, count_items=plan.user_pass[0] == 0)
     inputs = {"joined": joined["joined"], "user_tables": user_tables["block"]}
     if spec.ctr_from_behaviors:
         window = frozenset(plan.window)
@@ -157,8 +156,7 @@ def build_row_pipeline(p: beam.Pipeline, plan: Plan) -> None:
         counts.append(duplicates)
     joined = ((rows["items"], rows["behaviors"], rows["impressions"])
               | "JoinItems" >> JoinItems(spec.tag_slots, spec.query_terms,
-                                         emit_snapshot=spec.ctr_from_behaviors,
-                                         relative_price=spec.relative_price))
+                                         emit_snapshot=spec.ctr_from_behaviors))
     counts.append(joined[MISSING])
     inputs = {"behaviors": joined[BEHAVIORS], "impressions": joined[IMPRESSIONS],
               "follows": rows["follows"], "shop_prefs": rows["shop_prefs"], "users": rows["users"]}

@@ -15,43 +15,24 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from features.contract import category_medians, item_tag_slots
+from features.contract import item_tag_slots
 
 ITEM, BEHAVIOR, IMPRESSION = 0, 1, 2
 BEHAVIORS, IMPRESSIONS, SNAPSHOT, MISSING = "behaviors", "impressions", "snapshot", "missing"
 KV = typing.Tuple[typing.Any, typing.Any]
 
 
-def item_features(item_id: str, row, tag_slots: int, medians: dict | None = None) -> tuple:
+def item_features(item_id: str, row, tag_slots: int) -> tuple:
     """(item_id, shop_id, brand_id, category_id, tags) of an item; tags are its tag slots.
 
     Args:
       row: the item's valid items tuple, or None when the day's snapshot lacks the item.
-      tag_slots: T, tags kept plus the price tokens (features.contract.item_tag_slots).
-      medians: the day's {category: median log price} (day_medians) when the last slot holds the
-        relative price token (features.relative_price); None when there is no such slot.
+      tag_slots: T, tags kept plus the price token (features.contract.item_tag_slots).
     """
-    relative = medians is not None
     if row is None:
-        return (item_id, "", "", "", tuple(item_tag_slots((), None, tag_slots, relative)))
+        return (item_id, "", "", "", tuple(item_tag_slots((), None, tag_slots)))
     _, shop, brand, category, tags, price = row
-    return (item_id, shop, brand, category,
-            tuple(item_tag_slots(tags, price, tag_slots, relative,
-                                      medians.get(category) if relative else None)))
-
-
-def last_rows(items) -> list:
-    """The rows of (order, row) items that win their item_id (the last in file and row order)."""
-    last = {}
-    for order, row in items:
-        if row[0] not in last or order > last[row[0]][0]:
-            last[row[0]] = (order, row)
-    return [row for _, row in last.values()]
-
-
-def day_medians(rows) -> dict:
-    """{category: median log price} of a day's winning items rows (features.contract.category_medians)."""
-    return category_medians((row[3], row[5]) for row in rows)
+    return (item_id, shop, brand, category, tuple(item_tag_slots(tags, price, tag_slots)))
 
 
 def enriched_behavior(behavior: tuple, item: tuple) -> tuple:
@@ -88,15 +69,13 @@ class JoinFn(beam.DoFn):
     def start_bundle(self):
         self.missing = {}
 
-    def process(self, element, medians=None):
-        """medians: {day: {category: median log price}} (a side input) with the relative price slot."""
+    def process(self, element):
         (day, item_id), values = element
         best = None                     # first pass: the item's last row of the day
         for value in values:
             if value[0] == ITEM and (best is None or value[1] > best[0]):
                 best = (value[1], value[2])
-        item = item_features(item_id, best and best[1], self.tag_slots,
-                             None if medians is None else medians.get(day, {}))
+        item = item_features(item_id, best and best[1], self.tag_slots)
         if best is not None and self.emit_snapshot:
             yield beam.pvalue.TaggedOutput(SNAPSHOT, (day, item))
         missing = 0
@@ -128,13 +107,11 @@ class JoinItems(beam.PTransform):
     Returns a DoOutputsTuple with BEHAVIORS (main), IMPRESSIONS, SNAPSHOT and MISSING (JoinFn).
     """
 
-    def __init__(self, tag_slots: int, query_terms: int, emit_snapshot: bool = False,
-                 relative_price: bool = False):
+    def __init__(self, tag_slots: int, query_terms: int, emit_snapshot: bool = False):
         super().__init__()
         self.tag_slots = tag_slots
         self.query_terms = query_terms
         self.emit_snapshot = emit_snapshot
-        self.relative_price = relative_price
 
     def expand(self, inputs):
         items, behaviors, impressions = inputs
@@ -147,18 +124,9 @@ class JoinItems(beam.PTransform):
             impressions | "KeyImpressions" >> beam.Map(
                 lambda r: ((r[0], r[1][4]), (IMPRESSION, r[1]))).with_output_types(KV),
         )
-        side = []
-        if self.relative_price:
-            # each day's category medians, from all of its items (one group a day), to every join
-            side = [beam.pvalue.AsDict(
-                items
-                | "KeyItemRowsByDay" >> beam.Map(lambda r: (r[0], (r[1], r[2]))).with_output_types(KV)
-                | "GroupItemRowsByDay" >> beam.GroupByKey()
-                | "DayMedians" >> beam.MapTuple(
-                    lambda day, rows: (day, day_medians(last_rows(rows)))).with_output_types(KV))]
         return (keyed
                 | "Flatten" >> beam.Flatten()
                 | "GroupByDayItem" >> beam.GroupByKey()
                 | "Join" >> beam.ParDo(
-                    JoinFn(self.tag_slots, self.query_terms, self.emit_snapshot), *side).with_outputs(
+                    JoinFn(self.tag_slots, self.query_terms, self.emit_snapshot)).with_outputs(
                     IMPRESSIONS, SNAPSHOT, MISSING, main=BEHAVIORS))

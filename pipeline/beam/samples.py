@@ -56,7 +56,6 @@ class SampleSpec:
     ctr_from_behaviors: bool = False
     ctr_negatives: int = 4
     seed: int = 1
-    relative_price: bool = False      # the tags' last slot is the relative price token
 
     @classmethod
     def from_config(cls, config, start: str, end: str, contract) -> "SampleSpec":
@@ -66,8 +65,7 @@ class SampleSpec:
                    query_terms=contract.query_terms, shards=d.shards_per_day,
                    l2r_weight_buy=d.l2r_weight_buy, l2r_weight_click=d.l2r_weight_click,
                    l2r_weight_none=d.l2r_weight_none, ctr_from_behaviors=d.ctr_from_behaviors,
-                   ctr_negatives=d.ctr_negatives, seed=config.runtime.seed,
-                   relative_price=config.features.relative_price)
+                   ctr_negatives=d.ctr_negatives, seed=config.runtime.seed)
 
 
 class LastN(beam.CombineFn):
