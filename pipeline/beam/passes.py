@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import zlib
 
+import psutil
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -69,14 +70,9 @@ def estimate_rows(files) -> int:
     return sum(file_rows(path, sizes.get(path, 0)) for path in paths)
 
 
-def available_gb(meminfo: str = "/proc/meminfo") -> float | None:
-    """The memory the machine has available now (Linux's MemAvailable), in GB; None where unknown."""
-    try:
-        with open(meminfo) as lines:
-            kb = next(int(line.split()[1]) for line in lines if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None
-    return kb / 1024 ** 2
+def available_gb() -> float:
+    """The memory the machine has available now (psutil: Linux's MemAvailable), in GB."""
+    return psutil.virtual_memory().available / 1024 ** 3
 
 
 def usable_budget_gb(budget_gb: float, available: float | None) -> float:
