@@ -148,6 +148,9 @@ class TrainerConfig:
     # With epochs > 1: users held out to stop when a pass stops helping them
     # (pipeline/training/stopping.py); one pass holds nothing out.
     validation_share: float = _float(0.1, hi=0.5)
+    # The momentum of the moving average of the weights that training ends with and publishes
+    # (models/weight_average.py); 0: the last step's weights.
+    weight_average: float = _float(0.0, hi=0.9999)
     steps_per_execution: int = _int(10)
     checkpoint_every_steps: int = _int(500)
     shuffle_buffer: int = _int(10_000)

@@ -43,6 +43,13 @@ class MultiTaskModel(keras.Model):
         self.regularization_tracker = keras.metrics.Mean("regularization_loss")
         self.loss_balance = dict(loss_balance) if loss_balance else None
         self.balancer = make_balancer(self.loss_balance, names, [h.weight for h in self.heads])
+        self.weight_average = None
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def average_weights(self, average) -> None:
+        """Every training step also updates `average` (models/weight_average.py), which is saved
+        beside the model, not in it (its checkpoint keys and exports stay the model's own)."""
+        self.weight_average = average
 
     @property
     def last_shared_layer(self):
@@ -123,6 +130,8 @@ class MultiTaskModel(keras.Model):
         self.optimizer.apply_gradients(
             (g, v) for g, v in zip(gradients, variables) if g is not None)
         balancer.update(losses, counts)
+        if self.weight_average is not None:
+            self.weight_average.update(variables)
         return self._update_metrics(labels, logits, per_head, total, regularization, task_weights)
 
     @tf.autograph.experimental.do_not_convert

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from models.weight_average import WeightAverage
 from pipeline.layout import read_json
 from pipeline.training import stopping, train as training
 from train_helpers import DAYS, tiny_config, tiny_examples
@@ -25,8 +26,9 @@ def test_held_out_users_are_a_stable_share_apart_from_the_rest():
 
 
 class _Steps:
-    """Stands in for RunCheckpoints: the run's step count."""
+    """Stands in for RunCheckpoints: the run's step count, and no weight average."""
     steps_done = 0
+    average = None
 
 
 def test_a_worse_pass_brings_the_best_weights_back_and_stops(monkeypatch):
@@ -68,3 +70,29 @@ def test_multi_pass_training_measures_held_out_users_and_a_stopped_run_stays_sto
     else:
         assert run["steps"] == run["target_steps"] and len(checks) == 3
     assert read_json(tmp_path / "run" / "run.json")["finished"]
+
+
+def test_with_a_weight_average_the_rule_judges_and_keeps_the_averaged_weights(monkeypatch):
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,), use_bias=False)])
+    kernel = model.layers[0].kernel
+    judged, losses = [], iter([0.5, 0.4, 0.45])
+
+    def loss_of_the_judged_weights(*args):
+        judged.append(float(kernel.numpy()[0, 0]))
+        return next(losses)
+    monkeypatch.setattr(stopping, "loss_function", lambda *args: None)
+    monkeypatch.setattr(stopping, "validation_loss", loss_of_the_judged_weights)
+    steps = _Steps()
+    steps.average = WeightAverage(model.trainable_variables, momentum=0.9)
+    stopper = stopping.StopWhenWorse(steps, steps_per_pass=10, validation=None, task="ctr",
+                                     log=lambda m: None)
+    stopper.set_model(model)
+    for step in (10, 20, 30):
+        steps.steps_done = step
+        kernel.assign(tf.fill([2, 1], float(step)))        # the raw weights
+        steps.average.averages[0].assign(tf.fill([2, 1], step + 0.5))   # their average
+        stopper.on_train_batch_end(0)
+    assert judged == [10.5, 20.5, 30.5] and model.stop_training
+    # Pass 2's average is back, in the weights and as the average the run will swap in.
+    np.testing.assert_array_equal(kernel.numpy(), np.full([2, 1], 20.5))
+    np.testing.assert_array_equal(steps.average.averages[0].numpy(), np.full([2, 1], 20.5))

@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from configs.loader import dump_config, load_config
 from features.contract import Contract
+from models.weight_average import WeightAverage
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
@@ -133,12 +134,20 @@ class RunCheckpoints:
     restore fills its slots at once instead of waiting for the first step.
     """
 
-    def __init__(self, model, optimizer, model_dir, max_to_keep: int = KEEP_CHECKPOINTS):
+    def __init__(self, model, optimizer, model_dir, max_to_keep: int = KEEP_CHECKPOINTS,
+                 average_momentum: float = 0.0):
         self.model = model
         self.optimizer = optimizer
         self.run_start_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="run_start_step")
+        parts = {}
+        # The weight average belongs to the run (a resume continues it); a warm start begins anew.
+        self.average = None
+        if average_momentum:
+            self.average = parts["weight_average"] = WeightAverage(model.trainable_variables,
+                                                                   average_momentum)
+            model.average_weights(self.average)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              run_start_step=self.run_start_step)
+                                              run_start_step=self.run_start_step, **parts)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(checkpoint_dir(model_dir)), max_to_keep=max_to_keep,
             step_counter=optimizer.iterations, checkpoint_name="ckpt")
@@ -184,11 +193,13 @@ class RunCheckpoints:
         else:
             status.assert_existing_objects_matched().expect_partial()
         self.optimizer.learning_rate.assign(learning_rate)
-        self.run_start_step.assign(self.global_step)
+        self.start_fresh()
         return path
 
     def start_fresh(self) -> None:
         self.run_start_step.assign(self.global_step)
+        if self.average is not None:
+            self.average.reset(self.model.trainable_variables)
 
     def save(self) -> str:
         return self.manager.save(checkpoint_number=self.global_step)

@@ -13,6 +13,8 @@ so the first check after a resume only records.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
@@ -67,6 +69,9 @@ class StopWhenWorse(keras.callbacks.Callback):
       validation: a finite dataset of the held-out users.
       task: the head whose loss decides (the headline task).
       log: a function of one message.
+
+    With a weight average (checkpoints.average) the rule judges the averaged weights, those the
+    run would publish, and a stop keeps the best pass's average.
     """
 
     def __init__(self, checkpoints, steps_per_pass: int, validation, task: str, log):
@@ -84,10 +89,16 @@ class StopWhenWorse(keras.callbacks.Callback):
         self.passes = passes
         if self.batch_loss is None:
             self.batch_loss = loss_function(self.model, self.task)
-        loss = validation_loss(self.batch_loss, self.validation)
+        average = self.checkpoints.average
+        judged = average.applied(self.model.trainable_variables) if average is not None else nullcontext()
+        with judged:
+            loss = validation_loss(self.batch_loss, self.validation)
+            weights = [np.copy(w) for w in self.model.get_weights()]
         self.losses.append(round(loss, 6))
         if self.best is not None and not loss < self.best:
             self.model.set_weights(self.best_weights)
+            if average is not None:
+                average.reset(self.model.trainable_variables)
             self.stopped = {"after_pass": passes, "kept_pass": passes - 1,
                             "validation_losses": self.losses}
             self.log(f"pass {passes}: held-out {self.task} loss {loss:.4f}, no better than "
@@ -95,4 +106,4 @@ class StopWhenWorse(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self.log(f"pass {passes}: held-out {self.task} loss {loss:.4f}")
-        self.best, self.best_weights = loss, [np.copy(w) for w in self.model.get_weights()]
+        self.best, self.best_weights = loss, weights

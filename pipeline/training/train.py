@@ -194,7 +194,8 @@ def _floats(logs) -> dict:
 
 
 class _SaveEvery(keras.callbacks.Callback):
-    """One process: saves a checkpoint when the run's step count crosses a multiple of `every`."""
+    """One process: saves a checkpoint when the run's step count crosses a multiple of `every`;
+    with a weight average, not at the run's last step (train saves that one, averaged)."""
 
     def __init__(self, checkpoints: RunCheckpoints, every: int, history: list, log, target: int):
         super().__init__()
@@ -205,6 +206,8 @@ class _SaveEvery(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         done = self.checkpoints.steps_done
+        if done >= self.target and self.checkpoints.average is not None:
+            return
         if done // self.every > self.last_saved // self.every:
             self.last_saved = done
             _record(self.checkpoints, self.history, logs, self.started, self.log, self.target)
@@ -220,6 +223,8 @@ class _SaveAtEpochEnd(keras.callbacks.Callback):
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.checkpoints.steps_done >= self.target and self.checkpoints.average is not None:
+            return       # the last one: train saves it with the weight average in place
         _record(self.checkpoints, self.history, logs, self.started, self.log, self.target)
 
 
@@ -284,7 +289,8 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
         model = new_model(config, contract, pretrain_files=data.files if fresh else None)
         optimizer = make_optimizer(trainer, model)
         model.compile(optimizer=optimizer, steps_per_execution=spe)
-        checkpoints = RunCheckpoints(model, optimizer, model_dir, keep_checkpoints)
+        checkpoints = RunCheckpoints(model, optimizer, model_dir, keep_checkpoints,
+                                     average_momentum=trainer.weight_average)
     resumed_from = checkpoints.resume()
     if resumed_from:
         log(f"resuming {model_dir} from {Path(resumed_from).name}: {checkpoints.steps_done} steps done")
@@ -340,6 +346,10 @@ def train(config: Config, data: TrainingData, model_dir, *, warm_start=None,
     except tf.errors.DataLossError as err:   # TF names its iterator, not the file: find it
         raise DamagedExamples(damaged_files(data.files), err) from None
     if not history or history[-1]["global_step"] != checkpoints.global_step:
+        # The run's last checkpoint, written here only: with a weight average, after the average
+        # has replaced the weights (a crash before leaves an earlier checkpoint to resume from).
+        if checkpoints.average is not None:
+            checkpoints.average.swap_in(model.trainable_variables)
         _record(checkpoints, history, logs, started, log, target)
     if stopped:
         run["stopped"] = stopped
