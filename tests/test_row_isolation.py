@@ -133,3 +133,14 @@ def test_a_truncated_gzip_is_still_unreadable_after_its_last_whole_row(tmp_path)
     assert 0 < len(valid) < 2000
     assert dead[-1][1] == "unreadable_file" and dead[-1][0] == len(valid) + 1
     assert counts["unreadable_files"] == [path]
+
+
+@pytest.mark.parametrize("read", [row_path, block_path], ids=["rows", "blocks"])
+def test_a_lone_surrogate_escape_in_json_costs_its_row_only(tmp_path, read):
+    # "\ud800" is valid JSON syntax but no Unicode text: it crashed both paths at the first encode
+    lines = [behavior_line("u1", "jsonl"), behavior_line("u\ud800x", "jsonl"),
+             behavior_line("\ud83d\ude00", "jsonl")]      # a surrogate pair is an emoji: valid
+    valid, dead, counts = read(raw_file(tmp_path, "jsonl", lines))
+    assert valid == ["u1", "\U0001F600"]
+    assert dead == [(2, "unparseable", "not Unicode text: a \\u escape is a lone surrogate")]
+    assert counts["rejected"] == {"unparseable": 1}

@@ -90,9 +90,23 @@ def iter_records(path: str):
                     record = json.loads(line)
                 except ValueError as err:
                     record = RowError(beam_rows.UNPARSEABLE, f"not JSON: {err}")
+                else:
+                    if "\\u" in line and _lone_surrogate(record):
+                        record = RowError(beam_rows.UNPARSEABLE, "not Unicode text: a \\u escape "
+                                                                 "is a lone surrogate")
                 yield number, record, line.rstrip("\r\n")
         else:
             yield from _csv_records(lines)
+
+
+def _lone_surrogate(record) -> bool:
+    """Whether a parsed JSON value holds a string with a lone surrogate (JSON's "\\ud800"), which
+    is no Unicode text: it cannot be encoded as UTF-8, so no later step could write it."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _text_lines(stream):
