@@ -58,3 +58,20 @@ def test_logs_without_impressions_need_behaviours_and_items_only(tmp_path, capsy
     assert "warning" not in capsys.readouterr().err
     with open(os.path.join(tmp_path, "out", "_stats", f"dt={DAYS[2]}.json")) as f:
         assert json.load(f)["missing_tables"] == []
+
+
+def test_a_lookback_day_over_the_bound_says_where_its_dead_letters_are(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    small_world(raw)
+    s = day_start(DAYS[0])
+    write_rows(raw, "behaviors", DAYS[0], [behavior("u1", 1, s + 9, type_="view")], name="part-bad")
+    assert run_job(raw, tmp_path / "out", DAYS[1], DAYS[2]) == 1
+    message = capsys.readouterr().err
+    assert f"behaviors of {DAYS[0]}:" in message and "worst reason: unknown_type (1 rows)" in message
+    # its dead letters are not written by a run that reads it as lookback only
+    assert not (tmp_path / "out" / "_rejected" / f"dt={DAYS[0]}").exists()
+    assert (f"(none for the lookback days before --start, {DAYS[0]}: a run with --start {DAYS[0]} "
+            f"--end {DAYS[0]} writes theirs)") in message
+    assert run_job(raw, tmp_path / "out", DAYS[0], DAYS[0]) == 1
+    assert "lookback days" not in capsys.readouterr().err
+    assert (tmp_path / "out" / "_rejected" / f"dt={DAYS[0]}" / "part-00000.jsonl").exists()

@@ -224,10 +224,14 @@ def check_totals(totals: dict, plan: Plan) -> str | None:
     ranked = sorted(seen["rejected"].items(), key=lambda kv: (-kv[1], kv[0]))
     worst = ", then ".join(f"{r} ({n:,} rows)" for r, n in ranked[:3])
     others = "".join(f"; also {t} of {d} ({-s:.2%})" for s, d, t, _, _ in over[1:4])
+    # A lookback day's dead letters belong to its own run: say so rather than point to an empty folder.
+    lookback = sorted({d for _, d, _, _, _ in over} - set(plan.window))
+    elsewhere = (f" (none for the lookback days before --start, {', '.join(lookback)}: a run with "
+                 f"--start {lookback[0]} --end {lookback[-1]} writes theirs)" if lookback else "")
     return (f"{table} of {day}: {-share:.2%} of its {seen['rows']:,} rows are bad ({bad:,} rows), "
             f"above data.max_bad_share {plan.max_bad_share:.2%} (a bound per table and day); "
             f"worst reason: {worst}{others}{' ...' if len(over) > 4 else ''}; rejected rows with "
-            f"file and row number in {where}/")
+            f"file and row number in {where}/{elsewhere}")
 
 
 def run_pipeline(plan: Plan, options: PipelineOptions) -> None:
