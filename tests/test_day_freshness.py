@@ -110,3 +110,22 @@ def test_a_date_whose_logs_are_still_landing_is_not_trained_on(shared_work, tmp_
     err = capsys.readouterr().err
     assert f"no {layout.SUCCESS_MARKER} in" in err and "rerun once they have landed" in err
     assert not (tmp_path / "w" / "manifest.json").exists()
+
+
+def test_landed_takes_a_last_day_without_markers_as_complete(shared_work, tmp_path, capsys, monkeypatch):
+    # Logs of a producer that writes no markers, all there: --landed says so, and the job goes on
+    # to build and train (stopped here, past the landing check, to keep the test short).
+    from pipeline.jobs import backfill, daydata
+
+    class PastTheCheck(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise PastTheCheck
+    raw, _ = copied(shared_work, tmp_path)
+    landing(raw, DAYS[2])
+    monkeypatch.setattr(daydata, "next_day_usable", stop)
+    with pytest.raises(PastTheCheck):
+        backfill.main(["--raw", str(raw), "--work", str(tmp_path / "w"), "--end", DAYS[2],
+                       "--days", "2", "--landed", *config_args()])
+    assert "landing" not in capsys.readouterr().err

@@ -41,6 +41,9 @@ def add_shared_flags(parser, unit: str) -> None:
                         help="evaluate on the next day, on held-out users of the last day, or "
                              "(auto) the next day when its raw logs exist (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help=f"redo a {unit} already done")
+    parser.add_argument("--landed", action="store_true",
+                        help="the last day's raw logs are complete, though they carry no _SUCCESS "
+                             "markers and no later day has begun (docs/RAW_LOGS.md)")
 
 
 def single_flight(job: str, work, body) -> int:
