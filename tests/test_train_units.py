@@ -283,3 +283,13 @@ def test_daily_decision_refuses_a_model_whose_evaluation_failed(monkeypatch, tmp
     assert "metrics" not in entry and entry["previous_metrics"] == {"ctr": binary(0.7)}
     assert (work / "published" / "LATEST").read_text().strip() == "2026-11-01-backfill"
     assert json.loads((work / "eval" / "2026-11-03.json").read_text()) == {"ctr": binary(0.7)}
+
+
+def test_a_configured_head_without_examples_is_named_with_what_to_do(tmp_path):
+    # Logs without a table (no follows: no talent samples) against a configuration with its head.
+    layout.write_json(layout.stats_file(tmp_path, "2026-11-02"), {"tasks": {"ctr": {"samples": 0}}})
+    with pytest.raises(FileNotFoundError, match=r"no ctr, talent examples from 2026-11-02 to "
+                                                r"2026-11-02 .*leave the head out of model.heads"):
+        train.range_data(tmp_path, "2026-11-02", "2026-11-02", ["ctr", "talent"])
+    assert train.range_data(tmp_path, "2026-11-02", "2026-11-02", ["ctr"],
+                            require_every_task=False).samples == 0

@@ -140,7 +140,9 @@ def split_day(examples, date: str, tasks, share: float, out_dir) -> tuple[Traini
     by_task = {t: counts["train"].get(t, 0) for t in tasks}
     empty = [t for t, n in by_task.items() if n == 0]
     if empty:
-        raise FileNotFoundError(f"{examples}: no {', '.join(empty)} examples of training users on {date}")
+        raise FileNotFoundError(f"{examples}: no {', '.join(empty)} examples of training users on {date} "
+                                "(a configured head needs them: for logs without its table, leave the "
+                                "head out of model.heads)")
     data = TrainingData(train_files, sum(by_task.values()), by_task,
                         {"examples": str(examples), "start": date, "end": date, "tasks": list(tasks),
                          "split": f"users outside the held-out {share:.0%}", "split_dir": str(out_dir)})
