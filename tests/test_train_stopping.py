@@ -23,6 +23,11 @@ def test_held_out_users_are_a_stable_share_apart_from_the_rest():
     kept = next(iter(stopping.keep_rows(ds, 0.5, held=False)))[0]["user_id"].numpy()
     out = next(iter(stopping.keep_rows(ds, 0.5, held=True)))[0]["user_id"].numpy()
     assert len(kept) + len(out) == 64 and not set(kept) & set(out)
+    # A batch without a held-out user is no held-out batch at all (not an empty one).
+    user = next(u for u in ("u0", "u1", "u2", "u3") if not stopping.held_out(tf.constant([u]), 0.5)[0])
+    nobody = tf.data.Dataset.from_tensors(({"user_id": tf.constant([user] * 8)}, {"label": tf.range(8)}))
+    assert list(stopping.keep_rows(nobody, 0.5, held=True)) == []
+    assert len(list(stopping.keep_rows(nobody, 0.5, held=False))) == 1
 
 
 class _Steps:

@@ -29,13 +29,15 @@ def held_out(user_id: tf.Tensor, share: float) -> tf.Tensor:
 
 
 def keep_rows(dataset: tf.data.Dataset, share: float, held: bool) -> tf.data.Dataset:
-    """The (inputs, labels) batches restricted to held-out users (held) or to the others."""
+    """The (inputs, labels) batches restricted to held-out users (held) or to the others; a batch
+    left without rows is dropped (examples come grouped by user: a batch may hold no held-out
+    user, and an empty batch is no batch to a model's per-row ops)."""
     def restrict(inputs, labels):
         mask = held_out(inputs["user_id"], share)
         mask = mask if held else tf.logical_not(mask)
         return ({k: tf.boolean_mask(v, mask) for k, v in inputs.items()},
                 {k: tf.boolean_mask(v, mask) for k, v in labels.items()})
-    return dataset.map(restrict)
+    return dataset.map(restrict).filter(lambda inputs, labels: tf.size(inputs["user_id"]) > 0)
 
 
 def loss_function(model, task: str):
