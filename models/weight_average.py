@@ -18,14 +18,18 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 
 
-def _parts(variable) -> list:
-    """A variable's shards (a ShardedVariable under parameter servers), or the variable."""
-    return list(getattr(variable, "variables", [variable]))
+def _zeros_like(variable):
+    def zeros():
+        return tf.zeros(variable.shape, variable.dtype)
+    return zeros
 
 
 class WeightAverage(tf.Module):
-    """Averages of `variables` (each shard its own), created where the variables are placed.
+    """Averages of `variables` (a model's trainable variables), each beside its variable.
 
+    Under parameter servers a table's shards come as variables of their own: each gets an average
+    on its server, and the checkpoint saves a table's averages as one sharded variable (as the
+    optimizer saves its slots), so a run's checkpoint restores in one process or on a cluster.
     Create it inside the strategy's scope, after the model is built.
     """
 
@@ -33,18 +37,36 @@ class WeightAverage(tf.Module):
         super().__init__(name=name)
         self.momentum = float(momentum)
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
-        sources = [p for v in variables for p in _parts(v)]
-        self.averages = []
-        for source in sources:
-            with tf.device(source.device):
-                self.averages.append(tf.Variable(tf.convert_to_tensor(source), trainable=False,
-                                                 name=source.name.split(":")[0] + "/average"))
+        strategy = tf.distribute.get_strategy()
+        own, saved, tables = [], [], {}
+        for variable in variables:
+            with strategy.extended.colocate_vars_with(variable):    # never partitioned again
+                average = tf.Variable(_zeros_like(variable), shape=variable.shape,
+                                      dtype=variable.dtype, trainable=False,
+                                      name=variable.name.split(":")[0] + "_average")
+            own.append(average)
+            container = getattr(variable, "_sharded_container", None)
+            if container is None:
+                saved.append(average)
+                continue
+            table = container()
+            shards = tables.setdefault(id(table), [None] * len(table.variables))
+            shards[[v is variable for v in table.variables].index(True)] = average
+            if all(shard is not None for shard in shards):
+                saved.append(tf.__internal__.distribute.ShardedVariable(shards))
+        self._own = self._no_dependency(own)      # one per variable, in the variables' order
+        self.averages = saved                      # what the checkpoint holds
+        self.reset(variables)
 
     def _pairs(self, variables):
-        sources = [p for v in variables for p in _parts(v)]
-        if len(sources) != len(self.averages):
-            raise ValueError(f"{len(sources)} variables against {len(self.averages)} averages")
-        return zip(sources, self.averages)
+        """(variable, its average) of every variable."""
+        if len(variables) != len(self._own):
+            raise ValueError(f"{len(variables)} variables against {len(self._own)} averages")
+        for variable, average in zip(variables, self._own):
+            if variable.shape != average.shape:
+                raise ValueError(f"{variable.name}: shape {variable.shape} against its average's "
+                                 f"{average.shape}")
+        return list(zip(variables, self._own))
 
     def update(self, variables) -> None:
         """One step: average <- decay * average + (1 - decay) * variable."""

@@ -42,7 +42,7 @@ def _checkpoint_keys(path) -> set[str]:
 
 def test_a_run_ends_with_its_average_saved_beside_unchanged_model_and_optimizer_keys(tmp_path):
     examples = tiny_examples(tmp_path, DAYS[:2])
-    plain_config = tiny_config("trainer.learning_rate=0.05")
+    plain_config = tiny_config("trainer.learning_rate=0.05", "trainer.weight_average=0")
     config = tiny_config("trainer.learning_rate=0.05", "trainer.weight_average=0.9")
     data = training.range_data(examples, DAYS[0], DAYS[1], training.head_tasks(config))
     plain = training.train(plain_config, data, tmp_path / "plain", log=lambda m: None)
