@@ -69,6 +69,9 @@ def build_dupn(config, contract, batch: int, seed: int):
 
     model = build_model(config, contract)
     model.compile(optimizer=keras.optimizers.Adagrad(config.trainer.learning_rate))
+    if config.trainer.weight_average:    # training's step then also updates the average
+        from models.weight_average import WeightAverage
+        model.average_weights(WeightAverage(model.trainable_variables, config.trainer.weight_average))
     inputs, labels = random_batch(contract, batch, seed=seed, full_sequences=True)
     return model, (inputs, labels)
 
