@@ -20,7 +20,8 @@ def test_the_average_follows_the_weights_with_a_decay_that_grows_with_the_steps(
     weights[1].assign(5.0)
     average.update(weights)                       # step 1: decay min(0.5, 2 / 11)
     decay = 2 / 11
-    np.testing.assert_allclose(average.averages[0].numpy(), decay * np.array([1, 2]) + (1 - decay) * np.array([3, 6]), rtol=1e-6)
+    np.testing.assert_allclose(average.averages[0].numpy(),
+                               decay * np.array([1, 2]) + (1 - decay) * np.array([3, 6]), rtol=1e-6)
     for _ in range(20):                           # later steps: the momentum caps the decay
         average.update(weights)
     weights[1].assign(7.0)

@@ -65,9 +65,11 @@ def run(args) -> int:
     if missing:
         print(f"dupn backfill: {raw}: no raw logs for {', '.join(missing)}", file=sys.stderr)
         return jobrun.EXIT_ERROR
-    landing = None if args.landed else incomplete_reason(raw, end)   # the days before it have a later day: landed
+    # The days before `end` have a later day: landed. --landed says `end` has too.
+    landing = None if args.landed else incomplete_reason(raw, end)
     if landing:
-        print(f"dupn backfill: {landing}; rerun once they have landed (or with --landed, if they are complete)", file=sys.stderr)
+        print(f"dupn backfill: {landing}; rerun once they have landed (or with --landed, if they "
+              "are complete)", file=sys.stderr)
         return jobrun.EXIT_ERROR
     run_dir = layout.run_dir(work, f"{end}-{NAME}")
     split_dir = layout.holdout_dir(work, end)

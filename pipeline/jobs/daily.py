@@ -80,7 +80,8 @@ def run(args) -> int:
         return jobrun.EXIT_ERROR
     landing = None if args.landed else incomplete_reason(raw, date)
     if landing:   # a model trained on part of a day would be published as the day's
-        print(f"dupn daily: {landing}; rerun once they have landed (or with --landed, if they are complete)", file=sys.stderr)
+        print(f"dupn daily: {landing}; rerun once they have landed (or with --landed, if they "
+              "are complete)", file=sys.stderr)
         return jobrun.EXIT_ERROR
     run_dir = layout.run_dir(work, f"{date}-{NAME}")
     split_dir = layout.holdout_dir(work, date)

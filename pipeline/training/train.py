@@ -132,8 +132,8 @@ def range_data(examples_root, start: str, end: str, tasks, require_every_task: b
     empty = [t for t, n in by_task.items() if n == 0]
     if empty and require_every_task:
         raise FileNotFoundError(f"{examples_root}: no {', '.join(empty)} examples from {start} to {end} "
-                                f"(a configured head needs them: for logs without its table, leave the head out "
-                                f"of model.heads)")
+                                "(a configured head needs them: for logs without its table, leave "
+                                "the head out of model.heads)")
     return TrainingData(files, sum(by_task.values()), by_task,
                         {"examples": str(examples_root), "start": start, "end": end,
                          "tasks": list(tasks)})
