@@ -6,12 +6,13 @@ import tensorflow as tf
 
 from configs.loader import load_config
 from features.contract import Contract, fingerprint_name
-from features.tfrecord import hash_features
+from features.tfrecord import encode_example, hash_features
 from models.dupn import build_model
 from models.query_match import QueryMatch
 from models_batches import assert_split_exact
 from pipeline.bench.random_batch import random_examples
-from pipeline.serving.export import ITEM_FEATURES, REPRESENTATION, USER_FEATURES, make_parts
+from pipeline.serving.export import (EXAMPLES, ITEM_FEATURES, REPRESENTATION, USER_FEATURES,
+                                     make_parts)
 
 
 def raw_candidates(tags, brand, category, shop):
@@ -109,6 +110,12 @@ def test_the_split_stays_exact_with_query_match():
     one = parts["item"].serve({**{k: raw[k] for k in ITEM_FEATURES}, REPRESENTATION: user[:1]})
     single = model.score_items(tf.repeat(representation[:1], 16, axis=0), hashed)
     np.testing.assert_allclose(one["ctr"].numpy(), single["ctr"].numpy(), rtol=1e-5, atol=1e-6)
+    # Serialized examples (the from_examples signature) fingerprint their strings alike.
+    values = {k: v.numpy() for k, v in raw.items()}
+    examples = [encode_example({k: np.asarray(v[r]).tolist() for k, v in values.items()}, contract)
+                for r in range(16)]
+    parsed = parts["whole"].serve_examples({EXAMPLES: tf.constant(examples)})
+    np.testing.assert_allclose(parsed["ctr"].numpy(), whole["ctr"].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_the_switch_off_is_the_model_without_it():
