@@ -1,5 +1,5 @@
-"""The query match: fingerprints of raw strings in one shared space, hand-checked counts, padding and
-price tokens never matching, and the serving split exact with it (model and exported parts)."""
+"""The query match: fingerprints of raw strings in one shared space, hand-checked counts, padding
+and price tokens never matching, and the serving split exact with it (model and exported parts)."""
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
@@ -45,7 +45,8 @@ def test_counts_by_field_and_padding_never_matches():
     # [tags, brand, category, shop, each / 3 terms, terms matched by any / 3]
     np.testing.assert_allclose(out[0], [2, 1, 1, 0, 2 / 3, 1 / 3, 1 / 3, 0, 1.0], rtol=1e-6)
     np.testing.assert_allclose(out[1], np.zeros(9))       # all-empty candidate vs padding term
-    np.testing.assert_allclose(out[2], [1, 0, 0, 0, 1 / 3, 0, 0, 0, 1 / 3], rtol=1e-6)  # dup tags once
+    # a tag held twice counts once
+    np.testing.assert_allclose(out[2], [1, 0, 0, 0, 1 / 3, 0, 0, 0, 1 / 3], rtol=1e-6)
     # No query at all: nothing matches, even a candidate with empty fields.
     empty = layer.match(tf.zeros([1, 4]), candidate).numpy()
     np.testing.assert_allclose(empty, np.zeros((3, 9)))
