@@ -131,6 +131,10 @@ class ModelConfig:
     # shop, brand, category, tags) of the history's behaviours sharing the candidate's id, from
     # per-step ids the user part carries (models/id_match.py); 0: none (the paper's model).
     id_match: int = _int(0, lo=0)
+    # DUPN variants: the ctr head also reads how many of the query's terms equal the candidate's
+    # tags, brand, category or shop (exact, on fingerprints of the raw strings in one space; the
+    # user part carries the query's), models/query_match.py; false: the paper's model.
+    query_match: bool = False
     heads: list[HeadConfig] = field(default_factory=lambda: [
         HeadConfig("ctr", 1.0, [256, 128, 64]),
         HeadConfig("l2r", 1.0, [128, 64]),

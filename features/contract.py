@@ -45,6 +45,22 @@ AGE_EDGES = (18, 25, 30, 35, 40, 50)                 # age buckets 1..7, 0 unkno
 NUM_AGE_BUCKETS = len(AGE_EDGES) + 2
 NUM_POWER_LEVELS = 7                                 # purchasing power 1..7 -> class 0..6
 PRICE_BUCKETS = 16                                   # log2 buckets of the price
+# Text match: the raw strings a query term may equal, fingerprinted into ONE shared space by the
+# parser (features.tfrecord.hash_features) beside their per-table ids, under "<name>_fp". The
+# per-table ids cannot be compared across tables (each hashes modulo its own bucket count); the
+# fingerprints can (models/query_match.py). Case-folded; '' and the price token fingerprint as 0,
+# which matches nothing. Values in [1, FINGERPRINT_RANGE]: below 2^24, so float32 holds them
+# exactly (two distinct strings collide once in 16.8 million pairs).
+FINGERPRINTED = ("query", "tags", "brand_id", "category_id", "shop_id")
+FINGERPRINT_RANGE = 16_777_212
+PRICE_PREFIX = "price:"
+
+
+def fingerprint_name(name: str) -> str:
+    """The feature name of a string feature's shared-space fingerprints."""
+    return f"{name}_fp"
+
+
 # How a table embeds its hashed ids: "plain", one row per hash bucket (ids beyond the bucket
 # count share rows); "qr", quotient-remainder (Shi et al., KDD 2020): the same number of rows
 # split into two tables, each id a unique (quotient, remainder) pair of rows (qr_rows).
@@ -67,7 +83,7 @@ def price_token(price) -> str:
     """The item's price bucketed on a log scale, as a tag ('is it expensive'), or '' if unknown."""
     if price is None or not 0 <= price < math.inf:   # catches NaN and infinity too
         return ""
-    return f"price:{min(int(math.log2(price + 1.0)), PRICE_BUCKETS - 1)}"
+    return f"{PRICE_PREFIX}{min(int(math.log2(price + 1.0)), PRICE_BUCKETS - 1)}"
 
 
 def item_tag_slots(tags, price, tag_slots: int) -> list[str]:

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
-from features.contract import LABELS, Contract
+from features.contract import (FINGERPRINT_RANGE, FINGERPRINTED, LABELS, PRICE_PREFIX, Contract,
+                               fingerprint_name)
 
 PAD_ID = 0
 
@@ -114,6 +115,22 @@ def hash_features(values: dict, contract: Contract) -> dict:
             continue
         ids = tf.strings.to_hash_bucket_fast(values[name], contract.id_range(f.table) - 1) + 1
         out[name] = tf.where(tf.equal(values[name], ""), tf.constant(PAD_ID, tf.int64), ids)
+    out.update(fingerprints(values))
+    return out
+
+
+def fingerprints(values: dict) -> dict:
+    """{<name>_fp: int64 [B, ...]} of the FINGERPRINTED string features present: each string's
+    case-folded fingerprint in one shared space [1, FINGERPRINT_RANGE], so a query term can be
+    compared with a candidate's tag, brand, category or shop; '' and price tokens give 0."""
+    out = {}
+    for name in FINGERPRINTED:
+        if name not in values or values[name].dtype != tf.string:
+            continue
+        text = values[name]
+        ids = tf.strings.to_hash_bucket_fast(tf.strings.lower(text), FINGERPRINT_RANGE) + 1
+        none = tf.equal(text, "") | tf.strings.regex_full_match(text, PRICE_PREFIX + ".*")
+        out[fingerprint_name(name)] = tf.where(none, tf.constant(PAD_ID, tf.int64), ids)
     return out
 
 

@@ -19,6 +19,7 @@ from models.config import (balance_spec, contract_config, contract_from_config, 
 from models.embedding import FeatureEmbeddings
 from models.gated_lstm import PropertyGatedLSTM
 from models.id_match import IdMatch
+from models.query_match import QueryMatch
 from models.target_attention import TargetAttention
 from models.head_inputs import head_inputs
 from models.heads import make_head
@@ -73,6 +74,9 @@ class DUPN(RepresentationModel):
       id_match: K > 0: the ctr head also reads K property-weighted counts per field of the
         history's behaviours that share an id with the candidate (models/id_match.py); the
         representation then ends with the per-step ids and weights.
+      query_match: the ctr head also reads the counts of the query's terms equal to the
+        candidate's tags, brand, category and shop (models/query_match.py); the representation
+        then ends with the query terms' fingerprints.
     """
 
     def __init__(self, contract: dict, heads: list[dict], variant: str = "dupn-all",
@@ -80,12 +84,13 @@ class DUPN(RepresentationModel):
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
                  sharing: dict | None = None, interest_match: bool = False,
                  interest_heads: int = 1, ctr_rank_features: bool = False,
-                 target_attention: int = 0, id_match: int = 0, **kwargs):
+                 target_attention: int = 0, id_match: int = 0, query_match: bool = False,
+                 **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
         reads = {h["name"]: head_inputs(h["name"], interest_match, ctr_rank_features,
-                                        bool(target_attention), bool(id_match))
+                                        bool(target_attention), bool(id_match), query_match)
                  for h in heads}
         super().__init__(contract, [make_head(h, contract["rank_features"], dropout, l2,
                                               reads[h["name"]]) for h in heads],
@@ -122,6 +127,9 @@ class DUPN(RepresentationModel):
         self.id_match = id_match
         self.matcher = (IdMatch(id_match, contract["sequence_length"], contract["tag_slots"], l2,
                                 name="id_match") if id_match else None)
+        self.query_match = query_match
+        self.query_matcher = (QueryMatch(contract["query_terms"], name="query_match")
+                              if query_match else None)
 
     @property
     def representation_parts(self):
@@ -130,6 +138,8 @@ class DUPN(RepresentationModel):
             parts["keys"] = self.target.width
         if self.matcher is not None:
             parts["ids"] = self.matcher.width
+        if self.query_matcher is not None:
+            parts["query"] = self.query_matcher.width
         return parts
 
     def encode(self, inputs: dict, training=False) -> tuple[tf.Tensor, tf.Tensor]:
@@ -165,6 +175,9 @@ class DUPN(RepresentationModel):
             # Per-step ids and property weights for the item part's exact-match counts.
             ids = self.matcher.history(seq, valid, p if self.attention_property else None)
             representation = tf.concat([representation, ids], axis=-1)
+        if self.query_matcher is not None:
+            # The query terms' fingerprints, per request, for the item part's text match.
+            representation = tf.concat([representation, self.query_matcher.request(inputs)], -1)
         return representation, (weights if weights.shape.rank == 2 else weights[:, 0])
 
     @property
@@ -184,7 +197,7 @@ class DUPN(RepresentationModel):
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
                 "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match,
                 "interest_heads": self.interest_heads, "target_attention": self.target_attention,
-                "id_match": self.id_match}
+                "id_match": self.id_match, "query_match": self.query_match}
 
 
 def build_model(config, contract: Contract | None = None, pretrained_item_table=None,
@@ -210,7 +223,7 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
                      sharing=sharing_config(m), interest_match=m.interest_match,
                      interest_heads=m.interest_heads, target_attention=m.target_attention,
-                     id_match=m.id_match,
+                     id_match=m.id_match, query_match=m.query_match,
                      ctr_rank_features=m.ctr_rank_features, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)

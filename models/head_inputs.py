@@ -18,15 +18,18 @@ READS = {"ctr": ("item",), "l2r": ("rank_features",), "talent": ("talent",), "sh
 
 
 def head_inputs(task: str, interest_match: bool = False, ctr_rank_features: bool = False,
-                target_attention: bool = False, id_match: bool = False) -> tuple:
+                target_attention: bool = False, id_match: bool = False,
+                query_match: bool = False) -> tuple:
     """The kinds the head of `task` reads under the model's configuration: the ctr head also
     reads the interest vector's match with the item (model.interest_match), the target
     attention's match of the item with the history (model.target_attention) and the ranking
     features (model.ctr_rank_features; the wide baselines' logits always do) and the counts of
-    the history's behaviours that share its ids (model.id_match)."""
+    the history's behaviours that share its ids (model.id_match) and the counts of the query's
+    terms equal to its tags, brand, category or shop (model.query_match)."""
     extensions = {"ctr": (("interest_match",) if interest_match else ())
                   + (("target_attention",) if target_attention else ())
                   + (("id_match",) if id_match else ())
+                  + (("query_match",) if query_match else ())
                   + (("rank_features",) if ctr_rank_features else ())}
     return READS[task] + extensions.get(task, ())
 
@@ -96,4 +99,6 @@ KINDS = {
     "target_attention": lambda c: c.model.target.match(c.parts["keys"], c["item"]),
     # Reads the representation's per-step ids and weights (DUPN with model.id_match).
     "id_match": lambda c: c.model.matcher.match(c.parts["ids"], c.inputs, serving=c.serving),
+    # Reads the representation's query fingerprints (DUPN with model.query_match).
+    "query_match": lambda c: c.model.query_matcher.match(c.parts["query"], c.inputs),
 }

@@ -11,7 +11,7 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from features.contract import Contract
+from features.contract import FINGERPRINTED, Contract, fingerprint_name
 from models.balance import make_balancer
 from models.config import contract_from_config
 from models.head_inputs import CandidateInputs
@@ -270,7 +270,10 @@ class RepresentationModel(MultiTaskModel):
 
 
 def dummy_inputs(contract: Contract, batch_size: int = 2) -> dict:
-    """Zero-valued model inputs of the contract's shapes and dtypes (all padding)."""
-    return {name: tf.zeros([batch_size, *f.shape], contract.input_dtype(name))
-            for name, f in contract.model_inputs.items()}
+    """Zero-valued model inputs of the contract's shapes and dtypes (all padding), the parser's
+    fingerprints (features.tfrecord.fingerprints) included."""
+    inputs = {name: tf.zeros([batch_size, *f.shape], contract.input_dtype(name))
+              for name, f in contract.model_inputs.items()}
+    inputs.update({fingerprint_name(name): tf.zeros_like(inputs[name]) for name in FINGERPRINTED})
+    return inputs
 

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 from configs.loader import load_config
-from features.contract import (BEHAVIOR_INDEX, GENDER_INDEX, NUM_TIME_BUCKETS, SCENE_INDEX, TASK_INDEX,
-                               Contract, age_bucket, item_tag_slots, price_token, time_bucket)
+from features.contract import (BEHAVIOR_INDEX, FINGERPRINTED, GENDER_INDEX, NUM_TIME_BUCKETS,
+                               SCENE_INDEX, TASK_INDEX, Contract, age_bucket, fingerprint_name,
+                               item_tag_slots, price_token, time_bucket)
 from features.tfrecord import encode_example, hash_features, parse_batch, read_dataset
 
 MIN, HOUR, DAY = 60, 3600, 86400
@@ -204,7 +205,10 @@ def test_read_dataset_from_gzipped_tfrecords(tmp_path, contract):
     inputs, labels = batches[0]
     assert set(labels) == {"task", "label", "weight", "label_buy"}
     assert not set(labels) & set(inputs)
-    assert set(inputs) == set(contract.features) - set(labels)   # meta stays with the inputs
+    # meta stays with the inputs; the parser adds the shared-space fingerprints of the strings a
+    # query term may equal (features.tfrecord.fingerprints)
+    assert set(inputs) == (set(contract.features) - set(labels)
+                           | {fingerprint_name(n) for n in FINGERPRINTED})
     assert inputs["seq_item_id"].shape == (2, 20) and inputs["seq_tags"].shape == (2, 20, 4)
     assert inputs["seq_item_id"].dtype == tf.int64                # hashed
     labels_read = np.concatenate([l["label"].numpy() for _, l in batches])

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.contract import (BEHAVIOR_TYPES, LABELS, NUM_TIME_BUCKETS, SCENES, TASK_INDEX,
-                               TASKS, Contract)
+from features.contract import (BEHAVIOR_TYPES, FINGERPRINTED, LABELS, NUM_TIME_BUCKETS, SCENES,
+                               TASK_INDEX, TASKS, Contract, fingerprint_name)
 
 CATEGORIES = 12
 
@@ -95,6 +95,11 @@ def random_examples(contract: Contract, batch_size: int, seed: int = 0, tasks=TA
                                rows["shop_id"])
     label[shop_rows] = (liked & (lengths > 0))[shop_rows]
 
+    # The parser's shared-space fingerprints (features.tfrecord.fingerprints), stood in for by
+    # the ids: the tags' last slot is the price token, which fingerprints as 0.
+    for name in FINGERPRINTED:
+        rows[fingerprint_name(name)] = rows[name].copy()
+    rows[fingerprint_name("tags")][:, -1] = 0
     rows["task"], rows["label"], rows["weight"] = task, label, weight
     rows["user_id"] = np.array([f"u{seed}-{r}".encode() for r in range(b)], dtype=object)
     rows["request_id"] = np.array([f"r{seed}-{r}".encode() for r in range(b)], dtype=object)

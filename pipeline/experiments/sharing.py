@@ -40,7 +40,7 @@ def mean_gate_weights(setup: Setup, run_dir) -> dict:
     """{gate: {expert: mean weight}} of a run's model over the evaluation day's CTR examples."""
     import tensorflow as tf
 
-    from features.contract import Contract
+    from features.contract import FINGERPRINTED, Contract, fingerprint_name
     from features.tfrecord import parse_batch
     from pipeline.training.checkpoints import load_model
     from pipeline.evaluation.evaluate import example_files
@@ -54,7 +54,8 @@ def mean_gate_weights(setup: Setup, run_dir) -> dict:
     gates = tf.function(model.gate_weights, reduce_retracing=True)
     sums, rows = {}, 0
     for batch in ds:
-        inputs = {k: batch[k] for k in contract.model_inputs}
+        inputs = {k: batch[k] for k in [*contract.model_inputs,
+                                         *map(fingerprint_name, FINGERPRINTED)]}
         for gate, weights in gates(inputs).items():
             sums[gate] = sums.get(gate, 0.0) + weights.numpy().sum(axis=0)
         rows += int(next(iter(batch.values())).shape[0])
