@@ -133,10 +133,11 @@ def test_each_head_declares_its_candidate_inputs_from_the_configuration():
     config = tiny_config("model.interest_match=true", "model.ctr_rank_features=true")
     model = build_model(config, Contract.from_config(config))
     assert {h.task: h.candidate_inputs for h in model.heads} == {
-        "ctr": ("item", "interest_match", "target_attention", "id_match", "rank_features"),
+        "ctr": ("item", "interest_match", "target_attention", "id_match", "query_match",
+                "rank_features"),
         "l2r": ("rank_features",), "talent": ("talent",), "power": (), "shop": ("shop",)}
     assert head_inputs("ctr") == ("item",)                  # all off: the paper's ctr head
     # small.yaml's target attention: 16 units over tiny_config's 8 steps, keys, values and a flag;
-    # its id match: 4 ids, 3 tag slots and 4 weights per step
+    # its id match: 4 ids, 3 tag slots and 4 weights per step; its query match: 3 query terms
     assert model.representation_parts == {"interest": model.interest_dim, "keys": 8 * (2 * 16 + 1),
-                                           "ids": 8 * (4 + 3 + 4)}
+                                           "ids": 8 * (4 + 3 + 4), "query": 3}

@@ -29,7 +29,7 @@ def make(contract, *overrides):
     keras.utils.set_random_seed(3)
     # The interest alone at the representation's end (the target attention's keys would follow it).
     model = build_model(tiny_config("model.interest_match=true", "model.target_attention=0",
-                                    "model.id_match=0", HEADS,
+                                    "model.id_match=0", "model.query_match=false", HEADS,
                                     *overrides), contract)
     model.compile(optimizer=keras.optimizers.Adam(0.01))
     return model
@@ -84,7 +84,7 @@ def test_the_representation_ends_with_the_attended_item_embeddings(contract, dat
     by_hand = np.einsum("bn,nbd->bd", weights, e.numpy())
     np.testing.assert_allclose(representation[:, -item_dim:], by_hand, atol=1e-5)
     plain = build_model(tiny_config(HEADS, "model.interest_match=false", "model.target_attention=0",
-                                    "model.id_match=0"),
+                                    "model.id_match=0", "model.query_match=false"),
                         contract)
     assert plain.user_representation(inputs).shape[-1] == plain.shared_dim
 

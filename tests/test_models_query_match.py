@@ -120,8 +120,8 @@ def test_the_split_stays_exact_with_query_match():
 
 
 def test_the_switch_off_is_the_model_without_it():
-    config = load_config("small")
-    assert config.model.query_match is False
+    assert load_config("small").model.query_match is True        # on in configs/small.yaml
+    config = load_config("small", ["model.query_match=false"])
     model = build_model(config, Contract.from_config(config))
     assert model.query_matcher is None and "query" not in model.representation_parts
     assert "query_match" not in model.heads[0].candidate_inputs

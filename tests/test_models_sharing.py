@@ -127,7 +127,7 @@ def test_ple_task_experts_of_the_last_level_get_no_gradient_from_other_tasks(con
 def test_hard_sharing_is_the_model_as_before(contract, data):
     inputs = data[0][0]
     model = make(contract, "hard", "model.interest_match=false", "model.ctr_rank_features=false",
-                 "model.target_attention=0", "model.id_match=0")
+                 "model.target_attention=0", "model.id_match=0", "model.query_match=false")
     assert not model.sharing.weights
     # The same seed gives the same weights and outputs as a DUPN built without a sharing argument.
     keras.utils.set_random_seed(5)

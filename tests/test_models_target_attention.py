@@ -56,7 +56,7 @@ def test_no_history_gives_zeros_but_the_count_of_nothing():
 @pytest.mark.parametrize("variant", ["dupn-all", "dupn-nobp"])
 def test_the_split_stays_exact_with_target_attention(variant):
     config = load_config("small", [f"model.variant={variant}", "model.target_attention=8",
-                                   "model.id_match=0"])
+                                   "model.id_match=0", "model.query_match=false"])
     contract = Contract.from_config(config)
     model = build_model(config, contract)
     inputs, _ = random_batch(contract, 16, seed=3)

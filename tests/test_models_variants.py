@@ -72,9 +72,11 @@ def test_variant_trains_saves_loads_and_splits(variant, contract, data, item_tab
         representation = model.user_representation(inputs)
         # model.shared_dim of tiny_config, then the interest vector (model.interest_match), then
         # DUPN's target-attention keys and values: 8 steps x (2 x 16 units + the valid flag),
-        # and its id match's ids and weights: 8 steps x (4 ids + the tag slots + 4 weights)
+        # and its id match's ids and weights: 8 steps x (4 ids + the tag slots + 4 weights),
+        # and the query match's query: one fingerprint per query term
         keys = 8 * (2 * 16 + 1 + 4 + contract.tag_slots + 4) if variant.startswith("dupn") else 0
-        assert representation.shape == (96, 16 + model.interest_dim + keys)
+        query = contract.query_terms if variant.startswith("dupn") else 0
+        assert representation.shape == (96, 16 + model.interest_dim + keys + query)
         split = model.score_items(representation, inputs)
         assert set(split) == {"ctr", "l2r"}
         for head in split:

@@ -33,9 +33,10 @@ def assert_split_equals_whole(out, model, contract, serialized, rows: int) -> No
     representation = user(**{k: raw[k] for k in export.USER_FEATURES})["user_representation"]
     # model.shared_dim of the tiny config, the interest vector (model.interest_match), then the
     # target attention's keys and values: 6 steps x (2 x 16 units + the valid flag), then the id
-    # match's per-step ids: 6 steps x (4 ids + the tag slots + 4 weights)
+    # match's per-step ids: 6 steps x (4 ids + the tag slots + 4 weights), then the query match's
+    # query fingerprints, one per term
     assert representation.shape == (rows, 16 + model.interest_dim + 6 * (2 * 16 + 1)
-                                    + 6 * (4 + contract.tag_slots + 4))
+                                    + 6 * (4 + contract.tag_slots + 4) + contract.query_terms)
     split = item(user_representation=representation, **{k: raw[k] for k in export.ITEM_FEATURES})
     entire = whole(**{k: raw[k] for k in export.USER_FEATURES + export.ITEM_FEATURES})
     keras_scores = model(parse_batch(serialized, contract), training=False)
