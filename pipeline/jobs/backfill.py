@@ -18,7 +18,6 @@ from pathlib import Path
 from configs.loader import ConfigError, add_config_args, config_from_args
 from pipeline import layout
 from pipeline.jobs import jobrun
-from pipeline.rawlogs.landing import incomplete_reason
 
 NAME = "backfill"
 
@@ -65,11 +64,9 @@ def run(args) -> int:
     if missing:
         print(f"dupn backfill: {raw}: no raw logs for {', '.join(missing)}", file=sys.stderr)
         return jobrun.EXIT_ERROR
-    # The days before `end` have a later day: landed. --landed says `end` has too.
-    landing = None if args.landed else incomplete_reason(raw, end)
+    landing = jobrun.not_landed(raw, end, args.landed)   # the days before it have a later day
     if landing:
-        print(f"dupn backfill: {landing}; rerun once they have landed (or with --landed, if they "
-              "are complete)", file=sys.stderr)
+        print(f"dupn backfill: {landing}", file=sys.stderr)
         return jobrun.EXIT_ERROR
     run_dir = layout.run_dir(work, f"{end}-{NAME}")
     split_dir = layout.holdout_dir(work, end)

@@ -22,7 +22,6 @@ from configs.loader import ConfigError, add_config_args, load_config
 from pipeline import layout
 from pipeline.jobs import jobrun
 from pipeline.jobs.publish import current_model
-from pipeline.rawlogs.landing import incomplete_reason
 
 NAME = "daily"
 
@@ -78,10 +77,9 @@ def run(args) -> int:
     if not raw_has_day(raw, date):
         print(f"dupn daily: {raw}: no raw logs for {date} (no {layout.raw_dir('', '<table>', date)}/)", file=sys.stderr)
         return jobrun.EXIT_ERROR
-    landing = None if args.landed else incomplete_reason(raw, date)
+    landing = jobrun.not_landed(raw, date, args.landed)
     if landing:   # a model trained on part of a day would be published as the day's
-        print(f"dupn daily: {landing}; rerun once they have landed (or with --landed, if they "
-              "are complete)", file=sys.stderr)
+        print(f"dupn daily: {landing}", file=sys.stderr)
         return jobrun.EXIT_ERROR
     run_dir = layout.run_dir(work, f"{date}-{NAME}")
     split_dir = layout.holdout_dir(work, date)

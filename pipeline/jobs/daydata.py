@@ -17,7 +17,8 @@ from pipeline import layout
 from pipeline.layout import shift
 from pipeline.rawlogs.landing import incomplete_reason
 from pipeline.rawlogs.schema import table_dir
-from pipeline.training.train import TrainingData, day_stats, range_data, task_samples
+from pipeline.training.train import (HEAD_NEEDS_EXAMPLES, TrainingData, day_stats, range_data,
+                                     task_samples)
 
 HASH_BUCKETS = 10_000
 
@@ -141,8 +142,7 @@ def split_day(examples, date: str, tasks, share: float, out_dir) -> tuple[Traini
     empty = [t for t, n in by_task.items() if n == 0]
     if empty:
         raise FileNotFoundError(f"{examples}: no {', '.join(empty)} examples of training users on {date} "
-                                "(a configured head needs them: for logs without its table, leave the "
-                                "head out of model.heads)")
+                                f"{HEAD_NEEDS_EXAMPLES}")
     data = TrainingData(train_files, sum(by_task.values()), by_task,
                         {"examples": str(examples), "start": date, "end": date, "tasks": list(tasks),
                          "split": f"users outside the held-out {share:.0%}", "split_dir": str(out_dir)})

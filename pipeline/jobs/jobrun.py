@@ -21,6 +21,7 @@ from pipeline import layout
 from pipeline.dispatch import command_parser
 from pipeline.jobs import publish as pub
 from pipeline.layout import eval_file
+from pipeline.rawlogs.landing import incomplete_reason
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_MODEL, EXIT_DRIFT = 0, 1, 2, 3, 4, 5
 DONE = ("published", "refused")   # statuses that make a rerun of the date a no-op
@@ -44,6 +45,15 @@ def add_shared_flags(parser, unit: str) -> None:
     parser.add_argument("--landed", action="store_true",
                         help="the last day's raw logs are complete, though they carry no _SUCCESS "
                              "markers and no later day has begun (docs/RAW_LOGS.md)")
+
+
+def not_landed(raw, day: str, landed: bool) -> str | None:
+    """Why a job must not train on `day` yet (its raw logs may still be landing), or None; a day
+    the user says has landed (--landed) is taken as complete."""
+    reason = None if landed else incomplete_reason(raw, day)
+    if reason is None:
+        return None
+    return f"{reason}; rerun once they have landed (or with --landed, if they are complete)"
 
 
 def single_flight(job: str, work, body) -> int:

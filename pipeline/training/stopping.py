@@ -92,12 +92,14 @@ class StopWhenWorse(keras.callbacks.Callback):
         if self.batch_loss is None:
             self.batch_loss = loss_function(self.model, self.task)
         average = self.checkpoints.average
-        judged = average.applied(self.model.trainable_variables) if average is not None else nullcontext()
+        judged = (average.applied(self.model.trainable_variables) if average is not None
+                  else nullcontext())
         with judged:
             loss = validation_loss(self.batch_loss, self.validation)
-            weights = [np.copy(w) for w in self.model.get_weights()]
+            improved = self.best is None or loss < self.best
+            weights = [np.copy(w) for w in self.model.get_weights()] if improved else None
         self.losses.append(round(loss, 6))
-        if self.best is not None and not loss < self.best:
+        if not improved:
             self.model.set_weights(self.best_weights)
             if average is not None:
                 average.reset(self.model.trainable_variables)

@@ -96,6 +96,11 @@ def task_samples(stats: dict, task: str) -> int:
     return int(entry["samples"]) if entry else 0
 
 
+# What to do when a configured head finds no examples (logs without its table).
+HEAD_NEEDS_EXAMPLES = ("(a configured head needs them: for logs without its table, leave the head "
+                       "out of model.heads)")
+
+
 @dataclass
 class TrainingData:
     """The example files a run trains on and how many samples they hold.
@@ -132,8 +137,7 @@ def range_data(examples_root, start: str, end: str, tasks, require_every_task: b
     empty = [t for t, n in by_task.items() if n == 0]
     if empty and require_every_task:
         raise FileNotFoundError(f"{examples_root}: no {', '.join(empty)} examples from {start} to {end} "
-                                "(a configured head needs them: for logs without its table, leave "
-                                "the head out of model.heads)")
+                                f"{HEAD_NEEDS_EXAMPLES}")
     return TrainingData(files, sum(by_task.values()), by_task,
                         {"examples": str(examples_root), "start": start, "end": end,
                          "tasks": list(tasks)})
