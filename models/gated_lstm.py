@@ -6,10 +6,12 @@
     c̃_t = tanh(W_ce e_t + W_ch h_{t-1} + b_c)
     c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t,   h_t = o_t ⊙ tanh(c_t)
 
-Every input-side term (e_t and p_t, all steps) is computed before the recurrence (a matmul per
-step block, see input_projection); the loop only multiplies h_{t-1}, and its gradient is written by hand (backward_loop, checked against TensorFlow's
-autodiff in tests/test_models_layers.py). A padded step (valid 0) leaves h and c unchanged and outputs zeros, so the
-attention over the outputs sees nothing there and the final state is the last real step's.
+Every input-side term (e_t and p_t, all steps) is computed before the recurrence; the loop only
+multiplies h_{t-1}. In training the loop's gradient is written by hand (backward_loop, checked
+against TensorFlow's autodiff in tests/test_models_layers.py); outside training a lean unrolled
+loop gives the same outputs (infer). A padded step (valid 0) leaves h and c unchanged and
+outputs zeros, so the attention over the outputs sees nothing there and the final state is the
+last real step's.
 """
 from __future__ import annotations
 
@@ -69,46 +71,81 @@ class PropertyGatedLSTM(keras.layers.Layer):
                                                     initializer="glorot_uniform")
         self.built = True
 
+    def _joined(self, inputs, properties):
+        """(x, kernel): [e_t p_t] and [[W_e], [W_p 0]], so one product gives every input-side
+        term (the property's block for the candidate is zero)."""
+        if not self.property_dim:
+            return inputs, self.input_kernel
+        if properties is None:
+            raise ValueError(f"{self.name}: built with property_dim={self.property_dim} "
+                             "but called without properties")
+        kernel = tf.concat([self.input_kernel,
+                            tf.pad(self.property_kernel, [[0, 0], [0, self.units]])], axis=0)
+        return tf.concat([inputs, tf.cast(properties, inputs.dtype)], axis=-1), kernel
+
     def input_projection(self, inputs, properties=None) -> list:
         """All input-side terms of all steps, before the recurrence: N tensors [B, 4U].
 
         Args:
           inputs: e [N, B, De] and properties: p [N, B, Dp], time-major, N static.
         Returns:
-          [e_t p_t] @ [[W_e], [W_p 0]] + b for each step t (bias included; the property's
-          block for the candidate is zero).
+          [e_t p_t] @ [[W_e], [W_p 0]] + b for each step t (bias included).
 
         One matmul per step, not one over all N·B rows: on the CPUs measured the large product
         (and its gradients) ran about 30% slower than the same FLOPs in [B, D] blocks, which
         keep their output in cache; and the per-step results go straight into the loop's
         TensorList without a [N, B, 4U] copy either way (see docs/BENCHMARKS.md).
         """
-        u = self.units
-        if self.property_dim:
-            if properties is None:
-                raise ValueError(f"{self.name}: built with property_dim={self.property_dim} "
-                                 "but called without properties")
-            kernel = tf.concat([self.input_kernel,
-                                tf.pad(self.property_kernel, [[0, 0], [0, u]])], axis=0)
-            x = tf.concat([inputs, tf.cast(properties, inputs.dtype)], axis=-1)
-        else:
-            kernel, x = self.input_kernel, inputs
+        x, kernel = self._joined(inputs, properties)
         if x.shape[0] is None:
             raise ValueError(f"{self.name}: the sequence length must be static, got {x.shape}")
         return [tf.nn.bias_add(tf.matmul(x_t, kernel), self.bias) for x_t in tf.unstack(x)]
 
-    def call(self, inputs, properties=None, valid=None):
+    def call(self, inputs, properties=None, valid=None, training=None):
         if not self.time_major:
             # Transposing the narrower inputs is cheaper than transposing z.
             inputs = tf.transpose(inputs, [1, 0, 2])
             properties = None if properties is None else tf.transpose(properties, [1, 0, 2])
             valid = None if valid is None else tf.transpose(valid)
-        z = self.input_projection(inputs, properties)                   # N x [B, 4U]
-        dtype = z[0].dtype
+        dtype = inputs.dtype
         valid = tf.ones(tf.shape(inputs)[:2], dtype) if valid is None else tf.cast(valid, dtype)
-        peep = self.peephole_weights if self.peepholes else tf.zeros([3, self.units], dtype)
-        h = recurrence(z, valid[:, :, None], self.recurrent_kernel, peep, self.peepholes)
+        if training:
+            z = self.input_projection(inputs, properties)                   # N x [B, 4U]
+            peep = self.peephole_weights if self.peepholes else tf.zeros([3, self.units], dtype)
+            h = recurrence(z, valid[:, :, None], self.recurrent_kernel, peep, self.peepholes)
+        else:
+            h = self.infer(inputs, properties, valid)
         return h if self.time_major else tf.transpose(h, [1, 0, 2])
+
+    def infer(self, inputs, properties, valid):
+        """call's outputs without a gradient to prepare for (evaluation, serving): one input
+        product over all steps and the loop unrolled, keeping only h and c. Serving one user is a
+        batch of 1, where the op count, not the FLOPs, sets the time: the training loop, which
+        also saves each step's gates for its backward pass, took 6.0 ms of a request's user part
+        and this one 3.8 (dupn, N = 100; docs/BENCHMARKS.md). Time-major in and out."""
+        x, kernel = self._joined(inputs, properties)
+        if x.shape[0] is None:
+            raise ValueError(f"{self.name}: the sequence length must be static, got {x.shape}")
+        u = self.units
+        z = tf.nn.bias_add(tf.einsum("nbd,dk->nbk", x, kernel), self.bias)     # [N, B, 4U]
+        h = c = tf.zeros([tf.shape(z)[1], u], z.dtype)
+        outputs = []
+        for z_t, m in zip(tf.unstack(z), tf.unstack(valid[:, :, None] > 0)):
+            gates = z_t + tf.matmul(h, self.recurrent_kernel)
+            if self.peepholes:
+                gi, gf, go, gc = tf.split(gates, 4, axis=1)
+                peep = self.peephole_weights
+                i, f = tf.sigmoid(gi + peep[0] * c), tf.sigmoid(gf + peep[1] * c)
+                c_new = f * c + i * tf.tanh(gc)
+                o = tf.sigmoid(go + peep[2] * c_new)
+            else:
+                pre_sig, gc = tf.split(gates, [3 * u, u], axis=1)
+                i, f, o = tf.split(tf.sigmoid(pre_sig), 3, axis=1)
+                c_new = f * c + i * tf.tanh(gc)
+            # A padded step keeps the state.
+            h, c = tf.where(m, o * tf.tanh(c_new), h), tf.where(m, c_new, c)
+            outputs.append(h)
+        return tf.stack(outputs) * valid[:, :, None]
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "input_dim": self.input_dim,

@@ -62,10 +62,11 @@ def lstm_with_random_weights(property_dim, peepholes, time_major=False):
     return layer
 
 
+@pytest.mark.parametrize("training", [True, False])    # the loop with a hand-written gradient, the lean one
 @pytest.mark.parametrize("property_dim,peepholes", [(DP, False), (DP, True), (0, False), (0, True)])
-def test_gated_lstm_matches_numpy_reference(property_dim, peepholes):
+def test_gated_lstm_matches_numpy_reference(property_dim, peepholes, training):
     layer = lstm_with_random_weights(property_dim, peepholes)
-    got = layer(E, P if property_dim else None, VALID).numpy()
+    got = layer(E, P if property_dim else None, VALID, training=training).numpy()
     want = numpy_gated_lstm(E.astype(np.float64), P.astype(np.float64), VALID, layer)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     assert np.all(got[VALID == 0] == 0.0)            # padded steps output exact zeros
@@ -97,7 +98,7 @@ def test_hand_written_gradient_matches_autodiff(property_dim, peepholes):
     upstream = RNG.normal(size=(B, N, U)).astype(np.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([e, p])
-        ours = tf.reduce_sum(layer(e, p if property_dim else None, VALID) * upstream)
+        ours = tf.reduce_sum(layer(e, p if property_dim else None, VALID, training=True) * upstream)
         reference = tf.reduce_sum(autodiff_reference(layer, e, p, VALID) * upstream)
     sources = [e, p, *layer.trainable_weights] if property_dim else [e, *layer.trainable_weights]
     for got, want, src in zip(tape.gradient(ours, sources), tape.gradient(reference, sources),
@@ -118,23 +119,27 @@ def test_property_drives_the_gates_never_the_candidate():
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_padded_gap_leaves_state_unchanged():
+@pytest.mark.parametrize("training", [True, False])
+def test_padded_gap_leaves_state_unchanged(training):
     """A sequence with a padded step in the middle ends in the state of the same sequence
     without that step."""
     layer = lstm_with_random_weights(DP, True)
-    gap = layer(E[2:], P[2:], VALID[2:]).numpy()[0]
+    gap = layer(E[2:], P[2:], VALID[2:], training=training).numpy()[0]
     keep = VALID[2] > 0
-    dense = layer(E[2:, keep], P[2:, keep], np.ones((1, keep.sum()), np.float32)).numpy()[0]
+    dense = layer(E[2:, keep], P[2:, keep], np.ones((1, keep.sum()), np.float32),
+                  training=training).numpy()[0]
     np.testing.assert_allclose(gap[keep], dense, atol=1e-6)
 
 
-def test_time_major_equals_batch_major_and_config_round_trips():
+@pytest.mark.parametrize("training", [True, False])
+def test_time_major_equals_batch_major_and_config_round_trips(training):
     a = lstm_with_random_weights(DP, True)
     b = PropertyGatedLSTM.from_config({**a.get_config(), "time_major": True})
     b.build()
     b.set_weights(a.get_weights())
-    got = b(E.transpose(1, 0, 2), P.transpose(1, 0, 2), VALID.T).numpy().transpose(1, 0, 2)
-    np.testing.assert_allclose(got, a(E, P, VALID).numpy(), atol=1e-6)
+    got = b(E.transpose(1, 0, 2), P.transpose(1, 0, 2), VALID.T,
+            training=training).numpy().transpose(1, 0, 2)
+    np.testing.assert_allclose(got, a(E, P, VALID, training=training).numpy(), atol=1e-6)
     assert {k: v for k, v in b.get_config().items() if k not in ("name", "time_major")} == \
         {k: v for k, v in a.get_config().items() if k not in ("name", "time_major")}
 
