@@ -144,7 +144,8 @@ def id_totals(keys: tf.Tensor, weights: tf.Tensor, queries: tf.Tensor) -> tf.Ten
     flat = tf.reshape(queries, [-1])
     at = tf.minimum(tf.searchsorted(unique, flat), tf.size(unique) - 1)
     found = tf.equal(tf.gather(unique, at), flat) & tf.not_equal(flat, 0.0)
-    counts = tf.where(found[:, None], tf.gather(totals, at), 0.0)          # [B * Q, K]
+    # A multiply, not tf.where: a select that broadcasts [B * Q, 1] took a tenth of the item part.
+    counts = tf.gather(totals, at) * tf.cast(found, totals.dtype)[:, None]   # [B * Q, K]
     return tf.reduce_sum(tf.reshape(counts, [tf.shape(queries)[0], -1, tf.shape(weights)[1]]), 1)
 
 
