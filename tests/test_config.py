@@ -38,7 +38,7 @@ def test_dupn_yaml_holds_the_papers_settings():
 
 def test_small_yaml_is_the_same_structure_at_small_widths():
     c = load_config("small")
-    assert c.data.sequence_length == 20 and c.model.lstm_units == 32 and c.trainer.batch_size == 256
+    assert c.data.sequence_length == 40 and c.model.lstm_units == 32 and c.trainer.batch_size == 256
     assert c.features.item_id == Table(20011, 16)
     assert [h.name for h in c.model.heads] == ["ctr", "l2r", "talent", "power"]
     assert c.model.variant == "dupn-all" and c.trainer.optimizer == "adam"

@@ -20,7 +20,7 @@ def contract():
 
 
 def test_contract_shapes_follow_the_config(contract):
-    n, t = 20, 4                                   # small.yaml: sequence 20, 3 tags + the price slot
+    n, t = 40, 4                                   # small.yaml: sequence 40, 3 tags + the price slot
     f = contract.features
     assert f["seq_item_id"].shape == (n,) and f["seq_tags"].shape == (n, t)
     assert f["tags"].shape == (t,) and f["talent_tags"].shape == (t,)
@@ -154,7 +154,7 @@ def test_round_trip_with_hashing(contract):
     assert item[0] == seq_item[0, 1] == seq_item[1, 0]          # 'i2'
     assert item[1] == seq_item[0, 0]                            # 'i1'
     assert item[0] != item[1]
-    assert seq_item[0, 3:].tolist() == [0] * 17
+    assert seq_item[0, 3:].tolist() == [0] * (contract.sequence_length - 3)
     # seq_tags and talent_tags share the tags table
     assert batch["talent_tags"].numpy()[1, 0] == batch["seq_tags"].numpy()[0, 0, 0]   # 'red'
     # closed vocabularies are not hashed
@@ -209,7 +209,8 @@ def test_read_dataset_from_gzipped_tfrecords(tmp_path, contract):
     # query term may equal (features.tfrecord.fingerprints)
     assert set(inputs) == (set(contract.features) - set(labels)
                            | {fingerprint_name(n) for n in FINGERPRINTED})
-    assert inputs["seq_item_id"].shape == (2, 20) and inputs["seq_tags"].shape == (2, 20, 4)
+    n = contract.sequence_length
+    assert inputs["seq_item_id"].shape == (2, n) and inputs["seq_tags"].shape == (2, n, 4)
     assert inputs["seq_item_id"].dtype == tf.int64                # hashed
     labels_read = np.concatenate([l["label"].numpy() for _, l in batches])
     assert labels_read.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]     # no shuffle: file order
