@@ -131,6 +131,10 @@ class ModelConfig:
     # shop, brand, category, tags) of the history's behaviours sharing the candidate's id, from
     # per-step ids the user part carries (models/id_match.py); 0: none (the paper's model).
     id_match: int = _int(0, lo=0)
+    # The id match's weights take either sign: a strength of the properties times a positive
+    # decay, so a recent buy can count against the candidate's category while a cart counts for
+    # it; counts are squashed by asinh instead of log1p. false: positive weights only.
+    id_match_signed: bool = False
     # DUPN variants: the ctr head also reads how many of the query's terms equal the candidate's
     # tags, brand, category or shop (exact, on fingerprints of the raw strings in one space; the
     # user part carries the query's), models/query_match.py; false: the paper's model.

@@ -74,6 +74,7 @@ class DUPN(RepresentationModel):
       id_match: K > 0: the ctr head also reads K property-weighted counts per field of the
         history's behaviours that share an id with the candidate (models/id_match.py); the
         representation then ends with the per-step ids and weights.
+      id_match_signed: the id match's weights take either sign (a recent buy can count against).
       query_match: the ctr head also reads the counts of the query's terms equal to the
         candidate's tags, brand, category and shop (models/query_match.py); the representation
         then ends with the query terms' fingerprints.
@@ -84,8 +85,8 @@ class DUPN(RepresentationModel):
                  shared_dim: int = 256, dropout: float = 0.0, l2: float = 0.0,
                  sharing: dict | None = None, interest_match: bool = False,
                  interest_heads: int = 1, ctr_rank_features: bool = False,
-                 target_attention: int = 0, id_match: int = 0, query_match: bool = False,
-                 **kwargs):
+                 target_attention: int = 0, id_match: int = 0, id_match_signed: bool = False,
+                 query_match: bool = False, **kwargs):
         if variant not in VARIANT_PROPERTIES:
             raise ValueError(f"unknown DUPN variant '{variant}' "
                              f"(variants: {', '.join(VARIANT_PROPERTIES)})")
@@ -125,8 +126,9 @@ class DUPN(RepresentationModel):
         self.target = (TargetAttention(target_attention, contract["sequence_length"], l2,
                                        name="target_attention") if target_attention else None)
         self.id_match = id_match
+        self.id_match_signed = id_match_signed
         self.matcher = (IdMatch(id_match, contract["sequence_length"], contract["tag_slots"], l2,
-                                name="id_match") if id_match else None)
+                                signed=id_match_signed, name="id_match") if id_match else None)
         self.query_match = query_match
         self.query_matcher = (QueryMatch(contract["query_terms"], name="query_match")
                               if query_match else None)
@@ -197,7 +199,8 @@ class DUPN(RepresentationModel):
                 "attention_units": self.attention_units, "shared_dim": self.shared_dim,
                 "dropout": self.dropout, "l2": self.l2, "interest_match": self.interest_match,
                 "interest_heads": self.interest_heads, "target_attention": self.target_attention,
-                "id_match": self.id_match, "query_match": self.query_match}
+                "id_match": self.id_match, "id_match_signed": self.id_match_signed,
+                "query_match": self.query_match}
 
 
 def build_model(config, contract: Contract | None = None, pretrained_item_table=None,
@@ -223,7 +226,8 @@ def build_model(config, contract: Contract | None = None, pretrained_item_table=
                      attention_units=m.attention_units, shared_dim=m.shared_dim,
                      sharing=sharing_config(m), interest_match=m.interest_match,
                      interest_heads=m.interest_heads, target_attention=m.target_attention,
-                     id_match=m.id_match, query_match=m.query_match,
+                     id_match=m.id_match, id_match_signed=m.id_match_signed,
+                     query_match=m.query_match,
                      ctr_rank_features=m.ctr_rank_features, **common)
     elif m.variant in BASELINES:
         model = BASELINES[m.variant].from_model_config(m, **common)

@@ -5,13 +5,17 @@ User part, once per request (`history`): every behaviour t carries its item, sho
 category ids, its tag ids, and K weights
     w_t = softplus(W p_t + b)       (p_t, the behaviour's type, scene and time bucket; without
                                      properties, softplus(b): every behaviour alike)
+or, signed (`signed=True`),
+    w_t = (S p_t + s) * softplus(W p_t + b)   a strength of either sign times a positive decay
 flattened at the end of the user representation (ids modulo a prime below 2^24, so float32
 holds them exactly whatever the id range: two ids then collide once in 16.8 million pairs).
 Item part, per candidate (`match`): for each field f (item, shop, brand, category, tags)
     count_{f,k} = Σ_t m_{f,t} w_{t,k},   m_{f,t} = 1 if the step's id equals the candidate's
                                          (tags: the number of tags they share)
-and the head reads log1p(count) [5K]: "has the user carted this shop lately", "how many recent
-clicks in this category", learnt as K property-weighted counts. A learnt attention finds such
+and the head reads log1p(count) [5K] (signed: asinh(count), log-like for either sign): "has the
+user carted this shop lately", "how many recent clicks in this category", learnt as K
+property-weighted counts. A positive weight can only add; the signed one lets a recent buy count
+against the candidate's category while a recent cart counts for it, in one sum. A learnt attention finds such
 identities only after its embeddings have separated the ids; the counts give them at the first
 step, and the weights let a recent cart count more than an old click (or a buy count against).
 Cost per candidate: N (4 + T²) compares, N·5K multiply-adds; in serving, where one user's
@@ -37,16 +41,22 @@ class IdMatch(keras.layers.Layer):
       steps: N, the sequence length.
       tags: T, tag slots per item.
       l2: L2 penalty on the weighting's kernel.
+      signed: each weight times a signed strength of the properties, counts squashed by asinh.
     """
 
-    def __init__(self, weightings: int, steps: int, tags: int, l2: float = 0.0, **kwargs):
+    def __init__(self, weightings: int, steps: int, tags: int, l2: float = 0.0,
+                 signed: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.weightings = weightings
         self.steps = steps
         self.tags = tags
         self.l2 = l2
+        self.signed = signed
         reg = keras.regularizers.L2(l2) if l2 else None
         self.weigh = keras.layers.Dense(weightings, kernel_regularizer=reg, name="weigh")
+        # Strength 1 at the start: the signed counts begin as the unsigned ones.
+        self.strength = (keras.layers.Dense(weightings, kernel_regularizer=reg, name="strength",
+                                            bias_initializer="ones") if signed else None)
 
     @property
     def step_width(self) -> int:
@@ -72,11 +82,13 @@ class IdMatch(keras.layers.Layer):
         tags = exact_float(seq["seq_tags"])                                              # [N, B, T]
         x = properties if properties is not None else tf.zeros_like(valid)[..., None]
         weights = tf.nn.softplus(self.weigh(x)) * valid[..., None]                      # [N, B, K]
+        if self.signed:
+            weights = weights * self.strength(x)
         steps = tf.transpose(tf.concat([ids, tags, weights], -1), [1, 0, 2])           # [B, N, W]
         return tf.reshape(steps, [-1, self.width])
 
     def match(self, flat, candidate: dict, serving: bool = False) -> tf.Tensor:
-        """[B, 5K]: log1p of each field's weighted count of matching behaviours.
+        """[B, 5K]: log1p (signed: asinh) of each field's weighted count of matching behaviours.
 
         Args:
           flat: [B, N * (4 + T + K)] from history(), or [1, ...]: one user's for every candidate;
@@ -98,7 +110,8 @@ class IdMatch(keras.layers.Layer):
                              lambda: self._compared(ids, tags, weights, wanted, wanted_tags))
         else:
             counts = self._compared(ids, tags, weights, wanted, wanted_tags)
-        return tf.reshape(tf.math.log1p(counts), [-1, self.output_width])
+        squash = tf.math.asinh if self.signed else tf.math.log1p
+        return tf.reshape(squash(counts), [-1, self.output_width])
 
     @staticmethod
     def _compared(ids, tags, weights, wanted, wanted_tags) -> tf.Tensor:
@@ -123,7 +136,7 @@ class IdMatch(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "weightings": self.weightings, "steps": self.steps,
-                "tags": self.tags, "l2": self.l2}
+                "tags": self.tags, "l2": self.l2, "signed": self.signed}
 
 
 # Each row's matches weighed by its own history's weights (a batched product). One history for

@@ -45,6 +45,29 @@ def test_counts_weighted_matches_per_field_and_ignores_padding():
         np.testing.assert_allclose(out[1], np.log1p(m2 @ w).ravel(), rtol=1e-5)
 
 
+def test_signed_weights_let_a_behaviour_count_against_the_candidate():
+    # Strength 1 - p: the first step (p = -1) counts +2 x its decay, the second (p = 2) -1 x its
+    # decay; both share the candidate's category, so that count is their signed sum, through asinh.
+    layer = IdMatch(weightings=1, steps=2, tags=1, signed=True)
+    seq = sequence(item=[5, 6], shop=[0, 0], brand=[0, 0], category=[7, 7], tags=[[0], [0]])
+    properties = tf.constant([[[-1.0]], [[2.0]]])
+    layer.history(seq, tf.ones([2, 1]), properties)
+    layer.weigh.kernel.assign([[0.5]])
+    layer.weigh.bias.assign([0.0])
+    layer.strength.kernel.assign([[-1.0]])
+    layer.strength.bias.assign([1.0])
+    flat = layer.history(seq, tf.ones([2, 1]), properties)
+    zero = tf.zeros([1], tf.int64)
+    candidate = {"item_id": tf.constant([6], tf.int64), "shop_id": zero, "brand_id": zero,
+                 "category_id": tf.constant([7], tf.int64), "tags": tf.zeros([1, 1], tf.int64)}
+    softplus = lambda x: np.log1p(np.exp(x))
+    w = np.array([2.0 * softplus(-0.5), -1.0 * softplus(1.0)])       # [step]
+    for serving in (False, True):
+        out = layer.match(flat, candidate, serving=serving).numpy()[0]   # item, shop, brand, cat, tags
+        np.testing.assert_allclose(out, np.arcsinh([w[1], 0.0, 0.0, w.sum(), 0.0]), rtol=1e-5)
+    assert out[3] < 0                                                  # the buy outweighs
+
+
 def test_without_properties_every_behaviour_weighs_alike():
     layer = IdMatch(weightings=1, steps=2, tags=1)
     seq = sequence(item=[5, 5], shop=[1, 2], brand=[0, 0], category=[3, 3], tags=[[0], [0]])
@@ -61,10 +84,11 @@ def history_candidates(inputs: dict) -> dict:
     return out
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("variant", ["dupn-all", "dupn-nobp"])
-def test_the_split_stays_exact_with_id_match(variant):
+def test_the_split_stays_exact_with_id_match(variant, signed):
     config = load_config("small", [f"model.variant={variant}", "model.id_match=3",
-                                   "model.target_attention=0"])
+                                   "model.target_attention=0", f"model.id_match_signed={signed}"])
     contract = Contract.from_config(config)
     model = build_model(config, contract)
     inputs, _ = random_batch(contract, 16, seed=3)
@@ -111,13 +135,14 @@ def test_one_users_steps_serve_candidates_in_a_graph_of_static_shapes():
     np.testing.assert_allclose(graph, layer.match(flat, candidate), rtol=1e-6)
 
 
-def test_serving_lookup_gives_the_counts_of_comparing_every_step():
+@pytest.mark.parametrize("signed", [False, True])
+def test_serving_lookup_gives_the_counts_of_comparing_every_step(signed):
     # Serving one user's history against many candidates takes the lookup (per-id totals, a
     # binary search per candidate id); the same history copied to every row, or not serving,
     # takes the compare. Small id ranges so ids and tags repeat, zeros (padding, no id) included.
     rng = np.random.default_rng(5)
     steps, tags, candidates = 30, 3, 64
-    layer = IdMatch(weightings=3, steps=steps, tags=tags)
+    layer = IdMatch(weightings=3, steps=steps, tags=tags, signed=signed)
     seq = sequence(*(rng.integers(0, 6, steps) for _ in range(4)), tags=rng.integers(0, 5, (steps, tags)))
     valid = tf.constant((np.arange(steps) < 25).astype(np.float32)[:, None])    # 5 padding steps
     properties = tf.constant(rng.normal(size=(steps, 1, 2)), tf.float32)
@@ -126,7 +151,7 @@ def test_serving_lookup_gives_the_counts_of_comparing_every_step():
                  ("item_id", "shop_id", "brand_id", "category_id")}
     candidate["tags"] = tf.constant(rng.integers(0, 5, (candidates, tags)))
     looked_up = layer.match(flat, candidate, serving=True).numpy()
-    assert (looked_up > 0).mean() > 0.5
+    assert (looked_up != 0).mean() > 0.5
     for compared in (layer.match(tf.tile(flat, [candidates, 1]), candidate, serving=True),
                      layer.match(flat, candidate)):
         np.testing.assert_allclose(looked_up, compared.numpy(), rtol=1e-6, atol=1e-7)
