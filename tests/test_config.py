@@ -25,14 +25,15 @@ def test_dupn_yaml_holds_the_papers_settings():
     assert c.model.heads[0] == HeadConfig("ctr", 1.0, [256, 128, 64])
     # the file and the schema's defaults agree: the YAML restates the paper and adds three
     # extensions of ours, the interest match (two interests), rank features in the ctr head,
-    # the target attention and the id match (off in the schema, so configurations written before them still
-    # build the model they trained)
+    # the target attention and the id match with signed weights (off in the schema, so
+    # configurations written before them still build the model they trained)
     paper = Config()
     paper.model.interest_match = True
     paper.model.interest_heads = 2
     paper.model.ctr_rank_features = True
     paper.model.target_attention = 32
     paper.model.id_match = 4
+    paper.model.id_match_signed = True
     assert c == paper
 
 
