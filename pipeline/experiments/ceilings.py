@@ -15,14 +15,17 @@ clicks of the last day:
 from __future__ import annotations
 
 import argparse
-import glob
+import datetime as dt
 import tempfile
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from features.contract import TIME_BUCKET_EDGES_S, time_bucket
+from pipeline import layout
+from pipeline.evaluation.evaluate import read_oracle
 from pipeline.evaluation.metrics import auc
+from pipeline.experiments.worlds import START
 from pipeline.rawlogs import synth
 from pipeline.rawlogs.synth_world import DAY_S, RELEVANCE_PENALTY
 from pipeline.rawlogs.worlds import WORLDS, recent as pulls
@@ -84,13 +87,14 @@ def ceilings(users: int, seed: int, sequence_length: int, lookback_days: int = 3
         WORLDS["_ceiling"] = world_scoring(score, sequence_length, lookback_days)
         try:
             with tempfile.TemporaryDirectory() as raw:
-                synth.generate(raw, days=days, users=users, seed=seed, world="_ceiling",
-                               log=lambda *a: None)
-                last = sorted(glob.glob(f"{raw}/impressions/dt=*"))[-1].rsplit("=", 1)[1]
-                oracle = pq.read_table(glob.glob(f"{raw}/_oracle/impressions/dt={last}/*")[0])
-                shown = pq.read_table(glob.glob(f"{raw}/impressions/dt={last}/*")[0],
-                                      columns=["request_id", "item_id", "click"])
-                joined = shown.join(oracle, ["request_id", "item_id"]).to_pandas()
+                synth.generate(raw, start=START, days=days, users=users, seed=seed,
+                               world="_ceiling", log=lambda *a: None)
+                last = str(dt.date.fromisoformat(START) + dt.timedelta(days=days - 1))
+                shown = pq.read_table(layout.raw_dir(raw, "impressions", last),
+                                      columns=["request_id", "item_id", "click"]).to_pandas()
+                shown["request_id"] = shown["request_id"].astype(str)
+                shown["item_id"] = shown["item_id"].astype(str)
+                joined = shown.merge(read_oracle(raw, last), on=["request_id", "item_id"])
         finally:
             del WORLDS["_ceiling"]
         out["oracle"] = auc(joined["click"], joined["click_prob"])
