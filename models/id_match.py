@@ -15,8 +15,8 @@ Item part, per candidate (`match`): for each field f (item, shop, brand, categor
 and the head reads log1p(count) [5K] (signed: asinh(count), log-like for either sign): "has the
 user carted this shop lately", "how many recent clicks in this category", learnt as K
 property-weighted counts. A positive weight can only add; the signed one lets a recent buy count
-against the candidate's category while a recent cart counts for it, in one sum. A learnt attention finds such
-identities only after its embeddings have separated the ids; the counts give them at the first
+against the candidate's category while a recent cart counts for it, in one sum. A learnt
+attention finds such identities only after its embeddings have separated the ids; the counts give them at the first
 step, and the weights let a recent cart count more than an old click (or a buy count against).
 Cost per candidate: N (4 + T²) compares, N·5K multiply-adds; in serving, where one user's
 history meets many candidates, the history's weights are totalled per id once and each candidate's
@@ -54,7 +54,8 @@ class IdMatch(keras.layers.Layer):
         self.signed = signed
         reg = keras.regularizers.L2(l2) if l2 else None
         self.weigh = keras.layers.Dense(weightings, kernel_regularizer=reg, name="weigh")
-        # Strength 1 at the start: the signed counts begin as the unsigned ones.
+        # Bias 1: the strength starts near 1 (exactly 1 without properties), the counts near the
+        # unsigned ones.
         self.strength = (keras.layers.Dense(weightings, kernel_regularizer=reg, name="strength",
                                             bias_initializer="ones") if signed else None)
 
