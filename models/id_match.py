@@ -16,8 +16,9 @@ and the head reads log1p(count) [5K] (signed: asinh(count), log-like for either 
 user carted this shop lately", "how many recent clicks in this category", learnt as K
 property-weighted counts. A positive weight can only add; the signed one lets a recent buy count
 against the candidate's category while a recent cart counts for it, in one sum. A learnt
-attention finds such identities only after its embeddings have separated the ids; the counts give them at the first
-step, and the weights let a recent cart count more than an old click (or a buy count against).
+attention finds such identities only after its embeddings have separated the ids; the counts
+give them at the first step, and the weights let a recent cart count more than an old click (or
+a buy count against).
 Cost per candidate: N (4 + T²) compares, N·5K multiply-adds; in serving, where one user's
 history meets many candidates, the history's weights are totalled per id once and each candidate's
 4 + T ids are looked up in them (a binary search each).
