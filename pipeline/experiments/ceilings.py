@@ -27,9 +27,9 @@ from pipeline.evaluation.evaluate import read_oracle
 from pipeline.evaluation.metrics import auc
 from pipeline.experiments.worlds import START
 from pipeline.rawlogs import synth
-from pipeline.rawlogs.synth_world import DAY_S, RELEVANCE_PENALTY
+from pipeline.rawlogs.synth_world import DAY_S
 from pipeline.rawlogs.worlds import WORLDS, recent as pulls
-from pipeline.rawlogs.worlds.properties import PROPERTIES_BIAS, PropertiesWorld
+from pipeline.rawlogs.worlds.properties import PropertiesWorld
 from pipeline.rawlogs.worlds.recent import Recent
 
 EDGES = np.asarray(TIME_BUCKET_EDGES_S, float)
@@ -62,9 +62,7 @@ def world_scoring(score: str, sequence_length: int, lookback_days: int):
         def _click_logits(self, users, ts, qcat, items, log_price, history):
             recent = Recent(self, users, ts, items, history)
             true, _ = pulls.property_pull(recent)
-            base = (PROPERTIES_BIAS + 0.2 * self.item_quality[items]
-                    - np.take(RELEVANCE_PENALTY, self._relevance(qcat, items))
-                    - 0.06 * np.arange(items.shape[1])[None, :])
+            base = self.base_logits(qcat, items)
             keep = seen(recent, ts, sequence_length, lookback_days)
             if score == "visible":
                 effect = pull_of(recent, MIDDLES[time_bucket(recent.age)], keep)
@@ -92,8 +90,6 @@ def ceilings(users: int, seed: int, sequence_length: int, lookback_days: int = 3
                 last = str(dt.date.fromisoformat(START) + dt.timedelta(days=days - 1))
                 shown = pq.read_table(layout.raw_dir(raw, "impressions", last),
                                       columns=["request_id", "item_id", "click"]).to_pandas()
-                shown["request_id"] = shown["request_id"].astype(str)
-                shown["item_id"] = shown["item_id"].astype(str)
                 joined = shown.merge(read_oracle(raw, last), on=["request_id", "item_id"])
         finally:
             del WORLDS["_ceiling"]

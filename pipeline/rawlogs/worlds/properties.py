@@ -32,7 +32,11 @@ class PropertiesWorld(World):
     def _click_logits(self, users, ts, qcat, items, log_price, history):
         recent = Recent(self, users, ts, items, history)
         true, blind = property_pull(recent)
-        base = (PROPERTIES_BIAS + 0.2 * self.item_quality[items]
+        base = self.base_logits(qcat, items)
+        return base + true, base + blind, recent.count(recent.same_cat)
+
+    def base_logits(self, qcat, items) -> np.ndarray:
+        """(n, P) the click logit without the pull: bias, quality, relevance and position."""
+        return (PROPERTIES_BIAS + 0.2 * self.item_quality[items]
                 - np.take(RELEVANCE_PENALTY, self._relevance(qcat, items))
                 - 0.06 * np.arange(items.shape[1])[None, :])
-        return base + true, base + blind, recent.count(recent.same_cat)
