@@ -9,6 +9,8 @@ representation carries) is one more entry of KINDS and of the tasks' declaration
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 
@@ -49,6 +51,78 @@ def interest_terms(candidate: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
                       tf.reduce_sum(product, -1)], axis=-1)
 
 
+class InterestTerms(NamedTuple):
+    """interest_terms(candidate, interest) not yet computed, as serving hands them to the first
+    layer of the ctr head (models.towers.JoinedDense). The terms are linear in the candidate, with
+    coefficients from the user's interests, so when one user's interests [1, K * D] serve every
+    candidate, that layer folds them into its kernel: candidate x (Σ_k interest_k ⊙ its kernel
+    rows), one [D, units] matrix per request instead of K * D + K columns per candidate."""
+    candidate: tf.Tensor
+    interest: tf.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.interest.shape[-1] + self.interest.shape[-1] // self.candidate.shape[-1]
+
+    def terms(self) -> tf.Tensor:
+        return interest_terms(self.candidate, self.interest)
+
+    def folded(self, kernel: tf.Tensor) -> tf.Tensor:
+        """[D, units]: what the candidate multiplies for terms() x kernel [width, units], with
+        one user's interests: Σ_k i_k ⊙ (the rows of candidate ⊙ i_k + the row of candidate · i_k)."""
+        width = self.candidate.shape[-1]
+        heads = self.interest.shape[-1] // width
+        interests = tf.reshape(self.interest[0], [heads, width])              # [K, D]
+        products = tf.reshape(kernel[:heads * width], [heads, width, -1])     # [K, D, units]
+        return (tf.reduce_sum(interests[..., None] * products, 0)
+                + tf.matmul(interests, kernel[heads * width:], transpose_a=True))
+
+
+def join_columns(parts: list):
+    """The parts side by side [B, Σ widths], or, when one is InterestTerms (serving), the tuple of
+    parts in that order for JoinedDense to multiply (folded_product)."""
+    if any(isinstance(p, InterestTerms) for p in parts):
+        return tuple(parts)
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+
+
+def columns(joined) -> tf.Tensor:
+    """join_columns' result as one tensor [B, Σ widths]."""
+    if not isinstance(joined, tuple):
+        return joined
+    return tf.concat([p.terms() if isinstance(p, InterestTerms) else p for p in joined], axis=-1)
+
+
+def column_product(joined, kernel: tf.Tensor) -> tf.Tensor:
+    """join_columns' result x kernel [Σ widths, units] -> [B, units]. A tuple whose interests are
+    one user's is multiplied folded: the kernel rows are summed per tensor they multiply (the
+    candidate's own rows, when it is a part itself, with the folded interest terms), then one
+    product. Otherwise (rows that each have their own user) the columns are joined."""
+    if not isinstance(joined, tuple):
+        return tf.matmul(joined, kernel)
+    terms = [p for p in joined if isinstance(p, InterestTerms)]
+    one_user = tf.reduce_all([tf.equal(tf.shape(p.interest)[0], 1) for p in terms])
+    return tf.cond(one_user, lambda: folded_product(joined, kernel),
+                   lambda: tf.matmul(columns(joined), kernel))
+
+
+def folded_product(joined: tuple, kernel: tf.Tensor) -> tf.Tensor:
+    """column_product with every InterestTerms' interests one user's."""
+    tensors, rows, offset = {}, {}, 0                  # by id(): the tensor, its summed rows
+    for part in joined:
+        folds = isinstance(part, InterestTerms)
+        width = part.width if folds else int(part.shape[-1])
+        x = part.candidate if folds else part
+        block = part.folded(kernel[offset:offset + width]) if folds else kernel[offset:offset + width]
+        tensors[id(x)] = x
+        rows[id(x)] = rows[id(x)] + block if id(x) in rows else block
+        offset += width
+    if len(tensors) == 1:
+        (key, x), = tensors.items()
+        return tf.matmul(x, rows[key])
+    return tf.matmul(tf.concat(list(tensors.values()), -1), tf.concat(list(rows.values()), 0))
+
+
 def interest_match(candidate: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
     """[candidate, interest_terms]: what the ctr head reads as "item" then "interest_match"."""
     return tf.concat([candidate, interest_terms(candidate, interest)], axis=-1)
@@ -79,12 +153,10 @@ class CandidateInputs:
             self._cache[kind] = KINDS[kind](self)
         return self._cache[kind]
 
-    def join(self, kinds) -> tf.Tensor | None:
-        """The kinds side by side [B, Σ widths]; None for none."""
-        if not kinds:
-            return None
-        tensors = [self[k] for k in kinds]
-        return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=-1)
+    def join(self, kinds):
+        """The kinds side by side [B, Σ widths] (join_columns: in serving, a tuple when the
+        interest match is among them); None for none."""
+        return join_columns([self[k] for k in kinds]) if kinds else None
 
 
 KINDS = {
@@ -94,7 +166,8 @@ KINDS = {
     "shop": lambda c: c.model.embeddings.shop(c.inputs),
     "rank_features": lambda c: tf.cast(c.inputs["rank_features"], tf.float32),
     # Reads the representation's interest part (DUPN with model.interest_match).
-    "interest_match": lambda c: interest_terms(c["item"], c.parts["interest"]),
+    "interest_match": lambda c: (InterestTerms(c["item"], c.parts["interest"]) if c.serving
+                                 else interest_terms(c["item"], c.parts["interest"])),
     # Reads the representation's per-step keys (DUPN with model.target_attention).
     "target_attention": lambda c: c.model.target.match(c.parts["keys"], c["item"]),
     # Reads the representation's per-step ids and weights (DUPN with model.id_match).

@@ -12,6 +12,8 @@ import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
+from models.head_inputs import column_product, columns
+
 
 def _regularizer(l2: float):
     return keras.regularizers.L2(l2) if l2 else None
@@ -51,7 +53,7 @@ class JoinedDense(keras.layers.Dense):
     def call(self, inputs):
         left, right = inputs
         out = (tf.matmul(left, self.kernel[:self.left_width])
-               + tf.matmul(right, self.kernel[self.left_width:]))
+               + column_product(right, self.kernel[self.left_width:]))
         if self.use_bias:
             out = out + self.bias
         return self.activation(out) if self.activation is not None else out
@@ -112,7 +114,8 @@ class MLPTower(Tower):
                 raise ValueError(f"{layers[0].name} reads a candidate; none was given")
             x, layers = layers[0]((representation, candidate)), layers[1:]
         else:
-            x = representation if candidate is None else tf.concat([representation, candidate], -1)
+            x = (representation if candidate is None
+                 else tf.concat([representation, columns(candidate)], -1))
         return _squeezed(apply(layers, x, training), self.width)
 
 

@@ -1,10 +1,12 @@
 """JoinedDense: a Dense over [left, right] without the join, so one user's representation meets the
-first layer once for all candidates; equal to Dense over the joined rows, under Dense's names."""
+first layer once for all candidates; equal to Dense over the joined rows, under Dense's names.
+One user's interest terms fold into its kernel."""
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from models.head_inputs import InterestTerms, column_product, columns, interest_terms, join_columns
 from models.towers import JoinedDense, MLPTower
 
 
@@ -38,3 +40,26 @@ def test_an_mlp_tower_scores_one_users_row_against_many_candidates_as_against_co
     # Without candidate inputs the tower is a plain MLP of the representation.
     plain = MLPTower(1, [8], prefix="power", candidate=False)
     assert plain(user).shape == (1,) and type(plain.hidden[0]) is keras.layers.Dense
+
+
+def test_interest_terms_fold_into_the_kernel_for_one_users_interests():
+    rng = np.random.default_rng(2)
+    items = tf.constant(rng.normal(size=(7, 5)), tf.float32)              # 7 candidates, D = 5
+    other = tf.constant(rng.normal(size=(7, 3)), tf.float32)
+    interest = tf.constant(rng.normal(size=(1, 10)), tf.float32)          # K = 2 interests
+    terms = InterestTerms(items, interest)
+    assert terms.width == 12
+    kernel = tf.constant(rng.normal(size=(5 + 12 + 3, 4)), tf.float32)
+    joined = join_columns([items, terms, other])
+    assert isinstance(joined, tuple) and columns(joined).shape == (7, 20)
+    expected = np.concatenate([items, interest_terms(items, interest), other], 1) @ kernel.numpy()
+    np.testing.assert_allclose(column_product(joined, kernel).numpy(), expected, rtol=1e-4,
+                               atol=1e-5)
+    # The terms alone, and each row with its own interests (no fold): the same products.
+    alone = column_product(join_columns([terms]), kernel[5:17]).numpy()
+    np.testing.assert_allclose(alone, interest_terms(items, interest).numpy() @ kernel[5:17].numpy(),
+                               rtol=1e-4, atol=1e-5)
+    rows = join_columns([items, InterestTerms(items, tf.repeat(interest, 7, 0)), other])
+    np.testing.assert_allclose(column_product(rows, kernel).numpy(), expected, rtol=1e-4, atol=1e-5)
+    # Without interest terms the parts are simply joined.
+    assert not isinstance(join_columns([items, other]), tuple)
