@@ -20,8 +20,8 @@ attention finds such identities only after its embeddings have separated the ids
 give them at the first step, and the weights let a recent cart count more than an old click (or
 a buy count against).
 Cost per candidate: N (4 + T²) compares, N·5K multiply-adds; in serving, where one user's
-history meets many candidates, the history's weights are totalled per id once and each candidate's
-4 + T ids are looked up in them (a binary search each).
+history meets many candidates, the history's weights are totalled per (field, id) once, in one
+table, and each candidate's 4 + T ids are looked up in it (a binary search each).
 """
 from __future__ import annotations
 
@@ -128,13 +128,19 @@ class IdMatch(keras.layers.Layer):
         return weighted_counts(matches, weights)
 
     def _looked_up(self, ids, tags, weights, wanted, wanted_tags) -> tf.Tensor:
-        """[B, 5, K] from one history (ids [N, 4], tags [N, T], weights [N, K]): per field, the
-        candidates' ids looked up in that history's weight totals per id (tags: summed over the
-        candidate's tags, as many times as a step holds each). The same sums as _compared's."""
-        per_field = [id_totals(ids[:, f], weights, wanted[:, f:f + 1]) for f in range(len(ID_FIELDS))]
-        tag_weights = tf.repeat(weights, self.tags, axis=0)                 # [N * T, K], step-major
-        per_field.append(id_totals(tf.reshape(tags, [-1]), tag_weights, wanted_tags))
-        return tf.stack(per_field, 1)
+        """[B, 5, K] from one history (ids [N, 4], tags [N, T], weights [N, K]): the candidates'
+        ids looked up in that history's weight totals per (field, id), all fields in one table
+        (tags: summed over the candidate's tags, as many times as a step holds each). The same
+        sums as _compared's."""
+        fields, t = len(ID_FIELDS), self.tags
+        columns = list(range(fields)) + [fields] * t                        # the tags: field 4
+        keys = tf.concat([tf.reshape(tf.transpose(field_keys(ids, columns[:fields])), [-1]),
+                          tf.reshape(field_keys(tags, columns[fields:]), [-1])], 0)
+        key_weights = tf.concat([tf.tile(weights, [fields, 1]),              # field-major
+                                 tf.repeat(weights, t, axis=0)], 0)          # step-major tags
+        queries = field_keys(tf.concat([wanted, wanted_tags], 1), columns)   # [B, 4 + T]
+        found = id_totals(keys, key_weights, queries)                        # [B, 4 + T, K]
+        return tf.concat([found[:, :fields], tf.reduce_sum(found[:, fields:], 1, keepdims=True)], 1)
 
     def get_config(self):
         return {**super().get_config(), "weightings": self.weightings, "steps": self.steps,
@@ -149,19 +155,26 @@ def weighted_counts(matches: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return tf.einsum("bnf,bnk->bfk", matches, tf.broadcast_to(weights, rows))
 
 
+def field_keys(ids: tf.Tensor, fields) -> tf.Tensor:
+    """Float ids [..., C] (exact_float's residues) of the fields [C] (indices) -> int64 keys unique
+    across fields; id 0 (none) stays 0."""
+    keys = tf.cast(ids, tf.int64) + tf.constant(fields, tf.int64) * (ID_MODULUS + 1)
+    return keys * tf.cast(tf.not_equal(ids, 0.0), tf.int64)
+
+
 def id_totals(keys: tf.Tensor, weights: tf.Tensor, queries: tf.Tensor) -> tf.Tensor:
-    """[B, K]: for each row of queries [B, Q], the summed weights [M, K] of the keys [M] equal to
-    each of its queries (a query 0, none, finds nothing; a key found twice counts twice)."""
+    """[B, Q, K]: for each of queries [B, Q], the summed weights [M, K] of the keys [M] equal to it
+    (a query 0, none, finds nothing; a key found twice counts twice)."""
     unique, index = tf.unique(keys)
     totals = tf.math.unsorted_segment_sum(weights, index, tf.size(unique))   # [U, K]
     order = tf.argsort(unique)
     unique, totals = tf.gather(unique, order), tf.gather(totals, order)
     flat = tf.reshape(queries, [-1])
     at = tf.minimum(tf.searchsorted(unique, flat), tf.size(unique) - 1)
-    found = tf.equal(tf.gather(unique, at), flat) & tf.not_equal(flat, 0.0)
+    found = tf.equal(tf.gather(unique, at), flat) & tf.not_equal(flat, 0)
     # A multiply, not tf.where: a select that broadcasts [B * Q, 1] took a tenth of the item part.
     counts = tf.gather(totals, at) * tf.cast(found, totals.dtype)[:, None]   # [B * Q, K]
-    return tf.reduce_sum(tf.reshape(counts, [tf.shape(queries)[0], -1, tf.shape(weights)[1]]), 1)
+    return tf.reshape(counts, [tf.shape(queries)[0], -1, tf.shape(weights)[1]])
 
 
 def exact_float(ids: tf.Tensor) -> tf.Tensor:
