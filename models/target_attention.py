@@ -81,18 +81,17 @@ class TargetAttention(keras.layers.Layer):
         kv = tf.reshape(flat_keys[:, :n * 2 * d], [-1, n, 2 * d])           # [B, N, 2d]
         k, v = kv[..., :d], kv[..., d:]
         valid = flat_keys[:, n * 2 * d:]                                    # [B, N]
-        q = self.query(candidate)                                           # [B, d]
-        s = per_step(q, k) * (d ** -0.5)                                    # [B, N]
-        masked = s - 1e9 * (1.0 - valid)
-        weights = tf.nn.softmax(masked, -1) * valid
-        weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, -1, keepdims=True))
-        focus = pooled(weights, v)                                          # [B, d]
-        gate = tf.sigmoid(s + self.count_bias) * valid                      # [B, N]
+        q = self.query(candidate) * (d ** -0.5)                             # [B, d]
+        # s_t, and -1e9 at padding: the softmax and the sigmoid then give padding exactly 0.
+        masked = per_step(q, k, -1e9 * (1.0 - valid))                       # [B, N]
+        any_valid = tf.reduce_max(valid, -1, keepdims=True)                 # [B or 1, 1]
+        # Without any valid step the softmax is uniform; any_valid zeroes its pooling.
+        focus = pooled(tf.nn.softmax(masked, -1), v) * any_valid            # [B, d]
+        gate = tf.sigmoid(masked + self.count_bias)                         # [B, N]
         mass = pooled(gate, v)                                              # [B, d]
-        intensity = tf.math.log1p(tf.reduce_sum(gate, -1))
-        any_valid = tf.reduce_max(valid, -1)
-        peak = tf.reduce_max(masked, -1) * any_valid                        # 0 with no history
-        return tf.concat([focus, mass, intensity[:, None], peak[:, None]], -1)
+        intensity = tf.math.log1p(tf.reduce_sum(gate, -1, keepdims=True))
+        peak = tf.reduce_max(masked, -1, keepdims=True) * any_valid         # 0 with no history
+        return tf.concat([focus, mass, intensity, peak], -1)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "steps": self.steps, "l2": self.l2}
@@ -100,11 +99,11 @@ class TargetAttention(keras.layers.Layer):
 
 # Serving scores one user's history ([1, N, d]) against B candidates: there one matrix product
 # does it, with no copy of the keys per candidate; training pairs each row with its own history.
-def per_step(q: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
-    """q [B, d] against keys k [B or 1, N, d] -> [B, N] dot products."""
+def per_step(q: tf.Tensor, k: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """q [B, d] against keys k [B or 1, N, d], plus bias [B or 1, N] -> [B, N] dot products."""
     return tf.cond(tf.equal(tf.shape(k)[0], 1),
-                   lambda: tf.matmul(q, k[0], transpose_b=True),
-                   lambda: tf.reduce_sum(q[:, None] * k, -1))
+                   lambda: tf.nn.bias_add(tf.matmul(q, k[0], transpose_b=True), bias[0]),
+                   lambda: tf.reduce_sum(q[:, None] * k, -1) + bias)
 
 
 def pooled(weights: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
