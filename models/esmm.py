@@ -81,15 +81,15 @@ class EntireSpaceTask(BinaryTask):
         click = self.labels(labels, rows)
         return click, click * tf.cast(labels[BUY], tf.float32)
 
-    def loss(self, labels: dict, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(mean over the ctr rows of BCE(click, pCTR) + BCE(click·buy, pCTCVR), number of rows)."""
+    def row_losses(self, labels: dict, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """([B] BCE(click, pCTR) + BCE(click·buy, pCTCVR) on the ctr rows, 0 elsewhere; [B] rows);
+        loss() is their mean over the ctr rows."""
         rows = self.rows(labels)
         click, bought = self.targets(labels, rows)
         ctr = tf.nn.sigmoid_cross_entropy_with_logits(labels=click, logits=logits[:, 0])
         log_yes, log_no = ctcvr_log_probabilities(logits)
         ctcvr = -(bought * log_yes + (1.0 - bought) * log_no)
-        count = tf.reduce_sum(rows)
-        return tf.math.divide_no_nan(tf.reduce_sum((ctr + ctcvr) * rows), count), count
+        return (ctr + ctcvr) * rows, rows
 
     def update_metrics(self, labels: dict, logits: tf.Tensor, loss: tf.Tensor,
                        count: tf.Tensor) -> None:

@@ -76,6 +76,9 @@ class Head(keras.layers.Layer):
     def loss(self, labels: dict, logits):
         return self.objective.loss(labels, logits)
 
+    def row_losses(self, labels: dict, logits):
+        return self.objective.row_losses(labels, logits)
+
     def update_metrics(self, labels: dict, logits, loss, count) -> None:
         self.objective.update_metrics(labels, logits, loss, count)
 

@@ -101,8 +101,8 @@ class Task:
     def per_row_loss(self, y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
-    def loss(self, labels: dict, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(mean loss over this task's rows, number of rows); (0, 0) without rows.
+    def row_losses(self, labels: dict, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """([B] each row's loss as loss() weighs it, 0 on other tasks' rows; [B] rows()).
 
         Args:
           labels: {"task": [B] int, "label": [B] float, "weight": [B] float}.
@@ -111,8 +111,13 @@ class Task:
         rows = self.rows(labels)
         per_row = self.per_row_loss(self.labels(labels, rows), logits)
         weights = rows * tf.cast(labels["weight"], tf.float32) if self.name in WEIGHTED else rows
+        return per_row * weights, rows
+
+    def loss(self, labels: dict, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(mean loss over this task's rows, number of rows); (0, 0) without rows."""
+        per_row, rows = self.row_losses(labels, logits)
         count = tf.reduce_sum(rows)
-        return tf.math.divide_no_nan(tf.reduce_sum(per_row * weights), count), count
+        return tf.math.divide_no_nan(tf.reduce_sum(per_row), count), count
 
     def update_metrics(self, labels: dict, logits: tf.Tensor, loss: tf.Tensor,
                        count: tf.Tensor) -> None:

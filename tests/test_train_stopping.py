@@ -1,11 +1,15 @@
 """The stopping rule of multi-pass training: held-out users apart from the trained ones, the best
-pass's weights kept when a pass makes them worse, and a stopped run that a resume leaves alone."""
+pass's weights kept when a pass does not make them significantly better, and a stopped run that
+a resume leaves alone."""
 import features  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from features.contract import Contract
+from models.dupn import build_model
 from models.weight_average import WeightAverage
+from models_batches import as_dataset, batches, tiny_config as tiny_model_config
 from pipeline.layout import read_json
 from pipeline.training import stopping, train as training
 from train_helpers import DAYS, tiny_config, tiny_examples
@@ -30,6 +34,36 @@ def test_held_out_users_are_a_stable_share_apart_from_the_rest():
     assert len(list(stopping.keep_rows(nobody, 0.5, held=False))) == 1
 
 
+def _rows(mean: float, n: int = 400) -> np.ndarray:
+    """n held-out rows' losses of that mean, spread alike in every pass."""
+    return mean + np.linspace(-0.2, 0.2, n)
+
+
+def test_a_pass_is_better_only_beyond_the_noise_of_the_paired_difference():
+    rng = np.random.default_rng(0)
+    best = rng.exponential(0.4, 2000)
+    noise = rng.normal(0.0, 0.05, 2000)            # the SE of the paired mean: about 0.0011
+    assert stopping.improves(best, best - 0.01 + noise)        # ~9 SE lower
+    assert not stopping.improves(best, best - 0.0005 + noise)  # lower on average, within noise
+    assert not stopping.improves(best, best + 0.01 + noise)    # worse
+    # Without pairs (other rows, or too few), the means decide.
+    assert stopping.improves(best, np.full(100, best.mean() - 0.001))
+    assert not stopping.improves(best[:1], best[:1])
+
+
+def test_the_rows_losses_average_to_the_models_own_loss_of_each_head():
+    contract = Contract.from_config(tiny_model_config())
+    model = build_model(tiny_model_config(), contract)
+    data = batches(contract, 2, 64, seed=3)
+    for task in ("ctr", "l2r", "power"):      # binary, weighted (l2r), multi-class
+        rows = stopping.validation_losses(stopping.loss_function(model, task), as_dataset(data))
+        means = [model.head_losses(y, model.head_logits(x))[task] for x, y in data]
+        count = sum(float(n) for _, n in means)
+        assert len(rows) == count > 0
+        np.testing.assert_allclose(rows.mean(), sum(float(m * n) for m, n in means) / count,
+                                   rtol=1e-5)
+
+
 class _Steps:
     """Stands in for RunCheckpoints: the run's step count, and no weight average."""
     steps_done = 0
@@ -38,9 +72,9 @@ class _Steps:
 
 def test_a_worse_pass_brings_the_best_weights_back_and_stops(monkeypatch):
     model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
-    losses = iter([0.5, 0.4, 0.45])
+    losses = iter([_rows(0.5), _rows(0.4), _rows(0.45)])
     monkeypatch.setattr(stopping, "loss_function", lambda *args: None)
-    monkeypatch.setattr(stopping, "validation_loss", lambda *args: next(losses))
+    monkeypatch.setattr(stopping, "validation_losses", lambda *args: next(losses))
     steps = _Steps()
     stopper = stopping.StopWhenWorse(steps, steps_per_pass=10, validation=None, task="ctr",
                                      log=lambda m: None)
@@ -80,13 +114,13 @@ def test_multi_pass_training_measures_held_out_users_and_a_stopped_run_stays_sto
 def test_with_a_weight_average_the_rule_judges_and_keeps_the_averaged_weights(monkeypatch):
     model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,), use_bias=False)])
     kernel = model.layers[0].kernel
-    judged, losses = [], iter([0.5, 0.4, 0.45])
+    judged, losses = [], iter([_rows(0.5), _rows(0.4), _rows(0.45)])
 
     def loss_of_the_judged_weights(*args):
         judged.append(float(kernel.numpy()[0, 0]))
         return next(losses)
     monkeypatch.setattr(stopping, "loss_function", lambda *args: None)
-    monkeypatch.setattr(stopping, "validation_loss", loss_of_the_judged_weights)
+    monkeypatch.setattr(stopping, "validation_losses", loss_of_the_judged_weights)
     steps = _Steps()
     steps.average = WeightAverage(model.trainable_variables, momentum=0.9)
     stopper = stopping.StopWhenWorse(steps, steps_per_pass=10, validation=None, task="ctr",

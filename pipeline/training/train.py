@@ -389,7 +389,9 @@ def _fit_one_process(model, checkpoints, data, contract, config, remaining, hist
     if trainer.epochs > 1 and trainer.validation_share > 0:
         share = trainer.validation_share
         dataset = keep_rows(dataset, share, held=False)
-        held = keep_rows(read_dataset(data.files, contract, trainer.batch_size), share, held=True)
+        # A seed makes the files' interleave deterministic: the rule pairs rows across passes.
+        held = keep_rows(read_dataset(data.files, contract, trainer.batch_size,
+                                      seed=config.runtime.seed), share, held=True)
         stopper = StopWhenWorse(checkpoints, target // trainer.epochs, held,
                                 config.model.heads[0].name, log)   # the headline head
         callbacks.insert(0, stopper)     # first: a checkpoint at the same step gets its weights
