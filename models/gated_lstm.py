@@ -71,19 +71,28 @@ class PropertyGatedLSTM(keras.layers.Layer):
                                                     initializer="glorot_uniform")
         self.built = True
 
-    def _joined(self, inputs, properties):
+    def _joined(self, inputs, properties, padding=None):
         """(x, kernel): [e_t p_t] and [[W_e], [W_p 0]], so one product gives every input-side
-        term (the property's block for the candidate is zero). Time-major, N static."""
+        term (the property's block for the candidate is zero). With padding ([N, B], 1 at padded
+        steps) x also carries that flag, and the kernel a row that drives a padded step's input
+        gate to exactly 0 and its forget gate to exactly 1 (infer). Time-major, N static."""
         if inputs.shape[0] is None:
             raise ValueError(f"{self.name}: the sequence length must be static, got {inputs.shape}")
-        if not self.property_dim:
+        parts, rows = [inputs], [self.input_kernel]
+        if self.property_dim:
+            if properties is None:
+                raise ValueError(f"{self.name}: built with property_dim={self.property_dim} "
+                                 "but called without properties")
+            parts.append(tf.cast(properties, inputs.dtype))
+            rows.append(tf.pad(self.property_kernel, [[0, 0], [0, self.units]]))
+        if padding is not None:
+            u = self.units
+            parts.append(tf.cast(padding, inputs.dtype)[..., None])
+            rows.append(tf.concat([tf.fill([1, u], -1e9), tf.fill([1, u], 1e9),
+                                   tf.zeros([1, 2 * u])], 1))
+        if len(parts) == 1:
             return inputs, self.input_kernel
-        if properties is None:
-            raise ValueError(f"{self.name}: built with property_dim={self.property_dim} "
-                             "but called without properties")
-        kernel = tf.concat([self.input_kernel,
-                            tf.pad(self.property_kernel, [[0, 0], [0, self.units]])], axis=0)
-        return tf.concat([inputs, tf.cast(properties, inputs.dtype)], axis=-1), kernel
+        return tf.concat(parts, axis=-1), tf.concat(rows, axis=0)
 
     def input_projection(self, inputs, properties=None) -> list:
         """All input-side terms of all steps, before the recurrence: N tensors [B, 4U].
@@ -123,13 +132,11 @@ class PropertyGatedLSTM(keras.layers.Layer):
         batch of 1, where the op count, not the FLOPs, sets the time: the training loop, which
         also saves each step's gates for its backward pass, took 5.9 ms of a request's user part
         and this one 3.8 (dupn, N = 100; docs/BENCHMARKS.md). Time-major in and out."""
-        x, kernel = self._joined(inputs, properties)
+        # A padded step's input gate is driven to exactly 0 and its forget gate to exactly 1, so
+        # c stays as it was without a select (one op fewer a step; the ops set the time).
+        x, kernel = self._joined(inputs, properties, padding=1.0 - valid)
         u = self.units
         z = tf.nn.bias_add(tf.einsum("nbd,dk->nbk", x, kernel), self.bias)     # [N, B, 4U]
-        # At a padded step the input gate is driven to exactly 0 and the forget gate to exactly 1,
-        # so c stays as it was without a select (one op fewer a step; the ops set the time).
-        saturate = tf.concat([tf.fill([u], -1e9), tf.fill([u], 1e9), tf.zeros([2 * u])], 0)
-        z = z + (1.0 - valid[:, :, None]) * tf.cast(saturate, z.dtype)
         h = c = tf.zeros([tf.shape(z)[1], u], z.dtype)
         outputs = []
         for z_t, m in zip(tf.unstack(z), tf.unstack(valid[:, :, None] > 0)):
