@@ -69,7 +69,8 @@ class InterestTerms(NamedTuple):
 
     def folded(self, kernel: tf.Tensor) -> tf.Tensor:
         """[D, units]: what the candidate multiplies for terms() x kernel [width, units], with
-        one user's interests: Σ_k i_k ⊙ (the rows of candidate ⊙ i_k + the row of candidate · i_k)."""
+        one user's interests: Σ_k i_k ⊙ (the rows of candidate ⊙ i_k + the row of
+        candidate · i_k)."""
         width = self.candidate.shape[-1]
         heads = self.interest.shape[-1] // width
         interests = tf.reshape(self.interest[0], [heads, width])              # [K, D]
@@ -112,8 +113,8 @@ def folded_product(joined: tuple, kernel: tf.Tensor) -> tf.Tensor:
     for part in joined:
         folds = isinstance(part, InterestTerms)
         width = part.width if folds else int(part.shape[-1])
-        x = part.candidate if folds else part
-        block = part.folded(kernel[offset:offset + width]) if folds else kernel[offset:offset + width]
+        x, block = part.candidate if folds else part, kernel[offset:offset + width]
+        block = part.folded(block) if folds else block
         tensors[id(x)] = x
         rows[id(x)] = rows[id(x)] + block if id(x) in rows else block
         offset += width

@@ -57,8 +57,8 @@ def test_interest_terms_fold_into_the_kernel_for_one_users_interests():
                                atol=1e-5)
     # The terms alone, and each row with its own interests (no fold): the same products.
     alone = column_product(join_columns([terms]), kernel[5:17]).numpy()
-    np.testing.assert_allclose(alone, interest_terms(items, interest).numpy() @ kernel[5:17].numpy(),
-                               rtol=1e-4, atol=1e-5)
+    expected_alone = interest_terms(items, interest).numpy() @ kernel[5:17].numpy()
+    np.testing.assert_allclose(alone, expected_alone, rtol=1e-4, atol=1e-5)
     rows = join_columns([items, InterestTerms(items, tf.repeat(interest, 7, 0)), other])
     np.testing.assert_allclose(column_product(rows, kernel).numpy(), expected, rtol=1e-4, atol=1e-5)
     # Without interest terms the parts are simply joined.

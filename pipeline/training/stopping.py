@@ -78,9 +78,10 @@ def improves(best: np.ndarray, new: np.ndarray) -> bool:
 
 class StopWhenWorse(keras.callbacks.Callback):
     """At every pass's end (the run's step count crossing a multiple of steps_per_pass; batch
-    callbacks come every steps_per_execution steps), measures the validation loss; stops and
-    restores the best pass's weights when it did not improve (`improves`). Put it first among the callbacks,
-    so a checkpoint saved at the same step holds the restored weights.
+    callbacks come every steps_per_execution steps), measures the validation loss row by row;
+    stops and restores the best pass's weights when it did not improve significantly
+    (`improves`). Put it first among the callbacks, so a checkpoint saved at the same step holds
+    the restored weights.
 
     Args:
       checkpoints: the run's RunCheckpoints (its step count).
