@@ -177,10 +177,14 @@ class TrainerConfig:
 
 @dataclass
 class RuntimeConfig:
-    runner: str = "DirectRunner"              # Beam runner; Dataflow/Flink/Spark by flag
+    # Beam runner; Dataflow/Flink/Spark by flag. The local default passes elements between steps
+    # as Python objects; Beam's DirectRunner (its FnApiRunner) encodes and copies every one:
+    # 12 % fewer rows/s and 20 % more memory on the example job (docs/BENCHMARKS.md).
+    runner: str = "BundleBasedDirectRunner"
     direct_num_workers: int = _int(2, lo=0)   # local runner processes (0: one per core)
-    # Local Beam runner: one process, threads or processes. On 2 cores one process is faster:
-    # multi_processing moves every element through gRPC (~1.9x the CPU; docs/BENCHMARKS.md).
+    # Beam's DirectRunner: one process, threads or processes (either of the last two runs the
+    # DirectRunner whatever `runner` says). On 2 cores one process is faster: multi_processing
+    # moves every element through gRPC (~1.9x the CPU; docs/BENCHMARKS.md).
     direct_running_mode: str = _choice(
         "in_memory", ("in_memory", "multi_threading", "multi_processing"))
     seed: int = _int(1, lo=0)

@@ -1,7 +1,12 @@
 """`dupn bench pipeline` at a tiny size: it runs the job on synthetic logs and reports its figures."""
 import json
+import pstats
+import threading
 
+from configs.loader import load_config
+from pipeline.beam.build_examples import pipeline_options
 from pipeline.bench import commands as bench
+from pipeline.bench.pipeline import profiled
 
 
 def test_bench_pipeline_prints_one_json_object(capsys):
@@ -12,6 +17,30 @@ def test_bench_pipeline_prints_one_json_object(capsys):
     assert result["rows_per_s"] == round(result["rows"] / result["seconds"])
     assert result["seconds"] > 0 and result["cpu_seconds"] > 0 and result["peak_rss_mb"] > 100
     assert result["running_mode"] == "in_memory" and result["days"] == 2
+    assert result["beam_runner"] == "BundleBasedDirectRunner"
+
+
+def test_threads_and_processes_run_on_the_direct_runner():
+    """The default local runner has no modes: asking for threads or processes gets the DirectRunner."""
+    config = load_config("small")
+    assert pipeline_options(config, None, []).get_all_options()["runner"] == "BundleBasedDirectRunner"
+    for mode in ("multi_threading", "multi_processing"):
+        options = pipeline_options(config, None, [f"--direct_running_mode={mode}"]).get_all_options()
+        assert options["runner"] == "DirectRunner" and options["direct_running_mode"] == mode
+
+
+def _work_in_a_thread():
+    return sum(i * i for i in range(1000))
+
+
+def test_the_profile_sees_the_threads_the_runner_starts(tmp_path):
+    """The local runner runs its stages in threads of its own: a profile of the caller alone misses them."""
+    with profiled(str(tmp_path / "prof")):
+        worker = threading.Thread(target=_work_in_a_thread)
+        worker.start()
+        worker.join()
+    functions = {name for _, _, name in pstats.Stats(str(tmp_path / "prof")).stats}
+    assert "_work_in_a_thread" in functions
 
 
 def test_bench_pipeline_reports_both_paths_on_the_same_rows(capsys):

@@ -1,4 +1,4 @@
-"""The example job on Beam's DaskRunner, over a LocalCluster of 2 worker processes: the DirectRunner's bytes."""
+"""The example job on Beam's DaskRunner, over a LocalCluster of 2 worker processes: the local runner's bytes."""
 import pytest
 
 from pipeline.beam.dask_cluster import local_cluster

@@ -45,7 +45,7 @@ def test_small_yaml_is_the_same_structure_at_small_widths():
     assert c.model.variant == "dupn-all" and c.trainer.optimizer == "adam"
     assert c.model.target_attention == 16 and c.model.id_match == 4 and c.trainer.epochs == 1
     # keys small.yaml leaves out keep the defaults
-    assert c.trainer.publish_margin == 0.01 and c.runtime.runner == "DirectRunner"
+    assert c.trainer.publish_margin == 0.01 and c.runtime.runner == "BundleBasedDirectRunner"
 
 
 def test_a_path_loads_like_a_name():

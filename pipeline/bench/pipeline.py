@@ -16,11 +16,13 @@ Figures and their limits: docs/BENCHMARKS.md ("Beam example job").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from queue import Empty
@@ -99,20 +101,15 @@ def _timed_job(raw, out, days, config_name, overrides, profile=None, dask_addres
         options = build_examples.pipeline_options(config, "dask", dask_args([], dask_address, files))
     else:
         options = build_examples.pipeline_options(config, None, [])
-    if profile:
-        import cProfile
-        profiler = cProfile.Profile()
-        profiler.enable()
-    cpu, started = _cpu_seconds(), time.monotonic()
-    passes = build_examples.plan_passes(plan, config, options, passes)
-    totals = build_examples.run(plan, options, passes)
-    seconds = time.monotonic() - started
-    if profile:
-        profiler.disable()
-        profiler.dump_stats(profile)
+    with profiled(profile):
+        cpu, started = _cpu_seconds(), time.monotonic()
+        passes = build_examples.plan_passes(plan, config, options, passes)
+        totals = build_examples.run(plan, options, passes)
+        seconds = time.monotonic() - started
     direct = options.get_all_options()
     return {**totals, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu,
-            "peak_rss_mb": _peak_rss_mb(), "running_mode": direct["direct_running_mode"],
+            "peak_rss_mb": _peak_rss_mb(), "beam_runner": direct["runner"],
+            "running_mode": direct["direct_running_mode"],
             "workers": direct["direct_num_workers"], "sequence_length": config.data.sequence_length,
             "beam_path": config.data.beam_path, "passes": passes}
 
@@ -159,6 +156,31 @@ def run_job_in_child(*args) -> dict:
     return in_child(run_job, *args)
 
 
+@contextlib.contextmanager
+def profiled(path: str | None):
+    """cProfile of this thread and of every thread started meanwhile (the local runner runs its
+    stages in its own threads), merged into one dump at path; nothing when path is None."""
+    if path is None:
+        yield
+        return
+    import cProfile
+    import pstats
+    profilers = [cProfile.Profile()]
+
+    def start_in_thread(*_):
+        profilers.append(cProfile.Profile())
+        profilers[-1].enable()       # replaces this hook in the new thread
+
+    threading.setprofile(start_in_thread)
+    profilers[0].enable()
+    try:
+        yield
+    finally:
+        profilers[0].disable()
+        threading.setprofile(None)
+        pstats.Stats(*profilers).dump_stats(path)
+
+
 def profile_summary(stats_file: str, top: int = 18) -> str:
     """The functions with the most own time of a cProfile dump, as text."""
     import io
@@ -180,7 +202,8 @@ def figures(job: dict, load: float) -> dict:
         "running_mode": job["running_mode"], "workers": job["workers"],
         "load_average_before": round(load, 2), "rows_by_table": job["rows"],
         "examples_by_task": job["examples"], "beam_path": job["beam_path"],
-        "runner": job["runner"], **({"cluster_start_s": job["cluster_start_s"]}
+        "runner": job["runner"], "beam_runner": job["beam_runner"],
+        **({"cluster_start_s": job["cluster_start_s"]}
                                     if "cluster_start_s" in job else {}),
     }
 
