@@ -20,13 +20,16 @@ def test_bench_pipeline_prints_one_json_object(capsys):
     assert result["beam_runner"] == "BundleBasedDirectRunner"
 
 
-def test_threads_and_processes_run_on_the_direct_runner():
-    """The default local runner has no modes: asking for threads or processes gets the DirectRunner."""
+def test_threads_processes_and_the_row_path_run_on_the_direct_runner():
+    """The default local runner has no modes, and costs the row path's one element per row 3x the
+    CPU: asking for threads or processes, or the row path, gets the DirectRunner."""
     config = load_config("small")
     assert pipeline_options(config, None, []).get_all_options()["runner"] == "BundleBasedDirectRunner"
     for mode in ("multi_threading", "multi_processing"):
         options = pipeline_options(config, None, [f"--direct_running_mode={mode}"]).get_all_options()
         assert options["runner"] == "DirectRunner" and options["direct_running_mode"] == mode
+    rows = load_config("small", ["data.beam_path=rows"])
+    assert pipeline_options(rows, None, []).get_all_options()["runner"] == "DirectRunner"
 
 
 def _work_in_a_thread():
@@ -52,6 +55,7 @@ def test_bench_pipeline_reports_both_paths_on_the_same_rows(capsys):
     for figures in (blocks, rows):
         assert figures["rows_per_s"] > 0 and figures["cpu_seconds"] > 0 and figures["peak_rss_mb"] > 100
     assert result["blocks_vs_rows"] == round(blocks["rows_per_s"] / rows["rows_per_s"], 2)
+    assert blocks["beam_runner"] == "BundleBasedDirectRunner" and rows["beam_runner"] == "DirectRunner"
 
 
 def test_bench_memory_reports_peaks_in_one_pass_and_in_passes(capsys):

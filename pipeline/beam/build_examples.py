@@ -180,8 +180,11 @@ def pipeline_options(config, runner: str | None, beam_args: list[str]) -> Pipeli
         given = " ".join(beam_args)
         if "--direct_running_mode" not in given:
             direct.direct_running_mode = config.runtime.direct_running_mode
-        if direct.direct_running_mode != "in_memory" and standard.runner == "BundleBasedDirectRunner":
-            standard.runner = "DirectRunner"     # threads and processes are the DirectRunner's modes
+        if standard.runner == "BundleBasedDirectRunner" and (
+                direct.direct_running_mode != "in_memory" or config.data.beam_path == "rows"):
+            # Threads and processes are the DirectRunner's modes; and the row path's one element
+            # per row costs 3x the CPU and 6x the memory on the bundle-based runner.
+            standard.runner = "DirectRunner"
         if "--direct_num_workers" not in given:
             workers = config.runtime.direct_num_workers or os.cpu_count() or 1
             # in_memory runs one worker whatever the number; saying 1 avoids Beam's warning
