@@ -36,7 +36,8 @@ SMALL_TABLES = [f"features.{t}={{buckets: {b}, dim: {d}}}" for t, b, d in (
 # configs/small.yaml as it was when they were written: the target attention came after them
 # (a model dir keeps its own config.yaml, in which the key is absent and the default 0 applies).
 BASE = [*TINY, *SMALL_TABLES, "trainer.optimizer=adam", "model.target_attention=0",
-        "model.id_match=0", "model.query_match=false"]
+        "model.id_match=0", "model.query_match=false",
+        "features.type_dim=4", "features.time_bucket_dim=4"]    # small's widths then
 CASES = {
     "dupn_all": ["model.interest_match=true", "model.ctr_rank_features=true"],
     "dupn_esmm": ["model.esmm=true"],

@@ -16,7 +16,7 @@ def test_bench_train_prints_one_json_with_the_figures(capsys):
         assert result[key] > 0, key
     assert abs(result["ratio"] - result["lstm_step_s"] / result["dupn_step_s"]) < 0.01
     assert result["batch"] == 8 and result["sequence_length"] == 6
-    assert result["input_width"] == 16 + 8 + 8 + 8 + 8 + 4 + 4 + 4   # e_t + p_t of small.yaml
+    assert result["input_width"] == 16 + 8 + 8 + 8 + 8 + 8 + 4 + 8   # e_t + p_t of small.yaml
 
 
 def test_flop_counts_by_hand():
