@@ -179,7 +179,7 @@ class TrainerConfig:
 class RuntimeConfig:
     # Beam runner; Dataflow/Flink/Spark by flag. The local default passes elements between steps
     # as Python objects; Beam's DirectRunner (its FnApiRunner) encodes and copies every one:
-    # 12 % fewer rows/s and 20 % more memory on the example job (docs/BENCHMARKS.md).
+    # 10-12 % fewer rows/s and 20-30 % more peak memory on the example job (docs/BENCHMARKS.md).
     runner: str = "BundleBasedDirectRunner"
     direct_num_workers: int = _int(2, lo=0)   # local runner processes (0: one per core)
     # Beam's DirectRunner: one process, threads or processes (either of the last two runs the

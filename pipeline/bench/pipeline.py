@@ -203,8 +203,7 @@ def figures(job: dict, load: float) -> dict:
         "load_average_before": round(load, 2), "rows_by_table": job["rows"],
         "examples_by_task": job["examples"], "beam_path": job["beam_path"],
         "runner": job["runner"], "beam_runner": job["beam_runner"],
-        **({"cluster_start_s": job["cluster_start_s"]}
-                                    if "cluster_start_s" in job else {}),
+        **({"cluster_start_s": job["cluster_start_s"]} if "cluster_start_s" in job else {}),
     }
 
 
