@@ -3,6 +3,7 @@ plot and the report's section."""
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 pytest.importorskip("tensorflow")
 
@@ -41,3 +42,28 @@ def test_unknown_world_is_named(tmp_path, capsys):
     argv = experiment_argv(tmp_path, "worlds", "--worlds", "nowhere", "--seeds", "1")
     assert experiment.main(argv) == 1
     assert "unknown worlds ['nowhere']" in capsys.readouterr().err
+
+
+def test_training_seeds_train_apart_on_the_same_examples(tmp_path):
+    work = tmp_path / "work"
+    argv = experiment_argv(work, "worlds", "--worlds", "properties", "--seeds", "1",
+                           "--train-seeds", "3,4", "--variants", "dupn-all", "--users", "40",
+                           "--days", "4")
+    assert experiment.main(argv) == 0
+    table = pd.read_csv(work / "experiments" / "worlds.csv")
+    assert table[["seed", "model", "train seed"]].values.tolist() == [[1, "dupn-all", 3],
+                                                                    [1, "dupn-all", 4]]
+    runs = work / "worlds" / "properties" / "seed1" / "experiments" / "runs" / "ablation"
+    for seed in (3, 4):
+        saved = yaml.safe_load((runs / f"train{seed}" / "dupn-all" / "config.yaml").read_text())
+        assert saved["runtime"]["seed"] == seed
+    # one world seed's examples, two trainings: different weights, so different scores
+    assert table["CTR AUC"].nunique() == 2
+    summary = pd.read_csv(work / "experiments" / "worlds_summary.csv")
+    assert summary["seeds"].tolist() == [2]
+
+
+def test_training_seeds_must_be_integers(tmp_path, capsys):
+    argv = experiment_argv(tmp_path, "worlds", "--worlds", "properties", "--train-seeds", "3,x")
+    assert experiment.main(argv) == 1
+    assert "--train-seeds '3,x' is not a list of integers" in capsys.readouterr().err

@@ -62,7 +62,9 @@ class Setup:
         return layout.experiments_dir(self.work)
 
     def runs_dir(self, name: str) -> Path:
-        return self.out_dir / "runs" / name
+        """OUT/runs/NAME, or OUT/runs/NAME/TAG for runs kept apart (the worlds' training seeds)."""
+        runs = self.out_dir / "runs" / name
+        return runs / self.options["runs_tag"] if self.options.get("runs_tag") else runs
 
 
 def example_days(examples_root) -> list[str]:
@@ -246,6 +248,9 @@ def parse_args(argv):
                         "the ablation's dupn-all run, else a new dupn-all run)")
     parser.add_argument("--worlds", help="worlds: comma-separated worlds (default: all)")
     parser.add_argument("--seeds", default="1,2", help="worlds: comma-separated seeds (default: 1,2)")
+    parser.add_argument("--train-seeds", help="worlds: comma-separated training seeds (runtime.seed) "
+                        "for every world seed, to tell a model's own noise from the world's "
+                        "(default: each world trains with its own seed)")
     parser.add_argument("--users", type=int, default=1000, help="worlds: users per world (default: 1000)")
     parser.add_argument("--days", type=int, default=12, help="worlds: days of raw logs; the first is "
                         "the lookback, the last the evaluation day (default: 12)")
@@ -253,6 +258,13 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting (repeatable)")
     return parser.parse_args(argv)
+
+
+def int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} is not a list of integers") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,18 +279,16 @@ def main(argv: list[str] | None = None) -> int:
         train_days = args.train_days or DEFAULT_TRAIN_DAYS
         eval_date, start, end = ("", "", "") if own_data else \
             choose_window(example_days(layout.examples_dir(work)), args.eval_date, train_days)
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except (ConfigError, FileNotFoundError) as err:
+        seeds = int_list("--seeds", args.seeds)
+        train_seeds = int_list("--train-seeds", args.train_seeds) if args.train_seeds else None
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"dupn experiment {args.name}: {err}", file=sys.stderr)
-        return 1
-    except ValueError:
-        print(f"dupn experiment {args.name}: --seeds {args.seeds!r} is not a list of integers",
-              file=sys.stderr)
         return 1
     options = {"variants": args.variants.split(",") if args.variants else None,
                "tasks": args.tasks.split(",") if args.tasks else None,
                "model": args.model, "raw": args.raw,
                "worlds": args.worlds.split(",") if args.worlds else None, "seeds": seeds,
+               "train_seeds": train_seeds,
                "users": args.users, "days": args.days, "train_days": train_days}
     setup = Setup(work, config, args.small, eval_date, start, end,
                   SMALL_EVAL_EXAMPLES if args.small else None, options, log)

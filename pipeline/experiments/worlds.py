@@ -7,9 +7,13 @@ the ablation (pipeline/experiments/ablation.py: same models, one pass over the s
 equal steps) trained on the days before the last and evaluated on the last. Raw logs, examples
 and runs are reused when the experiment runs again with the same arguments.
 
-Writes WORK/experiments/worlds.csv (one row per world, seed and model: the ablation's columns),
-worlds_summary.csv (mean and spread, max - min over seeds, per world and model) and worlds.png
-(a row of panels per world, bars with the seeds' range).
+--train-seeds t1,t2 trains every world seed's models once per training seed (runtime.seed t, runs
+in .../experiments/runs/ablation/train<t>/) on the same examples: the spread over training seeds
+is the model's own noise, the spread over world seeds adds the world's.
+
+Writes WORK/experiments/worlds.csv (one row per world, seed, model and training seed: the
+ablation's columns), worlds_summary.csv (mean and spread, max - min over the runs, per world and
+model) and worlds.png (a row of panels per world, bars with the runs' range).
 """
 from __future__ import annotations
 
@@ -62,8 +66,17 @@ def world_setup(setup: Setup, world: str, seed: int) -> Setup:
                                train_end=end, options={**options, "raw": raw})
 
 
+def with_train_seed(setup: Setup, train_seed: int) -> Setup:
+    """The same world seed's setup training with runtime.seed train_seed, its runs kept apart."""
+    config = copy.deepcopy(setup.config)
+    config.runtime.seed = train_seed
+    return dataclasses.replace(setup, config=config,
+                               options={**setup.options, "runs_tag": f"train{train_seed}"})
+
+
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread (max - min) over seeds of every metric, per world and model."""
+    """Mean and spread (max - min) over the runs (world seeds x training seeds) of every metric, per
+    world and model; `seeds` counts the runs."""
     groups = table.groupby(["world", "model"], sort=False)[METRICS]
     mean, spread = groups.mean(), groups.max() - groups.min()
     out = pd.concat([mean.add_suffix(" mean"), spread.add_suffix(" spread")], axis=1)
@@ -93,20 +106,27 @@ def run(setup: Setup):
     unknown = [w for w in worlds if w not in WORLDS]
     if unknown:
         raise ValueError(f"unknown worlds {unknown} (known: {', '.join(WORLDS)})")
+    seeds, train_seeds = setup.options.get("seeds") or [1, 2], setup.options.get("train_seeds")
     frames = []
     for world in worlds:
-        for seed in setup.options.get("seeds") or [1, 2]:
+        for seed in seeds:
             one = world_setup(setup, world, seed)
             setup.log(f"{world} seed {seed}: training on {one.train_start}..{one.train_end}, "
                       f"evaluating on {one.eval_date}")
-            table, _ = ablation.run(one)
-            frames.append(table.assign(world=world, seed=seed))
+            for train_seed in train_seeds or [seed]:
+                runs = with_train_seed(one, train_seed) if train_seeds else one
+                if train_seeds:
+                    setup.log(f"{world} seed {seed}: training seed {train_seed}")
+                table, _ = ablation.run(runs)
+                frames.append(table.assign(world=world, seed=seed, **{"train seed": train_seed}))
     table = pd.concat(frames, ignore_index=True)
-    table = table[["world", "seed", *[c for c in table.columns if c not in ("world", "seed")]]]
+    first = ["world", "seed", "model", "train seed"]
+    table = table[[*first, *[c for c in table.columns if c not in first]]]
     summary = summarise(table)
     setup.out_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(setup.out_dir / "worlds_summary.csv", index=False)
     png = plot(summary, setup.out_dir / "worlds.png",
                f"Worlds: the ablation's models per world, mean and range over seeds "
-               f"{','.join(map(str, setup.options.get('seeds') or [1, 2]))}")
+               f"{','.join(map(str, seeds))}"
+               + (f" x training seeds {','.join(map(str, train_seeds))}" if train_seeds else ""))
     return table, png
