@@ -52,6 +52,7 @@ class Setup:
     max_eval_examples: int | None = None
     options: dict = field(default_factory=dict)   # the experiment's own flags (variants, tasks, ...)
     log: callable = print
+    runs_tag: str = ""     # runs kept apart under runs/NAME/TAG (the worlds' training seeds)
 
     @property
     def examples(self) -> Path:
@@ -62,9 +63,9 @@ class Setup:
         return layout.experiments_dir(self.work)
 
     def runs_dir(self, name: str) -> Path:
-        """OUT/runs/NAME, or OUT/runs/NAME/TAG for runs kept apart (the worlds' training seeds)."""
+        """OUT/runs/NAME, or OUT/runs/NAME/TAG with a runs_tag."""
         runs = self.out_dir / "runs" / name
-        return runs / self.options["runs_tag"] if self.options.get("runs_tag") else runs
+        return runs / self.runs_tag if self.runs_tag else runs
 
 
 def example_days(examples_root) -> list[str]:

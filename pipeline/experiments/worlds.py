@@ -70,8 +70,7 @@ def with_train_seed(setup: Setup, train_seed: int) -> Setup:
     """The same world seed's setup training with runtime.seed train_seed, its runs kept apart."""
     config = copy.deepcopy(setup.config)
     config.runtime.seed = train_seed
-    return dataclasses.replace(setup, config=config,
-                               options={**setup.options, "runs_tag": f"train{train_seed}"})
+    return dataclasses.replace(setup, config=config, runs_tag=f"train{train_seed}")
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -114,9 +113,10 @@ def run(setup: Setup):
             setup.log(f"{world} seed {seed}: training on {one.train_start}..{one.train_end}, "
                       f"evaluating on {one.eval_date}")
             for train_seed in train_seeds or [seed]:
-                runs = with_train_seed(one, train_seed) if train_seeds else one
+                runs = one
                 if train_seeds:
                     setup.log(f"{world} seed {seed}: training seed {train_seed}")
+                    runs = with_train_seed(one, train_seed)
                 table, _ = ablation.run(runs)
                 frames.append(table.assign(world=world, seed=seed, **{"train seed": train_seed}))
     table = pd.concat(frames, ignore_index=True)
