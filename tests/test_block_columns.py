@@ -10,7 +10,7 @@ from features import example_columns as ec
 from pipeline.beam import blocks
 from pipeline.beam.block_group import IMP, Group
 from pipeline.beam.block_windows import Sequences
-from pipeline.beam.record_batches import framed, take_chunked, tfrecord_chunks
+from pipeline.beam.record_batches import framed, pack_parts, sorted_chunks, tfrecord_chunks
 from pipeline.beam.samples import SampleSpec, pack_batch
 
 
@@ -91,5 +91,21 @@ def test_tfrecords_are_framed_in_bulk_as_one_at_a_time_in_key_order_from_either_
     assert b"".join(c.to_pybytes() for c, _ in chunks) == b"".join(map(_record_bytes, [b"A", b"B", b"C", b"D"]))
     rows = list(tfrecord_chunks([pack_batch([("b", b"B"), ("a", b"A")])]))
     assert rows[0][0].to_pybytes() == _record_bytes(b"A") + _record_bytes(b"B")
-    column = pa.chunked_array([pa.array([b"0", b"1"]), pa.array([b"2"])])
-    assert take_chunked(column, np.array([2, 0, 1])).to_pylist() == [b"2", b"0", b"1"]
+
+
+def test_blocks_of_shared_contexts_give_each_record_its_context_and_rest_in_key_order():
+    contexts = pa.array([b"ctx0", b"", b"context-two" * 50], pa.binary())
+    first = pack_parts(pa.array(["k3", "k1", "k5"]), np.array([2, 0, 2]), contexts,
+                       pa.array([b"r3", b"r1", b""], pa.binary()))
+    second = pack_parts(pa.array(["k2", "k4"]), np.array([1, 0]), contexts,
+                        pa.array([b"r2", b"r4"], pa.binary()))
+    rows = pack_batch([("k0", b"whole0")])
+    whole = {"k0": b"whole0", "k1": b"ctx0r1", "k2": b"r2", "k3": b"context-two" * 50 + b"r3",
+             "k4": b"ctx0r4", "k5": b"context-two" * 50}
+    chunks = list(tfrecord_chunks([first, rows, second], chunk=4))
+    assert [n for _, n in chunks] == [4, 2]
+    assert b"".join(c.to_pybytes() for c, _ in chunks) == b"".join(
+        _record_bytes(whole[k]) for k in sorted(whole))
+    keys, records = zip(*sorted_chunks([second, first, rows], chunk=5))
+    assert [k for part in keys for k in part.to_pylist()] == sorted(whole)
+    assert [r for part in records for r in part.to_pylist()] == [whole[k] for k in sorted(whole)]

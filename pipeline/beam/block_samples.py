@@ -5,8 +5,9 @@ days already cut to N per user) and its follows, shop preferences and profiles: 
 rows / user_shards. Its samples are sorted in the row path's order (block_group), windows found
 per column (block_windows), contexts and impression and power targets encoded in bulk (block_encode); the
 fewer talent, shop and behaviour-made CTR samples take the row path's task_values and
-example_bytes one by one. Keys, shards and statistics are computed per column, and the records
-leave as Arrow blocks of (key, record) per (task, day, shard), sorted by key.
+example_bytes one by one. Keys, shards and statistics are computed per column, and the examples
+leave as Arrow blocks of (key, context, rest) per (task, day, shard), sorted by key: the writer
+joins each record's shared context and its own rest (record_batches.py).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from features.example_bytes import encode_values
 from pipeline.beam import block_encode, blocks
 from pipeline.beam.block_group import IMP, POWER, Group
 from pipeline.beam.block_windows import Sequences, run_starts
-from pipeline.beam.record_batches import pack_records
+from pipeline.beam.record_batches import pack_parts
 from pipeline.beam.samples import sequence_length_bin, task_values
 from pipeline.beam.split import SplitByTag
 from pipeline.layout import days_between
@@ -52,10 +53,11 @@ class Examples:
 
 class BuildBlocksFn(beam.DoFn):
     """(user shard, [(kind, day, packed block)]) -> (EXAMPLES, ((task, day, shard), packed Arrow
-    block of (key, record))) and (STATS, (day, stats)): one tagged stream, split by SplitByTag.
+    block of (key, context, rest))) and (STATS, (day, stats)): one tagged stream, split by
+    SplitByTag.
 
-    Records are assembled and packed CHUNK examples at a time, so a group's transient memory is
-    its columns plus one chunk's records (~1.5 KB an example at N = 20)."""
+    Examples are packed CHUNK at a time, so a group's transient memory is its columns plus one
+    chunk's targets and labels."""
     CHUNK = 2048
 
     def __init__(self, spec, contract):
@@ -111,13 +113,13 @@ class BuildBlocksFn(beam.DoFn):
                                 [("task", "ascending"), ("day", "ascending"), ("shard", "ascending"),
                                  ("key", "ascending")]).to_numpy()
         beam.metrics.Metrics.counter("dupn.examples", "written").inc(len(pos))
-        parts, start = ec.stack(contexts, targets, labels)
-        for lo in range(0, len(order), self.CHUNK):       # a few MB of records at a time
+        parts, start = ec.stack(targets, labels)
+        context_of_example = context_of[pos]
+        for lo in range(0, len(order), self.CHUNK):
             at = order[lo:lo + self.CHUNK]
-            records = ec.concat_rows(parts, context_of[pos][at] + start[0], at + start[1],
-                                     at + start[2])
+            rests = ec.concat_rows(parts, at + start[0], at + start[1])
             yield from self._batches(group, task[at], day[at], shard[at], example_keys.take(at),
-                                     records)
+                                     context_of_example[at], contexts, rests)
         no_profile = profile_at[key_index[pos]] < 0
         yield from self._stats(group, keys, day, task, label, buy, length[context_of[pos]], no_profile)
         pa.default_memory_pool().release_unused()    # the group's columns: back to the system
@@ -213,16 +215,19 @@ class BuildBlocksFn(beam.DoFn):
         return pc.binary_join_element_wise(users, digits(ts, 12), digits(index, 6), digits(j, 3),
                                            names, "\t")
 
-    def _batches(self, group: Group, task, day, shard, keys: pa.Array, records: pa.Array):
-        """(EXAMPLES, ((task, day, shard), Arrow block of key and record)) of examples sorted by
-        (task, day, shard, key)."""
+    def _batches(self, group: Group, task, day, shard, keys: pa.Array, context_index: np.ndarray,
+                 contexts: pa.Array, rests: pa.Array):
+        """(EXAMPLES, ((task, day, shard), Arrow block of key, context and rest)) of examples
+        sorted by (task, day, shard, key); example i's record is contexts[context_index[i]] +
+        rests[i]."""
         batch = (task * len(group.days) + day) * self.spec.shards + shard
         bounds = np.r_[run_starts(batch), len(batch)]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             rest, shard_id = divmod(int(batch[lo]), self.spec.shards)
             task_id, day_id = divmod(rest, len(group.days))
             yield EXAMPLES, ((TASKS[task_id], group.days[day_id], shard_id),
-                             pack_records(keys.slice(lo, hi - lo), records.slice(lo, hi - lo)))
+                             pack_parts(keys.slice(lo, hi - lo), context_index[lo:hi], contexts,
+                                        rests.slice(lo, hi - lo)))
 
     def _stats(self, group: Group, keys, day, task, label, buy, length, no_profile):
         """(STATS, (day, counts)) as samples.count_example adds them, for each day with samples."""
