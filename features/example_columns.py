@@ -81,9 +81,21 @@ def join(*parts) -> pa.Array:
     return pc.binary_join_element_wise(*parts, _EMPTY)
 
 
+def nested(body: pa.Array, *prefixes: bytes) -> pa.Array:
+    """framed(prefixes[-1], ... framed(prefixes[0], body)) of every row in one concatenation: each
+    layer's length follows from the body's, so the body is copied once, not once a layer."""
+    length = pc.binary_length(body).to_numpy(zero_copy_only=False).astype(np.int64)
+    parts = [body]
+    for prefix in prefixes:
+        size = varints(length)
+        parts = [prefix, size] + parts
+        length = length + len(prefix) + np.diff(offsets_of(size))
+    return join(*parts)
+
+
 def framed(prefix: bytes, body: pa.Array) -> pa.Array:
     """prefix + varint(len(body)) + body of every row: a length-delimited protobuf field."""
-    return join(prefix, varints(pc.binary_length(body).to_numpy(zero_copy_only=False)), body)
+    return nested(body, prefix)
 
 
 def string_pieces(strings: pa.Array) -> pa.Array:
@@ -123,12 +135,28 @@ def floats_feature(lists: pa.Array) -> pa.Array:
     return packed_feature(FLOATS, from_buffers(data, offsets))
 
 
+def _entry_key(name: str) -> bytes:
+    key = name.encode()
+    return b"\n" + varint(len(key)) + key + b"\x12"
+
+
 def entry(name: str, feature: pa.Array) -> pa.Array:
     """example_bytes.entry of every row: one map entry of Features."""
-    key = name.encode()
-    return framed(b"\n", framed(b"\n" + varint(len(key)) + key + b"\x12", feature))
+    return nested(feature, _entry_key(name), b"\n")
+
+
+def bytes_entry(name: str, payload: pa.Array) -> pa.Array:
+    """entry(name, bytes_feature(payload)) in one concatenation."""
+    return nested(payload, bytes((BYTES,)), _entry_key(name), b"\n")
+
+
+def string_entry(name: str, strings: pa.Array) -> pa.Array:
+    """The entry of a BytesList of one string on every row, in one concatenation."""
+    return nested(strings.cast(pa.binary()), b"\n", bytes((BYTES,)), _entry_key(name), b"\n")
 
 
 def example(keys: tuple, entries: dict) -> pa.Array:
     """Example bytes of every row from its entries (name -> entry column), in upb's order."""
-    return framed(b"\n", join(*(entries[name] for name in FIELD_ORDER[keys])))
+    columns = [entries[name] for name in FIELD_ORDER[keys]]
+    length = sum(pc.binary_length(c).to_numpy(zero_copy_only=False).astype(np.int64) for c in columns)
+    return join(b"\n", varints(length), *columns)

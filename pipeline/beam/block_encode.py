@@ -24,10 +24,6 @@ SEQUENCE_STRINGS = {"seq_item_id": "item_id", "seq_shop_id": "shop_id", "seq_bra
                     "seq_category_id": "category_id"}
 
 
-def string_entry(name: str, strings: pa.Array) -> pa.Array:
-    return ec.entry(name, ec.bytes_feature(ec.string_pieces(strings)))
-
-
 def int_entry(name: str, values: np.ndarray) -> pa.Array:
     return ec.entry(name, ec.ints_feature(ec.varints(values)))
 
@@ -47,7 +43,7 @@ def profile_entries(users: pa.Array, ages: pa.Array, genders: np.ndarray) -> dic
     buckets = np.where(pc.is_null(ages).to_numpy(zero_copy_only=False), 0,
                        np.searchsorted(AGE_EDGES, age, side="right") + 1)
     return {"age_bucket": int_entry("age_bucket", buckets), "gender": int_entry("gender", genders),
-            "user_id": string_entry("user_id", users)}
+            "user_id": ec.string_entry("user_id", users)}
 
 
 def contexts(pieces: dict, behaviors: dict, rows: np.ndarray, first: np.ndarray,
@@ -63,7 +59,7 @@ def contexts(pieces: dict, behaviors: dict, rows: np.ndarray, first: np.ndarray,
     bounds = np.r_[0, np.cumsum(length)].astype(np.int64)
     entries = dict(profiles)
     for name, column in pieces.items():
-        entries[name] = ec.entry(name, ec.bytes_feature(ec.regroup(column.take(window), bounds)))
+        entries[name] = ec.bytes_entry(name, ec.regroup(column.take(window), bounds))
     gaps = np.repeat(ts, length) - behaviors["ts"][window]
     small = {"seq_type": behaviors["type"][window],      # vocabulary indexes 1..4, buckets 1..8:
              "seq_scene": behaviors["scene"][window],    # one varint byte each
@@ -87,9 +83,9 @@ def impression_targets(impressions: pa.Table, query_terms: int) -> pa.Array:
     """The target part (item, query, ranking features, request, ts) of every impression."""
     def column(name):
         return impressions.column(name).combine_chunks()
-    entries = {name: string_entry(name, ec.plain(column(name)))
+    entries = {name: ec.string_entry(name, ec.plain(column(name)))
                for name in ("item_id", "shop_id", "brand_id", "category_id", "request_id")}
-    entries["tags"] = ec.entry("tags", ec.bytes_feature(ec.list_pieces(column("tags"))))
+    entries["tags"] = ec.bytes_entry("tags", ec.list_pieces(column("tags")))
     entries["query"] = query_entries(column("query"), query_terms)
     entries["rank_features"] = ec.entry("rank_features", ec.floats_feature(column("features")))
     entries["ts"] = int_entry("ts", column("ts").to_numpy(zero_copy_only=False))
