@@ -53,10 +53,13 @@ def test_training_seeds_train_apart_on_the_same_examples(tmp_path):
     table = pd.read_csv(work / "experiments" / "worlds.csv")
     assert table[["seed", "model", "train seed"]].values.tolist() == [[1, "dupn-all", 3],
                                                                     [1, "dupn-all", 4]]
-    runs = work / "worlds" / "properties" / "seed1" / "experiments" / "runs" / "ablation"
+    experiments = work / "worlds" / "properties" / "seed1" / "experiments"
     for seed in (3, 4):
-        saved = yaml.safe_load((runs / f"train{seed}" / "dupn-all" / "config.yaml").read_text())
+        run_dir = experiments / "runs" / "ablation" / f"train{seed}" / "dupn-all"
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert saved["runtime"]["seed"] == seed
+        assert (experiments / f"ablation-train{seed}.png").stat().st_size > 0   # a chart each
+    assert not (experiments / "ablation.png").exists()
     # one world seed's examples, two trainings: different weights, so different scores
     assert table["CTR AUC"].nunique() == 2
     summary = pd.read_csv(work / "experiments" / "worlds_summary.csv")

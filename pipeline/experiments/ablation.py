@@ -47,6 +47,7 @@ def run(setup: Setup):
                                         "train seconds", "eval examples", "error"])
     chart = table.set_index("model")[list(COLUMNS.values())].astype(float)
     png = plots.bar_panels(
-        chart, setup.out_dir / "ablation.png",
-        f"Ablation: trained {setup.train_start}..{setup.train_end}, tested {setup.eval_date}")
+        chart, setup.chart_path("ablation"),
+        f"Ablation: trained {setup.train_start}..{setup.train_end}, tested {setup.eval_date}"
+        + (f", {setup.runs_tag}" if setup.runs_tag else ""))
     return table, png

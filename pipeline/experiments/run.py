@@ -62,6 +62,10 @@ class Setup:
     def out_dir(self) -> Path:
         return layout.experiments_dir(self.work)
 
+    def chart_path(self, name: str) -> Path:
+        """OUT/NAME.png, or OUT/NAME-TAG.png with a runs_tag (each training seed its own chart)."""
+        return self.out_dir / (f"{name}-{self.runs_tag}.png" if self.runs_tag else f"{name}.png")
+
     def runs_dir(self, name: str) -> Path:
         """OUT/runs/NAME, or OUT/runs/NAME/TAG with a runs_tag."""
         runs = self.out_dir / "runs" / name
