@@ -84,8 +84,9 @@ def _record_bytes(record: bytes) -> bytes:
 def test_tfrecords_are_framed_in_bulk_as_one_at_a_time_in_key_order_from_either_path():
     records = [b"", b"abc", b"x" * 300, b"hello" * 1000]
     assert framed(pa.array(records, pa.binary())).to_pybytes() == b"".join(map(_record_bytes, records))
-    arrow = blocks.pack(pa.table({"key": ["b", "d"], "record": pa.array([b"B", b"D"], pa.binary())}))
-    other = blocks.pack(pa.table({"key": ["a", "c"], "record": pa.array([b"A", b"C"], pa.binary())}))
+    no_context = pa.array([b""], pa.binary())
+    arrow = pack_parts(pa.array(["b", "d"]), np.array([0, 0]), no_context, pa.array([b"B", b"D"]))
+    other = pack_parts(pa.array(["a", "c"]), np.array([0, 0]), no_context, pa.array([b"A", b"C"]))
     chunks = list(tfrecord_chunks([arrow, other], chunk=3))
     assert [n for _, n in chunks] == [3, 1]
     assert b"".join(c.to_pybytes() for c, _ in chunks) == b"".join(map(_record_bytes, [b"A", b"B", b"C", b"D"]))

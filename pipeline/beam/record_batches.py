@@ -36,8 +36,8 @@ def pack_parts(keys: pa.Array, context_index: np.ndarray, contexts: pa.Array,
 
 class ShardRecords:
     """A shard's batches, of either path, unpacked: every record's key and where its context and
-    its rest lie in one array of pieces (a record without a context, the row path's, has the empty
-    one)."""
+    its rest lie in one array of pieces (the row path's records are whole: their context is the
+    empty piece)."""
 
     def __init__(self, batches):
         keys, pieces, context_at, rest_at, pairs = [], [], [], [], []
@@ -45,7 +45,7 @@ class ShardRecords:
 
         def add(array: pa.Array) -> int:
             nonlocal size
-            pieces.append(plain(array))
+            pieces.append(array)
             size += len(array)
             return size - len(array)
 
@@ -57,16 +57,11 @@ class ShardRecords:
                 continue
             for batch in blocks.unpack(blob).to_batches():
                 keys.append(batch.column("key"))
-                if "context" in batch.schema.names:
-                    context = batch.column("context")
-                    at = add(context.dictionary)
-                    context_pieces.append(np.arange(len(context.dictionary)) + at)
-                    context_at.append(context.indices.to_numpy(zero_copy_only=False).astype(np.int64) + at)
-                    rest = batch.column("rest")
-                else:
-                    rest = batch.column("record")
-                    context_at.append(np.full(len(rest), empty, np.int64))
-                rest_at.append(np.arange(len(rest)) + add(rest))
+                context = batch.column("context")
+                at = add(context.dictionary)
+                context_pieces.append(np.arange(len(context.dictionary)) + at)
+                context_at.append(context.indices.to_numpy(zero_copy_only=False).astype(np.int64) + at)
+                rest_at.append(np.arange(batch.num_rows) + add(batch.column("rest")))
         if pairs:
             pair_keys, records = zip(*pairs)
             keys.append(pa.array(pair_keys, pa.string()))
