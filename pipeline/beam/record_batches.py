@@ -75,9 +75,6 @@ class ShardRecords:
         self._context_pieces = np.concatenate(context_pieces)
         self._context_crc = None
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def key_order(self) -> np.ndarray:
         """Record indices sorted by key (keys are unique: they carry the sample's index in its
         user's day)."""
@@ -89,11 +86,13 @@ class ShardRecords:
 
     def framed(self, at: np.ndarray) -> pa.Buffer:
         """The TFRecord bytes of the records at `at`, in that order."""
-        if self._context_crc is None:     # every context's checksum, once
+        if self._context_crc is None:     # every context's checksum, once, a chunk at a time
             self._context_crc = np.zeros(len(self.pieces), np.uint64)
-            contexts = self.pieces.take(pa.array(self._context_pieces)).to_pylist()
-            self._context_crc[self._context_pieces] = np.fromiter(
-                map(google_crc32c.value, contexts), np.uint64, len(contexts))
+            for lo in range(0, len(self._context_pieces), CHUNK):
+                ids = self._context_pieces[lo:lo + CHUNK]
+                self._context_crc[ids] = np.fromiter(
+                    map(google_crc32c.value, self.pieces.take(pa.array(ids)).to_pylist()),
+                    np.uint64, len(ids))
         records = self.records(at)
         rests = self.pieces.take(pa.array(self.rest_at[at])).to_pylist()
         crcs = np.fromiter(map(google_crc32c.extend, self._context_crc[self.context_at[at]].tolist(),
