@@ -121,7 +121,8 @@ class BuildBlocksFn(beam.DoFn):
             yield from self._batches(group, task[at], day[at], shard[at], example_keys.take(at),
                                      context_of_example[at], contexts, rests)
         no_profile = profile_at[key_index[pos]] < 0
-        yield from self._stats(group, keys, day, task, label, buy, length[context_of[pos]], no_profile)
+        yield from self._stats(group, keys, day, task, label, buy, length[context_of_example],
+                               no_profile)
         pa.default_memory_pool().release_unused()    # the group's columns: back to the system
 
     def _profile_entries(self, group: Group, keys: np.ndarray, profile_at: np.ndarray) -> dict:

@@ -131,24 +131,23 @@ def framed(records: pa.Array) -> pa.Buffer:
     return _framed(records, crcs)
 
 
-def sorted_chunks(batches, chunk: int = CHUNK):
-    """(keys, records) of a shard's batches sorted by key, `chunk` records at a time (the shard's
-    records are not assembled whole)."""
+def _in_key_order(batches, chunk: int, make):
+    """make(shard, at) for each `chunk` of a shard's records in key order (the shard's records are
+    never assembled whole); the shard's pieces go back to the system after the last chunk."""
     shard = ShardRecords(batches)
     order = shard.key_order()
     for lo in range(0, len(order), chunk):
-        at = order[lo:lo + chunk]
-        yield shard.keys.take(pa.array(at)), shard.records(at)
+        yield make(shard, order[lo:lo + chunk])
     del shard
-    pa.default_memory_pool().release_unused()        # the shard's pieces: back to the system
+    pa.default_memory_pool().release_unused()
+
+
+def sorted_chunks(batches, chunk: int = CHUNK):
+    """(keys, records) of a shard's batches sorted by key, `chunk` records at a time."""
+    return _in_key_order(batches, chunk, lambda shard, at: (shard.keys.take(pa.array(at)),
+                                                            shard.records(at)))
 
 
 def tfrecord_chunks(batches, chunk: int = CHUNK):
     """(TFRecord bytes, count) of a shard's records sorted by key, framed `chunk` records at a time."""
-    shard = ShardRecords(batches)
-    order = shard.key_order()
-    for lo in range(0, len(order), chunk):
-        at = order[lo:lo + chunk]
-        yield shard.framed(at), len(at)
-    del shard
-    pa.default_memory_pool().release_unused()
+    return _in_key_order(batches, chunk, lambda shard, at: (shard.framed(at), len(at)))
